@@ -1,0 +1,102 @@
+//! `train`: trains a GPT-2 model. With no arguments it trains a small model on the bundled
+//! Shakespeare corpus on the CPU. Argument parsing only; the work is in `smelt::train`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use smelt::train::{self, RunConfig};
+
+/// Train a GPT-2 language model.
+///
+/// Settings come from a TOML file (--config) with sections [model] (n_layer, n_head, n_embd,
+/// block_size, vocab_size), [data] (corpus, val_fraction), [train] (device, out, batch_size,
+/// seq_len, grad_accum, max_steps, lr, min_lr, warmup_steps, eval_every, eval_batches, seed,
+/// sample_tokens, max_seconds, threads) and [optimizer] (beta1, beta2, eps, weight_decay,
+/// grad_clip); every key is optional. Flags override the file. The run directory receives
+/// checkpoint/ (model.safetensors, config.json, tokenizer.json) and summary.json.
+#[derive(Parser, Debug)]
+#[command(name = "train", version, about, long_about)]
+struct Args {
+    /// TOML file with the run's settings (see above); defaults train the bundled model.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Run directory for the checkpoint and summary.json [default: runs/default].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Optimizer steps to run [default: 600].
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Sequences per micro-batch [default: 16].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Tokens per sequence, at most the model's block_size [default: 128].
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Peak learning rate [default: 3e-3].
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Seed for initialisation and batch order [default: 1337].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Compute device: auto, cpu or cuda [default: auto].
+    #[arg(long)]
+    device: Option<String>,
+    /// Text corpus: a .txt file or a folder of them [default: data/shakespeare].
+    #[arg(long, value_name = "PATH")]
+    corpus: Option<PathBuf>,
+    /// No live progress bar (plain log lines instead).
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = (|| {
+        let mut cfg = match &args.config {
+            Some(path) => RunConfig::from_file(path)?,
+            None => RunConfig::default(),
+        };
+        let t = &mut cfg.train;
+        if let Some(v) = args.out.clone() {
+            t.out = v;
+        }
+        if let Some(v) = args.max_steps {
+            t.max_steps = v;
+        }
+        if let Some(v) = args.batch_size {
+            t.batch_size = v;
+        }
+        if let Some(v) = args.seq_len {
+            t.seq_len = v;
+        }
+        if let Some(v) = args.lr {
+            t.lr = v;
+            t.min_lr = t.min_lr.min(v);
+        }
+        if let Some(v) = args.seed {
+            t.seed = v;
+        }
+        if let Some(v) = args.device.clone() {
+            t.device = v;
+        }
+        if let Some(v) = args.corpus.clone() {
+            cfg.data.corpus = v;
+        }
+        train::run(cfg, !args.quiet)
+    })();
+    match result {
+        Ok(s) => {
+            println!("--- sample ---\n{}\n--------------", s.sample);
+            println!(
+                "done: {} steps in {:.1}s | train loss {:.4} | val loss {:.4} | unigram entropy {:.4} | {:.0} tok/s",
+                s.steps, s.seconds, s.train_loss, s.val_loss, s.unigram_entropy, s.tokens_per_second
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

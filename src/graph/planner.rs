@@ -1,0 +1,227 @@
+//! The memory planner: lays out one arena for a graph.
+//!
+//! ```text
+//! [ params | grads | adam m | adam v | outputs | activations (reused by liveness) ]
+//! ```
+//! Parameters, their gradient accumulators and the two AdamW moments share one relative
+//! layout, so the optimizer sees four parallel regions. Each activation is live from the op
+//! that writes it to the last op that reads it; the planner gives it a place in the
+//! activation region that no tensor live at the same time uses (best fit from a free list).
+//! An op's outputs are placed before its dead inputs are released, so no op ever writes
+//! over what it reads.
+
+use super::{Graph, Storage, TensorId};
+use crate::backend::View;
+use crate::error::{Error, Result};
+
+/// Every tensor offset is a multiple of this many f32s (64 bytes: cache lines, vector loads).
+pub const ALIGN: usize = 16;
+
+fn align(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+/// Where every tensor of a graph lives in the arena.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// One view per tensor, indexed by `TensorId`.
+    pub views: Vec<View>,
+    pub params: View,
+    pub grads: View,
+    pub adam_m: View,
+    pub adam_v: View,
+    pub activations: View,
+    /// Arena length in f32s.
+    pub total: usize,
+    /// What the activations would take with one buffer per tensor.
+    pub naive_activation_len: usize,
+}
+
+impl Plan {
+    pub fn view(&self, id: TensorId) -> View {
+        self.views[id.0]
+    }
+
+    /// The view of the same tensor in a region parallel to the parameters (grads, m, v).
+    pub fn parallel(&self, param_view: View, region: View) -> View {
+        View::new(
+            region.offset + (param_view.offset - self.params.offset),
+            param_view.len,
+        )
+    }
+
+    /// Bytes of activation memory planned and naive, for the log.
+    pub fn activation_bytes(&self) -> (usize, usize) {
+        (self.activations.len * 4, self.naive_activation_len * 4)
+    }
+}
+
+/// Plans the arena for `graph`.
+pub fn plan(graph: &Graph) -> Result<Plan> {
+    let n = graph.tensors.len();
+    let mut views = vec![View::new(0, 0); n];
+
+    // Parameters, then the three parallel regions.
+    let mut cursor = 0;
+    for p in &graph.params {
+        views[p.tensor.0] = View::new(cursor, graph.numel(p.tensor));
+        cursor += align(graph.numel(p.tensor));
+    }
+    let params = View::new(0, cursor);
+    let grads = View::new(cursor, cursor);
+    let adam_m = View::new(2 * cursor, cursor);
+    let adam_v = View::new(3 * cursor, cursor);
+    for (i, t) in graph.tensors.iter().enumerate() {
+        if let Storage::GradAccum(p) = t.storage {
+            let param = views[graph.params[p].tensor.0];
+            views[i] = View::new(grads.offset + param.offset, param.len);
+        }
+    }
+    cursor *= 4;
+
+    // Outputs live for the whole run.
+    for (i, t) in graph.tensors.iter().enumerate() {
+        if t.storage == Storage::Output {
+            views[i] = View::new(cursor, t.numel());
+            cursor += align(t.numel());
+        }
+    }
+
+    // Activations: liveness intervals over the op list.
+    let is_activation = |id: TensorId| graph.tensors[id.0].storage == Storage::Activation;
+    let mut first_write = vec![usize::MAX; n];
+    let mut last_use = vec![0usize; n];
+    for (i, op) in graph.ops.iter().enumerate() {
+        for id in op.outputs() {
+            if first_write[id.0] == usize::MAX {
+                first_write[id.0] = i;
+            }
+            last_use[id.0] = last_use[id.0].max(i);
+        }
+        for id in op.inputs() {
+            if is_activation(id) && first_write[id.0] == usize::MAX {
+                return Err(Error::Config(format!(
+                    "graph reads activation '{}' before any op writes it",
+                    graph.tensors[id.0].name
+                )));
+            }
+            last_use[id.0] = last_use[id.0].max(i);
+        }
+    }
+    let mut release_after: Vec<Vec<TensorId>> = vec![Vec::new(); graph.ops.len()];
+    let mut naive = 0;
+    for i in 0..n {
+        if is_activation(TensorId(i)) && first_write[i] != usize::MAX {
+            release_after[last_use[i]].push(TensorId(i));
+            naive += align(graph.tensors[i].numel());
+        }
+    }
+
+    let mut arena = FreeList::default();
+    let mut placed = vec![false; n];
+    for (i, op) in graph.ops.iter().enumerate() {
+        for id in op.outputs() {
+            if is_activation(id) && !placed[id.0] {
+                let len = graph.numel(id);
+                views[id.0] = View::new(arena.alloc(align(len)), len);
+                placed[id.0] = true;
+            }
+        }
+        for id in &release_after[i] {
+            arena.free(views[id.0].offset, align(views[id.0].len));
+        }
+    }
+    let activation_base = cursor;
+    for (i, placed) in placed.iter().enumerate() {
+        if *placed {
+            views[i].offset += activation_base;
+        }
+    }
+    Ok(Plan {
+        views,
+        params,
+        grads,
+        adam_m,
+        adam_v,
+        activations: View::new(activation_base, arena.top),
+        total: activation_base + arena.top,
+        naive_activation_len: naive,
+    })
+}
+
+/// Best-fit allocator over offsets, with coalescing of neighbouring free blocks.
+#[derive(Default)]
+struct FreeList {
+    /// Free blocks (offset, len), sorted by offset, never adjacent.
+    free: Vec<(usize, usize)>,
+    /// High-water mark: the region's length.
+    top: usize,
+}
+
+impl FreeList {
+    fn alloc(&mut self, len: usize) -> usize {
+        let best = self
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, &(_, l))| l >= len)
+            .min_by_key(|(_, &(_, l))| l)
+            .map(|(i, _)| i);
+        if let Some(i) = best {
+            let (off, l) = self.free[i];
+            if l == len {
+                self.free.remove(i);
+            } else {
+                self.free[i] = (off + len, l - len);
+            }
+            return off;
+        }
+        // Grow: extend a free block that ends at the top, if any.
+        if let Some(&(off, l)) = self.free.last() {
+            if off + l == self.top {
+                self.free.pop();
+                self.top = off + len;
+                return off;
+            }
+        }
+        let off = self.top;
+        self.top += len;
+        off
+    }
+
+    fn free(&mut self, off: usize, len: usize) {
+        let i = self.free.partition_point(|&(o, _)| o < off);
+        self.free.insert(i, (off, len));
+        // Merge with the next block, then with the previous one.
+        if i + 1 < self.free.len() && self.free[i].0 + self.free[i].1 == self.free[i + 1].0 {
+            self.free[i].1 += self.free[i + 1].1;
+            self.free.remove(i + 1);
+        }
+        if i > 0 && self.free[i - 1].0 + self.free[i - 1].1 == self.free[i].0 {
+            self.free[i - 1].1 += self.free[i].1;
+            self.free.remove(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FreeList;
+
+    #[test]
+    fn free_list_reuses_and_coalesces() {
+        let mut f = FreeList::default();
+        let a = f.alloc(16);
+        let b = f.alloc(32);
+        let c = f.alloc(16);
+        assert_eq!((a, b, c), (0, 16, 48));
+        f.free(b, 32);
+        assert_eq!(f.alloc(16), 16); // best fit reuses the hole
+        f.free(16, 16);
+        f.free(a, 16);
+        f.free(c, 16);
+        assert_eq!(f.free, vec![(0, 64)]);
+        assert_eq!(f.alloc(80), 0); // grows from the free tail
+        assert_eq!(f.top, 80);
+    }
+}

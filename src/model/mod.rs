@@ -1,0 +1,7 @@
+//! The GPT-2 model: its configuration, its graph, its parameters under Hugging Face names.
+
+pub mod config;
+pub mod gpt;
+
+pub use config::GptConfig;
+pub use gpt::Gpt;
