@@ -56,19 +56,22 @@ fn bad_input_is_one_clear_line() {
     ];
     for (text, needle) in cases {
         let cfg = config_file(&dir, text);
-        assert_clean_error(&train(&["--config", &cfg, "--quiet"]), needle);
+        assert_clean_error(&train(&["--config", &cfg, "--no-progress"]), needle);
     }
     assert_clean_error(
         &train(&["--config", "no/such/config.toml"]),
         "no/such/config.toml",
     );
     assert_clean_error(
-        &train(&["--seq-len", "4096", "--quiet"]),
+        &train(&["--seq-len", "4096", "--no-progress"]),
         "longer than model.block_size",
     );
-    assert_clean_error(&train(&["--device", "cuda", "--quiet"]), "no CUDA backend");
     assert_clean_error(
-        &train(&["--device", "tpu", "--quiet"]),
+        &train(&["--device", "cuda", "--no-progress"]),
+        "no CUDA backend",
+    );
+    assert_clean_error(
+        &train(&["--device", "tpu", "--no-progress"]),
         "not one of auto, cpu, cuda",
     );
     // clap's own errors (unknown flag) exit 2 with usage, also without a panic.
@@ -111,7 +114,7 @@ sample_tokens = 20
         &cfg,
         "--out",
         out_dir.to_str().unwrap(),
-        "--quiet",
+        "--no-progress",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "train failed: {stderr}");

@@ -24,7 +24,7 @@ struct Args {
     /// Run directory for the checkpoint and summary.json [default: runs/default].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Optimizer steps to run [default: 600].
+    /// Optimizer steps to run [default: 1500].
     #[arg(long)]
     max_steps: Option<usize>,
     /// Sequences per micro-batch [default: 16].
@@ -45,9 +45,9 @@ struct Args {
     /// Text corpus: a .txt file or a folder of them [default: data/shakespeare].
     #[arg(long, value_name = "PATH")]
     corpus: Option<PathBuf>,
-    /// No live progress bar (plain log lines instead).
+    /// Plain periodic log lines instead of the live progress bar.
     #[arg(long)]
-    quiet: bool,
+    no_progress: bool,
 }
 
 fn main() -> ExitCode {
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         if let Some(v) = args.corpus.clone() {
             cfg.data.corpus = v;
         }
-        train::run(cfg, !args.quiet)
+        train::run(cfg, !args.no_progress)
     })();
     match result {
         Ok(s) => {

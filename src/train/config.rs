@@ -67,7 +67,7 @@ impl Default for TrainConfig {
             batch_size: 16,
             seq_len: 128,
             grad_accum: 1,
-            max_steps: 600,
+            max_steps: 1500,
             lr: 3e-3,
             min_lr: 3e-4,
             warmup_steps: 30,

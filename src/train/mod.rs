@@ -65,7 +65,7 @@ impl Progress {
             let bar =
                 ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template("{bar:24.cyan/blue} {pos}/{len} {msg} ETA {eta}")
+                ProgressStyle::with_template("step {pos}/{len} {bar:20.cyan/blue} {msg}")
                     .expect("valid template")
                     .progress_chars("=> "),
             );
@@ -114,6 +114,16 @@ fn evaluate<B: Backend>(model: &mut Gpt<B>, batches: &[Batch]) -> Result<f32> {
     Ok((sum / batches.len() as f64) as f32)
 }
 
+/// "1h02m", "4m05s", "12s".
+fn format_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
@@ -132,7 +142,13 @@ pub fn run(mut cfg: RunConfig, live: bool) -> Result<RunSummary> {
             .build_global();
     }
     let t = cfg.train.clone();
-    eprintln!("device: {} (asked for {})", backend.name(), t.device);
+    match t.device.as_str() {
+        "auto" => eprintln!(
+            "device: {} (auto: this build has no CUDA backend)",
+            backend.name()
+        ),
+        _ => eprintln!("device: {}", backend.name()),
+    }
 
     // Data: documents → train/val text → tokenizer trained on the training text → streams.
     let docs = corpus::read_documents(&cfg.data.corpus)?;
@@ -234,10 +250,14 @@ pub fn run(mut cfg: RunConfig, live: bool) -> Result<RunSummary> {
         losses.push(loss);
         let done = step + 1;
         let tok_s = (done * tokens_per_step) as f64 / train_seconds;
+        let eta = (t.max_steps - done) as f64 * started.elapsed().as_secs_f64() / done as f64;
         progress.step(
             done,
             t.max_steps,
-            format!("loss {loss:.4} | lr {lr:.2e} | norm {norm:.2} | {tok_s:.0} tok/s"),
+            format!(
+                "loss {loss:.4} | lr {lr:.2e} | norm {norm:.2} | {tok_s:.0} tok/s | ETA {}",
+                format_duration(eta)
+            ),
         );
         let out_of_time = t.max_seconds > 0.0 && started.elapsed().as_secs_f64() > t.max_seconds;
         if done % t.eval_every == 0 || done == t.max_steps || out_of_time {
