@@ -144,7 +144,7 @@ pub fn run(mut cfg: RunConfig, live: bool) -> Result<RunSummary> {
     let t = cfg.train.clone();
     match t.device.as_str() {
         "auto" => eprintln!(
-            "device: {} (auto: this build has no CUDA backend)",
+            "device: {}; auto picked it: this build has no CUDA backend",
             backend.name()
         ),
         _ => eprintln!("device: {}", backend.name()),
