@@ -4,7 +4,11 @@
 //! the `prepare` pipeline replace `corpus` and `batches` for large corpora.
 
 pub mod batches;
+pub mod clean;
 pub mod corpus;
+pub mod loader;
+pub mod shard;
+pub mod source;
 pub mod tokenizer;
 
 pub use batches::TokenStream;
