@@ -13,6 +13,7 @@ pub mod generate;
 pub mod graph;
 pub mod model;
 pub mod optim;
+pub mod progress;
 pub mod rng;
 pub mod train;
 

@@ -1,15 +1,24 @@
-//! The `train` binary as a user meets it: bad input gives one clear line and a non-zero
-//! exit (never a panic), and a tiny run end to end writes its checkpoint and summary.
+//! The `train` and `prepare` binaries as a user meets them: bad input gives one clear line
+//! and a non-zero exit (never a panic); prepare → train end to end writes shards, manifest,
+//! checkpoint and summary; automatic preparation is cached.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn train(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_train"))
+fn run(bin: &str, args: &[&str]) -> Output {
+    Command::new(bin)
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
-        .expect("train runs")
+        .expect("binary runs")
+}
+
+fn train(args: &[&str]) -> Output {
+    run(env!("CARGO_BIN_EXE_train"), args)
+}
+
+fn prepare(args: &[&str]) -> Output {
+    run(env!("CARGO_BIN_EXE_prepare"), args)
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -94,7 +103,8 @@ block_size = 32
 vocab_size = 320
 
 [data]
-corpus = "data/shakespeare/sonnets.txt"
+corpus = "data/shakespeare"
+cache = "CACHE"
 
 [train]
 batch_size = 4
@@ -150,4 +160,141 @@ sample_tokens = 20
     assert_eq!(config["model_type"], "gpt2");
     assert_eq!(config["n_positions"], 32);
     assert!(String::from_utf8_lossy(&out.stdout).contains("--- sample ---"));
+
+    // The second run finds the prepared corpus in the cache.
+    let out = train(&[
+        "--config",
+        &cfg,
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--no-progress",
+        "--max-steps",
+        "2",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("prepared earlier"), "{stderr}");
+}
+
+#[test]
+fn prepare_then_train_on_the_data_set() {
+    let dir = temp_dir("prepare");
+    // A small JSONL corpus of many documents (so every split gets some), gzip'd half.
+    let mut lines = String::new();
+    for (i, line) in std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/data/shakespeare/sonnets.txt"
+    ))
+    .unwrap()
+    .split("\n\n")
+    .enumerate()
+    {
+        lines.push_str(&serde_json::json!({"id": i, "body": line}).to_string());
+        lines.push('\n');
+    }
+    let corpus = dir.join("corpus.jsonl");
+    std::fs::write(&corpus, lines).unwrap();
+    let data = dir.join("data");
+    let out = prepare(&[
+        corpus.to_str().unwrap(),
+        "--out",
+        data.to_str().unwrap(),
+        "--tokenizer",
+        "bpe",
+        "--vocab-size",
+        "300",
+        "--text-field",
+        "body",
+        "--min-chars",
+        "20",
+        "--shard-tokens",
+        "5000",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("--json prints one object");
+    assert_eq!(summary["vocab_size"], 300);
+    let train_shards = summary["splits"]["train"]["shards"].as_u64().unwrap();
+    assert!(
+        train_shards >= 2,
+        "shard size 5000 must roll over: {summary}"
+    );
+    for f in [
+        "manifest.json",
+        "tokenizer.json",
+        "train_000000.bin",
+        "train_000001.bin",
+        "val_000000.bin",
+    ] {
+        assert!(data.join(f).is_file(), "{f} missing");
+    }
+    // No staging leftovers.
+    assert!(std::fs::read_dir(&data).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with('.')));
+
+    let out_dir = dir.join("run");
+    let cfg = config_file(
+        &dir,
+        "[model]\nn_layer = 1\nn_head = 2\nn_embd = 32\nblock_size = 32\n[train]\nbatch_size = 2\nseq_len = 32\nmax_steps = 5\neval_every = 5\neval_batches = 1\nsample_tokens = 5\n",
+    );
+    let out = train(&[
+        "--config",
+        &cfg,
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["config"]["model"]["vocab_size"], 300);
+
+    // Bad input to prepare: one line, exit 1.
+    let missing = dir.join("nope.txt");
+    assert_clean_error(
+        &prepare(&[missing.to_str().unwrap(), "--out", data.to_str().unwrap()]),
+        "nope.txt",
+    );
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("a.txt"), "too short").unwrap();
+    assert_clean_error(
+        &prepare(&[
+            empty.to_str().unwrap(),
+            "--out",
+            dir.join("d2").to_str().unwrap(),
+            "--no-progress",
+        ]),
+        "empty after cleaning",
+    );
+    assert_clean_error(
+        &prepare(&[
+            corpus.to_str().unwrap(),
+            "--out",
+            dir.join("d3").to_str().unwrap(),
+            "--tokenizer",
+            "no/such/tokenizer.json",
+        ]),
+        "no/such/tokenizer.json",
+    );
+    // train --data on a folder that is not a data set.
+    assert_clean_error(
+        &train(&["--data", empty.to_str().unwrap(), "--no-progress"]),
+        "manifest.json",
+    );
+    assert!(prepare(&["--help"]).status.success());
 }

@@ -10,7 +10,8 @@ use smelt::train::{self, RunConfig};
 /// Train a GPT-2 language model.
 ///
 /// Settings come from a TOML file (--config) with sections [model] (n_layer, n_head, n_embd,
-/// block_size, vocab_size), [data] (corpus, val_fraction), [train] (device, out, batch_size,
+/// block_size, vocab_size), [data] (dir, corpus, tokenizer, val_fraction, test_fraction,
+/// cache), [train] (device, out, batch_size,
 /// seq_len, grad_accum, max_steps, lr, min_lr, warmup_steps, eval_every, eval_batches, seed,
 /// sample_tokens, max_seconds, threads) and [optimizer] (beta1, beta2, eps, weight_decay,
 /// grad_clip); every key is optional. Flags override the file. The run directory receives
@@ -42,7 +43,10 @@ struct Args {
     /// Compute device: auto, cpu or cuda [default: auto].
     #[arg(long)]
     device: Option<String>,
-    /// Text corpus: a .txt file or a folder of them [default: data/shakespeare].
+    /// A data set made by `prepare`; without it, --corpus is prepared (and cached) first.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Text to prepare when --data is not given: files or a folder [default: data/shakespeare].
     #[arg(long, value_name = "PATH")]
     corpus: Option<PathBuf>,
     /// Plain periodic log lines instead of the live progress bar.
@@ -82,6 +86,9 @@ fn main() -> ExitCode {
         }
         if let Some(v) = args.corpus.clone() {
             cfg.data.corpus = v;
+        }
+        if let Some(v) = args.data.clone() {
+            cfg.data.dir = Some(v);
         }
         train::run(cfg, !args.no_progress)
     })();

@@ -1,15 +1,16 @@
-//! Data: reading a text corpus, the tokenizer, token streams and batches.
+//! Data: from text files to training batches.
 //!
-//! This is the simple in-memory path the CPU engine needs; memory-mapped token shards and
-//! the `prepare` pipeline replace `corpus` and `batches` for large corpora.
+//! `source` finds and streams documents, `clean` normalises and de-duplicates them,
+//! `tokenizer` turns text into ids, `prepare` runs the whole pipeline into token `shard`s,
+//! and `loader` serves (B, T) batches from those shards through mmap.
 
 pub mod batches;
 pub mod clean;
-pub mod corpus;
 pub mod loader;
+pub mod prepare;
 pub mod shard;
 pub mod source;
 pub mod tokenizer;
 
-pub use batches::TokenStream;
+pub use batches::Batch;
 pub use tokenizer::{Tokenizer, END_OF_TEXT};

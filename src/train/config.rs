@@ -9,21 +9,34 @@ use crate::error::{Error, Result};
 use crate::model::GptConfig;
 use crate::optim::AdamWConfig;
 
-/// Where the text comes from.
+/// Where the tokens come from: a data set made by `prepare` (`dir`), or else a text corpus
+/// that the run prepares itself through the same pipeline, cached under `cache`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// A `.txt` file or a folder of them (one document each).
+    /// A prepared data set (manifest.json, tokenizer.json, shards); overrides `corpus`.
+    pub dir: Option<PathBuf>,
+    /// Text to prepare when `dir` is not set: files or a folder (.txt, .jsonl, .gz).
     pub corpus: PathBuf,
-    /// Share of every document (its end) held out for validation.
+    /// Tokenizer for automatic preparation: `bpe` (of model.vocab_size tokens), `gpt2`, or
+    /// the path of a tokenizer.json.
+    pub tokenizer: String,
+    /// Share of documents held out for validation / test in automatic preparation.
     pub val_fraction: f64,
+    pub test_fraction: f64,
+    /// Where automatically prepared data sets are cached.
+    pub cache: PathBuf,
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
         DataConfig {
+            dir: None,
             corpus: PathBuf::from("data/shakespeare"),
+            tokenizer: "bpe".into(),
             val_fraction: 0.1,
+            test_fraction: 0.05,
+            cache: PathBuf::from("runs/data"),
         }
     }
 }
@@ -135,8 +148,14 @@ impl RunConfig {
         if t.eval_every == 0 || t.eval_batches == 0 {
             return bad("train.eval_every and train.eval_batches must be at least 1");
         }
-        if !(0.0..1.0).contains(&self.data.val_fraction) || self.data.val_fraction == 0.0 {
-            return bad("data.val_fraction must be between 0 and 1 (exclusive)");
+        let d = &self.data;
+        if !(d.val_fraction > 0.0
+            && d.test_fraction >= 0.0
+            && d.val_fraction + d.test_fraction < 1.0)
+        {
+            return bad(
+                "data.val_fraction must be > 0, data.test_fraction >= 0, and their sum < 1",
+            );
         }
         let o = &self.optimizer;
         if !(0.0..1.0).contains(&o.beta1)

@@ -2,12 +2,11 @@
 //! validation → sample → checkpoint and `summary.json`.
 
 pub mod config;
+pub mod data;
 
-use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 pub use config::RunConfig;
@@ -16,12 +15,11 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::{AdamWStep, Backend};
 use crate::checkpoint;
 use crate::data::batches::Batch;
-use crate::data::{corpus, TokenStream, Tokenizer};
 use crate::error::{Error, Result};
 use crate::generate::{self, SampleOptions};
 use crate::model::Gpt;
 use crate::optim::{clip_factor, LrSchedule};
-use crate::rng::Rng;
+use crate::progress::{format_duration, Progress, Unit};
 
 /// What a run reports at the end (also written as `summary.json`).
 #[derive(Clone, Debug, Serialize)]
@@ -53,57 +51,6 @@ fn resolve_device(requested: &str) -> Result<CpuBackend> {
     }
 }
 
-/// Human output: a live progress bar on a terminal, plain periodic lines elsewhere.
-struct Progress {
-    bar: Option<ProgressBar>,
-    log_every: usize,
-}
-
-impl Progress {
-    fn new(steps: usize, live: bool) -> Self {
-        let bar = (live && std::io::stderr().is_terminal()).then(|| {
-            let bar =
-                ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template("step {pos}/{len} {bar:20.cyan/blue} {msg}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
-            );
-            bar
-        });
-        Progress {
-            bar,
-            log_every: (steps / 20).max(1),
-        }
-    }
-
-    fn println(&self, line: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
-        }
-    }
-
-    fn step(&self, step: usize, steps: usize, msg: String) {
-        match &self.bar {
-            Some(bar) => {
-                bar.set_position(step as u64);
-                bar.set_message(msg);
-            }
-            None if step.is_multiple_of(self.log_every) || step == steps => {
-                eprintln!("step {step}/{steps} {msg}");
-            }
-            None => {}
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
 /// Mean loss over validation batches (forward only).
 fn evaluate<B: Backend>(model: &mut Gpt<B>, batches: &[Batch]) -> Result<f32> {
     let mut sum = 0.0f64;
@@ -112,16 +59,6 @@ fn evaluate<B: Backend>(model: &mut Gpt<B>, batches: &[Batch]) -> Result<f32> {
         sum += model.forward()? as f64;
     }
     Ok((sum / batches.len() as f64) as f32)
-}
-
-/// "1h02m", "4m05s", "12s".
-fn format_duration(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-    }
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -150,33 +87,16 @@ pub fn run(mut cfg: RunConfig, live: bool) -> Result<RunSummary> {
         _ => eprintln!("device: {}", backend.name()),
     }
 
-    // Data: documents → train/val text → tokenizer trained on the training text → streams.
-    let docs = corpus::read_documents(&cfg.data.corpus)?;
-    let (train_text, val_text) = corpus::split_documents(&docs, cfg.data.val_fraction);
-    let tokenizer = Tokenizer::train(train_text.iter(), cfg.model.vocab_size)?;
-    let train = TokenStream::new(tokenizer.encode_documents(&train_text)?);
-    let val = TokenStream::new(tokenizer.encode_documents(&val_text)?);
-    cfg.model.vocab_size = tokenizer.vocab_size();
-    let text_bytes: usize = docs.iter().map(|d| d.text.len()).sum();
+    let mut data = data::open(&mut cfg, live)?;
+    let unigram_entropy = data.unigram_entropy;
     eprintln!(
-        "data: {} documents, {:.1} MB; BPE vocab {}; {} train / {} val tokens ({:.1}s)",
-        docs.len(),
-        text_bytes as f64 / 1e6,
+        "data: {}: tokenizer {} tokens; {} train / {} val tokens",
+        data.dir.display(),
         cfg.model.vocab_size,
-        train.tokens.len(),
-        val.tokens.len(),
-        started.elapsed().as_secs_f64()
+        data.train_tokens,
+        data.val_tokens
     );
-    let val_batches = val.sequential_batches(t.batch_size, t.seq_len, t.eval_batches);
-    if train.num_windows(t.seq_len) == 0 || val_batches.is_empty() {
-        return Err(Error::Data(format!(
-            "corpus {} is too small for batches of {}x{} tokens; add text or lower batch_size/seq_len",
-            cfg.data.corpus.display(),
-            t.batch_size,
-            t.seq_len
-        )));
-    }
-    let unigram_entropy = val.unigram_entropy();
+    let val_batches = std::mem::take(&mut data.val_batches);
 
     let mut model = Gpt::new(backend, cfg.model, t.batch_size, t.seq_len, true)?;
     model.init_gpt2(t.seed)?;
@@ -205,8 +125,7 @@ pub fn run(mut cfg: RunConfig, live: bool) -> Result<RunSummary> {
         warmup_steps: t.warmup_steps,
         total_steps: t.max_steps,
     };
-    let progress = Progress::new(t.max_steps, live);
-    let mut rng = Rng::new(t.seed ^ 0x5EED_DA7A);
+    let mut progress = Progress::new("step", t.max_steps as u64, Unit::Steps, live);
     let tokens_per_step = t.batch_size * t.seq_len * t.grad_accum;
     let mut train_seconds = 0.0;
     let mut losses = Vec::with_capacity(t.max_steps);
@@ -222,7 +141,7 @@ pub fn run(mut cfg: RunConfig, live: bool) -> Result<RunSummary> {
         model.exec.zero_grads();
         let mut loss = 0.0;
         for _ in 0..t.grad_accum {
-            let batch = train.random_batch(&mut rng, t.batch_size, t.seq_len);
+            let batch = data.train.next_batch();
             model.set_batch(&batch.inputs, Some(&batch.targets))?;
             loss += model.forward_backward()? / t.grad_accum as f32;
         }
@@ -251,10 +170,9 @@ pub fn run(mut cfg: RunConfig, live: bool) -> Result<RunSummary> {
         let done = step + 1;
         let tok_s = (done * tokens_per_step) as f64 / train_seconds;
         let eta = (t.max_steps - done) as f64 * started.elapsed().as_secs_f64() / done as f64;
-        progress.step(
-            done,
-            t.max_steps,
-            format!(
+        progress.set(
+            done as u64,
+            &format!(
                 "loss {loss:.4} | lr {lr:.2e} | norm {norm:.2} | {tok_s:.0} tok/s | ETA {}",
                 format_duration(eta)
             ),
@@ -280,23 +198,27 @@ pub fn run(mut cfg: RunConfig, live: bool) -> Result<RunSummary> {
     // A sample from the trained model: continue the first line of the validation text.
     let mut sampler = Gpt::new(CpuBackend::new(), cfg.model, 1, t.seq_len, false)?;
     sampler.copy_params_from(&model)?;
-    let first_line = val_text[0]
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("The");
-    let prompt = tokenizer.encode(&format!("{first_line}\n"))?;
+    let prompt = data.tokenizer.encode(&format!("{}\n", data.prompt))?;
     let opts = SampleOptions {
         max_new_tokens: t.sample_tokens,
         temperature: 0.8,
         top_k: 40,
         seed: t.seed,
     };
-    let ids = generate::sample(&mut sampler, &prompt, &opts, Some(tokenizer.eot()), |_| {})?;
-    let sample = tokenizer.decode(&[prompt.as_slice(), ids.as_slice()].concat())?;
+    let ids = generate::sample(
+        &mut sampler,
+        &prompt,
+        &opts,
+        Some(data.tokenizer.eot()),
+        |_| {},
+    )?;
+    let sample = data
+        .tokenizer
+        .decode(&[prompt.as_slice(), ids.as_slice()].concat())?;
 
     std::fs::create_dir_all(&t.out).map_err(|e| Error::io(&t.out, e))?;
     let ckpt = t.out.join("checkpoint");
-    checkpoint::save(&ckpt, &cfg.model, &model.state()?, &tokenizer)?;
+    checkpoint::save(&ckpt, &cfg.model, &model.state()?, &data.tokenizer)?;
     let tail = (losses.len() / 10).max(1);
     let summary = RunSummary {
         train_loss: losses[losses.len() - tail..].iter().sum::<f32>() / tail as f32,

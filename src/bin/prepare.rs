@@ -1,0 +1,170 @@
+//! `prepare`: turns text files into a tokenizer and memory-mappable token shards.
+//! Argument parsing only; the work is in `smelt::data::prepare`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use smelt::data::clean::CleanOptions;
+use smelt::data::prepare::{self, Manifest, PrepareOptions, TokenizerChoice, SPLITS};
+use smelt::data::source::{OnInvalid, SourceOptions};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum InvalidPolicy {
+    /// Skip the document and count it.
+    Skip,
+    /// Stop with an error naming the file and line.
+    Fail,
+}
+
+/// Prepare a text corpus for training: clean it, build a tokenizer, split documents into
+/// train/val/test by a hash of their content, and write token shards in llm.c's layout
+/// (DIR/train_000000.bin, val_..., test_...) beside DIR/tokenizer.json and DIR/manifest.json.
+///
+/// Inputs are files or folders (searched recursively) of .txt (one document per file) and
+/// .jsonl (one document per line, in the field --text-field), optionally gzip'd (.gz).
+#[derive(Parser, Debug)]
+#[command(name = "prepare", version, about, long_about)]
+struct Args {
+    /// Text files or folders.
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
+    /// Output folder for shards, tokenizer.json and manifest.json.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// `gpt2` (GPT-2's tokenizer, built in), `bpe` (train a byte-level BPE on the corpus),
+    /// or the path of a tokenizer.json.
+    #[arg(long, default_value = "bpe", value_name = "gpt2|bpe|PATH")]
+    tokenizer: String,
+    /// Vocabulary size for `--tokenizer bpe`.
+    #[arg(long, default_value_t = 8192)]
+    vocab_size: usize,
+    /// Share of documents for validation.
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    /// Share of documents for test.
+    #[arg(long, default_value_t = 0.05)]
+    test_fraction: f64,
+    /// Tokens per shard file.
+    #[arg(long, default_value_t = 100_000_000)]
+    shard_tokens: u64,
+    /// JSON field that holds the text in .jsonl files.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    /// Drop documents shorter than this many characters.
+    #[arg(long, default_value_t = 64)]
+    min_chars: usize,
+    /// Keep exact duplicate documents.
+    #[arg(long)]
+    no_dedup: bool,
+    /// What to do with invalid UTF-8, malformed JSON lines and records without the field.
+    #[arg(long, value_enum, default_value = "skip")]
+    on_invalid: InvalidPolicy,
+    /// At most this many MB of training text are used to train the BPE tokenizer.
+    #[arg(long, default_value_t = 256)]
+    bpe_sample_mb: usize,
+    /// Print the manifest summary as one JSON object (for scripts).
+    #[arg(long)]
+    json: bool,
+    /// Plain periodic log lines instead of live progress bars.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// The summary `--json` prints and the table shows.
+fn summary(m: &Manifest, out: &std::path::Path) -> serde_json::Value {
+    let splits: serde_json::Map<String, serde_json::Value> = SPLITS
+        .iter()
+        .filter_map(|s| m.splits.get(*s).map(|sp| (s, sp)))
+        .map(|(s, sp)| {
+            (
+                s.to_string(),
+                serde_json::json!({"documents": sp.documents, "tokens": sp.tokens, "shards": sp.shards.len()}),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "out": out,
+        "tokenizer": m.tokenizer.kind,
+        "vocab_size": m.tokenizer.vocab_size,
+        "token_width": m.token_width,
+        "splits": splits,
+        "documents_read": m.sources.documents,
+        "dropped_short": m.cleaning.dropped_short,
+        "dropped_duplicate": m.cleaning.dropped_duplicate,
+        "skipped_invalid": m.sources.skipped_invalid_utf8 + m.sources.skipped_bad_json + m.sources.skipped_missing_field + m.sources.skipped_too_large,
+        "text_mb": m.text_bytes as f64 / 1e6,
+        "seconds": m.seconds,
+        "mb_per_second": m.text_bytes as f64 / 1e6 / m.seconds.max(1e-9),
+    })
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let opts = PrepareOptions {
+        inputs: a.inputs.clone(),
+        tokenizer: TokenizerChoice::parse(&a.tokenizer, a.vocab_size),
+        val_fraction: a.val_fraction,
+        test_fraction: a.test_fraction,
+        shard_tokens: a.shard_tokens,
+        source: SourceOptions {
+            text_field: a.text_field.clone(),
+            on_invalid: match a.on_invalid {
+                InvalidPolicy::Skip => OnInvalid::Skip,
+                InvalidPolicy::Fail => OnInvalid::Fail,
+            },
+            ..SourceOptions::default()
+        },
+        clean: CleanOptions {
+            min_chars: a.min_chars,
+            dedup: !a.no_dedup,
+        },
+        bpe_sample_bytes: a.bpe_sample_mb << 20,
+        ..PrepareOptions::default()
+    };
+    match prepare::prepare(&opts, &a.out, !a.no_progress && !a.json) {
+        Ok(m) => {
+            let s = summary(&m, &a.out);
+            if a.json {
+                println!("{s}");
+            } else {
+                println!(
+                    "prepared {} in {:.1}s ({:.1} MB of text, {:.1} MB/s); tokenizer {} ({} tokens, {:?})",
+                    a.out.display(),
+                    m.seconds,
+                    m.text_bytes as f64 / 1e6,
+                    s["mb_per_second"].as_f64().unwrap_or(0.0),
+                    m.tokenizer.kind,
+                    m.tokenizer.vocab_size,
+                    m.token_width
+                );
+                println!(
+                    "{:<6} {:>10} {:>14} {:>7}",
+                    "split", "documents", "tokens", "shards"
+                );
+                for name in SPLITS {
+                    if let Some(sp) = m.splits.get(name) {
+                        println!(
+                            "{name:<6} {:>10} {:>14} {:>7}",
+                            sp.documents,
+                            sp.tokens,
+                            sp.shards.len()
+                        );
+                    }
+                }
+                println!(
+                    "read {} documents; dropped {} short, {} duplicate; skipped {} invalid",
+                    m.sources.documents,
+                    m.cleaning.dropped_short,
+                    m.cleaning.dropped_duplicate,
+                    s["skipped_invalid"]
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
