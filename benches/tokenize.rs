@@ -1,4 +1,4 @@
-//! Tokenizer throughput over data/shakespeare (42 plays, ~5.3 MB), side by side on the same
+//! Tokenizer throughput over data/shakespeare (42 plays, 5.06 MB), side by side on the same
 //! text: `encode_batch` of the GPT-2 tokenizer and of a 2048-token BPE trained on the corpus
 //! (our fast path), the same through `tokenizers`' own `encode_batch_fast`, and tiktoken-rs's
 //! `encode_ordinary` over the plays in parallel (GPT-2 only). BPE training is timed

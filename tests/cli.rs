@@ -291,6 +291,68 @@ fn prepare_then_train_on_the_data_set() {
         ]),
         "no/such/tokenizer.json",
     );
+    // A damaged shard is named, with what is wrong.
+    let shard = data.join("train_000001.bin");
+    let bytes = std::fs::read(&shard).unwrap();
+    std::fs::write(&shard, &bytes[..bytes.len() - 3]).unwrap();
+    assert_clean_error(
+        &train(&[
+            "--config",
+            &cfg,
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]),
+        "train_000001.bin",
+    );
+    let mut bad_magic = bytes.clone();
+    bad_magic[0] ^= 0xff;
+    std::fs::write(&shard, &bad_magic).unwrap();
+    assert_clean_error(
+        &train(&[
+            "--config",
+            &cfg,
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]),
+        "magic",
+    );
+    // Invalid UTF-8: skipped and counted by default, an error naming file and line with --on-invalid fail.
+    let mixed = dir.join("mixed.jsonl");
+    let mut content = std::fs::read(&corpus).unwrap();
+    content.extend_from_slice(
+        b"{\"body\": \"bad \xff byte, long enough to pass the minimum length\"}\n",
+    );
+    std::fs::write(&mixed, content).unwrap();
+    let d4 = dir.join("d4");
+    let args = [
+        mixed.to_str().unwrap(),
+        "--out",
+        d4.to_str().unwrap(),
+        "--text-field",
+        "body",
+    ];
+    let out = prepare(
+        &[
+            &args[..],
+            &["--json", "--min-chars", "20", "--vocab-size", "300"],
+        ]
+        .concat(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["skipped_invalid"], 1);
+    assert_clean_error(
+        &prepare(&[&args[..], &["--on-invalid", "fail"]].concat()),
+        "invalid UTF-8",
+    );
     // train --data on a folder that is not a data set.
     assert_clean_error(
         &train(&["--data", empty.to_str().unwrap(), "--no-progress"]),

@@ -448,39 +448,42 @@ fn encode_batch_keeps_order_and_adds_nothing() {
     assert!(!ends.contains(&tok.eot()));
 }
 
-/// Writes GPT-2's tokenizer.json for tools/bench_tokenizers.sh (path: $SMELT_GPT2_JSON, else
-/// target/gpt2-tokenizer.json).
+/// Writes GPT-2's tokenizer.json for tools/bench_tokenizers.sh: to $SMELT_GPT2_JSON, else
+/// target/gpt2-tokenizer.json.
 #[test]
 #[ignore]
 fn write_gpt2_json() {
-    let path = std::env::var_os("SMELT_GPT2_JSON")
+    let path = out_path("SMELT_GPT2_JSON", "gpt2-tokenizer.json");
+    Tokenizer::gpt2().unwrap().save(&path).unwrap();
+    println!("wrote {}", path.display());
+}
+
+/// Writes the 2048-token BPE trained on data/shakespeare (as benches/tokenize.rs trains it)
+/// for tools/bench_tokenizers.sh: to $SMELT_BPE_JSON, else target/bpe2048-tokenizer.json.
+#[test]
+#[ignore]
+fn write_bpe_json() {
+    let path = out_path("SMELT_BPE_JSON", "bpe2048-tokenizer.json");
+    let docs = shakespeare();
+    Tokenizer::train(docs.iter(), 2048)
+        .unwrap()
+        .save(&path)
+        .unwrap();
+    println!("wrote {}", path.display());
+}
+
+fn out_path(var: &str, name: &str) -> PathBuf {
+    let path = std::env::var_os(var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/gpt2-tokenizer.json"));
+        .unwrap_or_else(|| root().join("target").join(name));
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).unwrap();
     }
-    Tokenizer::gpt2().unwrap().save(&path).unwrap();
-    println!("wrote {}", path.display());
+    path
 }
 
 fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("smelt-tokenizer-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-#[test]
-#[ignore]
-fn zz_profile_encode() {
-    let tok = Tokenizer::gpt2().unwrap();
-    let docs = shakespeare();
-    let mb: f64 = docs.iter().map(|d| d.len()).sum::<usize>() as f64 / 1e6;
-    for _ in 0..2 {
-        tok.encode_batch(&docs).unwrap();
-    }
-    let t = std::time::Instant::now();
-    for _ in 0..10 {
-        std::hint::black_box(tok.encode_batch(&docs).unwrap());
-    }
-    eprintln!("PROFILE {:.1} MB/s", 10.0 * mb / t.elapsed().as_secs_f64());
 }

@@ -36,6 +36,11 @@ pub struct RunSummary {
     pub params: usize,
     pub device: String,
     pub stopped_early: bool,
+    /// The data set trained on, and where its loader stopped (epochs seen, and the exact
+    /// position a resumed run continues from).
+    pub data_dir: std::path::PathBuf,
+    pub epochs: f64,
+    pub loader_position: crate::data::loader::LoaderPosition,
     pub sample: String,
     pub config: RunConfig,
 }
@@ -230,6 +235,9 @@ pub fn run(mut cfg: RunConfig, live: bool) -> Result<RunSummary> {
         params: cfg.model.num_params(),
         device: model.exec.backend.name(),
         stopped_early,
+        data_dir: data.dir.clone(),
+        epochs: data.train.epoch_fraction(),
+        loader_position: data.train.position(),
         sample,
         config: cfg.clone(),
     };
