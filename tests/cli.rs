@@ -353,6 +353,50 @@ fn prepare_then_train_on_the_data_set() {
         &prepare(&[&args[..], &["--on-invalid", "fail"]].concat()),
         "invalid UTF-8",
     );
+    // llm.c's shard folders (no manifest, GPT-2 tokens) train as they are.
+    let gpt2 = dir.join("gpt2");
+    let out = prepare(&[
+        corpus.to_str().unwrap(),
+        "--out",
+        gpt2.to_str().unwrap(),
+        "--tokenizer",
+        "gpt2",
+        "--text-field",
+        "body",
+        "--min-chars",
+        "20",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let llmc = dir.join("llmc");
+    std::fs::create_dir_all(&llmc).unwrap();
+    std::fs::copy(
+        gpt2.join("train_000000.bin"),
+        llmc.join("sonnets_train_000000.bin"),
+    )
+    .unwrap();
+    std::fs::copy(
+        gpt2.join("val_000000.bin"),
+        llmc.join("sonnets_val_000000.bin"),
+    )
+    .unwrap();
+    let out = train(&[
+        "--config",
+        &cfg,
+        "--data",
+        llmc.to_str().unwrap(),
+        "--out",
+        dir.join("run2").to_str().unwrap(),
+        "--max-steps",
+        "2",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("llm.c's GPT-2 shards"), "{stderr}");
+
     // train --data on a folder that is not a data set.
     assert_clean_error(
         &train(&["--data", empty.to_str().unwrap(), "--no-progress"]),

@@ -95,7 +95,9 @@ fn summary(m: &Manifest, out: &std::path::Path) -> serde_json::Value {
         "skipped_invalid": m.sources.skipped_invalid_utf8 + m.sources.skipped_bad_json + m.sources.skipped_missing_field + m.sources.skipped_too_large,
         "text_mb": m.text_bytes as f64 / 1e6,
         "seconds": m.seconds,
+        "tokenizer_seconds": m.tokenizer_seconds,
         "mb_per_second": m.text_bytes as f64 / 1e6 / m.seconds.max(1e-9),
+        "mb_per_second_without_tokenizer": m.text_bytes as f64 / 1e6 / (m.seconds - m.tokenizer_seconds).max(1e-9),
     })
 }
 

@@ -110,9 +110,11 @@ pub struct Manifest {
     pub sources: SourceStats,
     pub cleaning: CleanStats,
     pub options: PrepareOptions,
-    /// Bytes of text read (uncompressed) and seconds taken.
+    /// Bytes of text read (uncompressed) and seconds taken, in all and for building the
+    /// tokenizer (BPE training with its sampling pass; loading otherwise).
     pub text_bytes: u64,
     pub seconds: f64,
+    pub tokenizer_seconds: f64,
 }
 
 pub const MANIFEST_FORMAT: &str = "smelt-shards-v1";
@@ -258,6 +260,7 @@ pub fn prepare(opts: &PrepareOptions, out: &Path, live: bool) -> Result<Manifest
     let total_bytes: u64 = files.iter().map(|f| f.size).sum();
 
     // Tokenizer.
+    let tokenizer_started = Instant::now();
     let tokenizer = match &opts.tokenizer {
         TokenizerChoice::Gpt2 => Tokenizer::gpt2()?,
         TokenizerChoice::File(path) => Tokenizer::load(path)?,
@@ -300,6 +303,7 @@ pub fn prepare(opts: &PrepareOptions, out: &Path, live: bool) -> Result<Manifest
             tokenizer
         }
     };
+    let tokenizer_seconds = tokenizer_started.elapsed().as_secs_f64();
     let width = TokenWidth::for_vocab(tokenizer.vocab_size());
 
     // Staging folder: complete files move into `out` only at the end.
@@ -331,6 +335,7 @@ pub fn prepare(opts: &PrepareOptions, out: &Path, live: bool) -> Result<Manifest
         cleaning,
         options: opts.clone(),
         seconds: started.elapsed().as_secs_f64(),
+        tokenizer_seconds,
     };
     publish(out, &staging, &tokenizer, &manifest)?;
     Ok(manifest)

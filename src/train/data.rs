@@ -79,7 +79,7 @@ fn prepared_corpus(cfg: &RunConfig, live: bool) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn split_set(m: &Manifest, dir: &Path, split: &str) -> Result<ShardSet> {
+fn split_paths(m: &Manifest, dir: &Path, split: &str) -> Result<Vec<PathBuf>> {
     let paths = m.shard_paths(dir, split);
     if paths.is_empty() {
         return Err(Error::Data(format!(
@@ -87,7 +87,32 @@ fn split_set(m: &Manifest, dir: &Path, split: &str) -> Result<ShardSet> {
             dir.display()
         )));
     }
-    ShardSet::open(&paths, Some(m.tokenizer.vocab_size))
+    Ok(paths)
+}
+
+/// Shards in a folder without a manifest, named as llm.c's scripts name them
+/// (`fineweb_train_000001.bin`, `tiny_shakespeare_val.bin`): `.bin` files whose name
+/// contains `train` or `val`, sorted. Such data sets are GPT-2 tokenized.
+fn llm_c_shards(dir: &Path) -> Option<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .collect();
+    names.sort();
+    let with = |word: &str| -> Vec<PathBuf> {
+        names
+            .iter()
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(word))
+            })
+            .cloned()
+            .collect()
+    };
+    let (train, val) = (with("train"), with("val"));
+    (!train.is_empty() && !val.is_empty()).then_some((train, val))
 }
 
 /// Opens (or first prepares) the data set and sets `cfg.model.vocab_size` to its tokenizer's.
@@ -96,20 +121,38 @@ pub fn open(cfg: &mut RunConfig, live: bool) -> Result<TrainData> {
         Some(dir) => dir.clone(),
         None => prepared_corpus(cfg, live)?,
     };
-    let manifest = Manifest::load(&dir)?;
-    let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))?;
-    if tokenizer.vocab_size() != manifest.tokenizer.vocab_size {
-        return Err(Error::Data(format!(
-            "{}: tokenizer.json has {} tokens but the manifest says {}",
-            dir.display(),
-            tokenizer.vocab_size(),
-            manifest.tokenizer.vocab_size
-        )));
-    }
+    let (tokenizer, train_paths, val_paths) = match Manifest::load(&dir) {
+        Ok(manifest) => {
+            let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))?;
+            if tokenizer.vocab_size() != manifest.tokenizer.vocab_size {
+                return Err(Error::Data(format!(
+                    "{}: tokenizer.json has {} tokens but the manifest says {}",
+                    dir.display(),
+                    tokenizer.vocab_size(),
+                    manifest.tokenizer.vocab_size
+                )));
+            }
+            (
+                tokenizer,
+                split_paths(&manifest, &dir, "train")?,
+                split_paths(&manifest, &dir, "val")?,
+            )
+        }
+        Err(no_manifest) => match llm_c_shards(&dir) {
+            Some((train, val)) => {
+                eprintln!(
+                    "data: {} has no manifest: reading its shards as llm.c's GPT-2 shards",
+                    dir.display()
+                );
+                (Tokenizer::gpt2()?, train, val)
+            }
+            None => return Err(no_manifest),
+        },
+    };
     cfg.model.vocab_size = tokenizer.vocab_size();
     let t = &cfg.train;
-    let train_set = split_set(&manifest, &dir, "train")?;
-    let val_set = split_set(&manifest, &dir, "val")?;
+    let train_set = ShardSet::open(&train_paths, Some(tokenizer.vocab_size()))?;
+    let val_set = ShardSet::open(&val_paths, Some(tokenizer.vocab_size()))?;
     let (train_tokens, val_tokens) = (train_set.num_tokens(), val_set.num_tokens());
     let unigram_entropy = val_set.unigram_entropy();
     let val_batches = loader::sequential_batches(&val_set, t.batch_size, t.seq_len, t.eval_batches);
