@@ -233,6 +233,32 @@ fn prepare_then_train_on_the_data_set() {
     ] {
         assert!(data.join(f).is_file(), "{f} missing");
     }
+    // The same corpus gives the same data set, byte for byte (split by content hash).
+    let again = dir.join("again");
+    let out = prepare(&[
+        corpus.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+        "--vocab-size",
+        "300",
+        "--text-field",
+        "body",
+        "--min-chars",
+        "20",
+        "--shard-tokens",
+        "5000",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shards = |d: &Path| -> serde_json::Value {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
+        m["splits"].clone()
+    };
+    assert_eq!(shards(&data), shards(&again));
     // No staging leftovers.
     assert!(std::fs::read_dir(&data).unwrap().all(|e| !e
         .unwrap()
