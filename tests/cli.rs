@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::TempDir;
+
 fn run(bin: &str, args: &[&str]) -> Output {
     Command::new(bin)
         .args(args)
@@ -19,13 +22,6 @@ fn train(args: &[&str]) -> Output {
 
 fn prepare(args: &[&str]) -> Output {
     run(env!("CARGO_BIN_EXE_prepare"), args)
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("smelt-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Asserts a clean failure: exit code 1, the last stderr line is `error: ...` mentioning
@@ -49,7 +45,7 @@ fn config_file(dir: &Path, text: &str) -> String {
 
 #[test]
 fn bad_input_is_one_clear_line() {
-    let dir = temp_dir("bad");
+    let dir = TempDir::new("cli-bad");
     let cases = [
         ("[train\nlr = 1", "line 1"),
         (
@@ -91,7 +87,7 @@ fn bad_input_is_one_clear_line() {
 
 #[test]
 fn tiny_run_end_to_end() {
-    let dir = temp_dir("run");
+    let dir = TempDir::new("cli-run");
     let cfg = config_file(
         &dir,
         r#"
@@ -176,48 +172,79 @@ sample_tokens = 20
     assert!(stderr.contains("prepared earlier"), "{stderr}");
 }
 
-#[test]
-fn prepare_then_train_on_the_data_set() {
-    let dir = temp_dir("prepare");
-    // A small JSONL corpus of many documents (so every split gets some), gzip'd half.
-    let mut lines = String::new();
-    for (i, line) in std::fs::read_to_string(concat!(
+/// A small JSONL corpus (the sonnets, one per record, text in field `body`): enough
+/// documents that every split gets some.
+fn sonnets_jsonl(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/data/shakespeare/sonnets.txt"
     ))
-    .unwrap()
-    .split("\n\n")
-    .enumerate()
-    {
-        lines.push_str(&serde_json::json!({"id": i, "body": line}).to_string());
-        lines.push('\n');
-    }
+    .unwrap();
+    let lines: String = text
+        .split("\n\n")
+        .enumerate()
+        .map(|(i, body)| format!("{}\n", serde_json::json!({"id": i, "body": body})))
+        .collect();
     let corpus = dir.join("corpus.jsonl");
     std::fs::write(&corpus, lines).unwrap();
-    let data = dir.join("data");
-    let out = prepare(&[
-        corpus.to_str().unwrap(),
-        "--out",
-        data.to_str().unwrap(),
-        "--tokenizer",
-        "bpe",
-        "--vocab-size",
-        "300",
+    corpus
+}
+
+/// `prepare` on the sonnets corpus into `out` with a 300-token BPE, plus `extra` flags.
+fn prepare_sonnets(corpus: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![corpus.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend_from_slice(&[
         "--text-field",
         "body",
         "--min-chars",
         "20",
-        "--shard-tokens",
-        "5000",
-        "--json",
+        "--vocab-size",
+        "300",
     ]);
+    args.extend_from_slice(extra);
+    prepare(&args)
+}
+
+/// The same, asserting success; returns the `--json` summary.
+fn prepared_sonnets(corpus: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = prepare_sonnets(corpus, out, &[extra, &["--json"]].concat());
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let summary: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("--json prints one object");
+    serde_json::from_slice(&out.stdout).expect("--json prints one object")
+}
+
+/// A tiny model config for training on prepared sets.
+fn tiny_config(dir: &Path) -> String {
+    config_file(
+        dir,
+        "[model]\nn_layer = 1\nn_head = 2\nn_embd = 32\nblock_size = 32\n\
+         [train]\nbatch_size = 2\nseq_len = 32\nmax_steps = 5\neval_every = 5\neval_batches = 1\nsample_tokens = 5\n",
+    )
+}
+
+fn train_on(dir: &TempDir, data: &Path) -> Output {
+    let cfg = tiny_config(dir);
+    let out_dir = dir.path("run");
+    train(&[
+        "--config",
+        &cfg,
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--no-progress",
+    ])
+}
+
+#[test]
+fn prepare_then_train_on_the_data_set() {
+    let dir = TempDir::new("cli-prepare");
+    let corpus = sonnets_jsonl(&dir);
+    let data = dir.path("data");
+    let summary = prepared_sonnets(&corpus, &data, &["--shard-tokens", "5000"]);
     assert_eq!(summary["vocab_size"], 300);
     let train_shards = summary["splits"]["train"]["shards"].as_u64().unwrap();
     assert!(
@@ -233,32 +260,6 @@ fn prepare_then_train_on_the_data_set() {
     ] {
         assert!(data.join(f).is_file(), "{f} missing");
     }
-    // The same corpus gives the same data set, byte for byte (split by content hash).
-    let again = dir.join("again");
-    let out = prepare(&[
-        corpus.to_str().unwrap(),
-        "--out",
-        again.to_str().unwrap(),
-        "--vocab-size",
-        "300",
-        "--text-field",
-        "body",
-        "--min-chars",
-        "20",
-        "--shard-tokens",
-        "5000",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let shards = |d: &Path| -> serde_json::Value {
-        let m: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
-        m["splits"].clone()
-    };
-    assert_eq!(shards(&data), shards(&again));
     // No staging leftovers.
     assert!(std::fs::read_dir(&data).unwrap().all(|e| !e
         .unwrap()
@@ -266,138 +267,73 @@ fn prepare_then_train_on_the_data_set() {
         .to_string_lossy()
         .starts_with('.')));
 
-    let out_dir = dir.join("run");
-    let cfg = config_file(
-        &dir,
-        "[model]\nn_layer = 1\nn_head = 2\nn_embd = 32\nblock_size = 32\n[train]\nbatch_size = 2\nseq_len = 32\nmax_steps = 5\neval_every = 5\neval_batches = 1\nsample_tokens = 5\n",
-    );
-    let out = train(&[
-        "--config",
-        &cfg,
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out_dir.to_str().unwrap(),
-        "--no-progress",
-    ]);
+    let out = train_on(&dir, &data);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.path("run/summary.json")).unwrap()).unwrap();
     assert_eq!(summary["config"]["model"]["vocab_size"], 300);
+}
 
-    // Bad input to prepare: one line, exit 1.
-    let missing = dir.join("nope.txt");
-    assert_clean_error(
-        &prepare(&[missing.to_str().unwrap(), "--out", data.to_str().unwrap()]),
-        "nope.txt",
+#[test]
+fn the_same_corpus_gives_the_same_data_set() {
+    let dir = TempDir::new("cli-determinism");
+    let corpus = sonnets_jsonl(&dir);
+    let manifest_splits = |d: &Path| -> serde_json::Value {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
+        m["splits"].clone()
+    };
+    prepared_sonnets(&corpus, &dir.path("a"), &["--shard-tokens", "5000"]);
+    prepared_sonnets(&corpus, &dir.path("b"), &["--shard-tokens", "5000"]);
+    // Same documents per split, same shards byte for byte (their sha256).
+    assert_eq!(
+        manifest_splits(&dir.path("a")),
+        manifest_splits(&dir.path("b"))
     );
-    let empty = dir.join("empty");
-    std::fs::create_dir_all(&empty).unwrap();
-    std::fs::write(empty.join("a.txt"), "too short").unwrap();
-    assert_clean_error(
-        &prepare(&[
-            empty.to_str().unwrap(),
-            "--out",
-            dir.join("d2").to_str().unwrap(),
-            "--no-progress",
-        ]),
-        "empty after cleaning",
-    );
-    assert_clean_error(
-        &prepare(&[
-            corpus.to_str().unwrap(),
-            "--out",
-            dir.join("d3").to_str().unwrap(),
-            "--tokenizer",
-            "no/such/tokenizer.json",
-        ]),
-        "no/such/tokenizer.json",
-    );
-    // A damaged shard is named, with what is wrong.
+}
+
+#[test]
+fn damaged_shards_are_named_with_what_is_wrong() {
+    let dir = TempDir::new("cli-damaged");
+    let data = dir.path("data");
+    prepared_sonnets(&sonnets_jsonl(&dir), &data, &["--shard-tokens", "5000"]);
     let shard = data.join("train_000001.bin");
     let bytes = std::fs::read(&shard).unwrap();
     std::fs::write(&shard, &bytes[..bytes.len() - 3]).unwrap();
-    assert_clean_error(
-        &train(&[
-            "--config",
-            &cfg,
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ]),
-        "train_000001.bin",
-    );
+    assert_clean_error(&train_on(&dir, &data), "train_000001.bin");
     let mut bad_magic = bytes.clone();
     bad_magic[0] ^= 0xff;
     std::fs::write(&shard, &bad_magic).unwrap();
-    assert_clean_error(
-        &train(&[
-            "--config",
-            &cfg,
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ]),
-        "magic",
-    );
-    // Invalid UTF-8: skipped and counted by default, an error naming file and line with --on-invalid fail.
-    let mixed = dir.join("mixed.jsonl");
-    let mut content = std::fs::read(&corpus).unwrap();
+    assert_clean_error(&train_on(&dir, &data), "magic");
+}
+
+#[test]
+fn invalid_utf8_is_skipped_and_counted_or_fails_by_option() {
+    let dir = TempDir::new("cli-utf8");
+    let mut content = std::fs::read(sonnets_jsonl(&dir)).unwrap();
     content.extend_from_slice(
         b"{\"body\": \"bad \xff byte, long enough to pass the minimum length\"}\n",
     );
-    std::fs::write(&mixed, content).unwrap();
-    let d4 = dir.join("d4");
-    let args = [
-        mixed.to_str().unwrap(),
-        "--out",
-        d4.to_str().unwrap(),
-        "--text-field",
-        "body",
-    ];
-    let out = prepare(
-        &[
-            &args[..],
-            &["--json", "--min-chars", "20", "--vocab-size", "300"],
-        ]
-        .concat(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mixed = dir.write("mixed.jsonl", &content);
+    let summary = prepared_sonnets(&mixed, &dir.path("d"), &[]);
     assert_eq!(summary["skipped_invalid"], 1);
     assert_clean_error(
-        &prepare(&[&args[..], &["--on-invalid", "fail"]].concat()),
+        &prepare_sonnets(&mixed, &dir.path("e"), &["--on-invalid", "fail"]),
         "invalid UTF-8",
     );
-    // llm.c's shard folders (no manifest, GPT-2 tokens) train as they are.
-    let gpt2 = dir.join("gpt2");
-    let out = prepare(&[
-        corpus.to_str().unwrap(),
-        "--out",
-        gpt2.to_str().unwrap(),
-        "--tokenizer",
-        "gpt2",
-        "--text-field",
-        "body",
-        "--min-chars",
-        "20",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let llmc = dir.join("llmc");
+}
+
+#[test]
+fn llm_c_shard_folders_train_as_they_are() {
+    let dir = TempDir::new("cli-llmc");
+    let gpt2 = dir.path("gpt2");
+    prepared_sonnets(&sonnets_jsonl(&dir), &gpt2, &["--tokenizer", "gpt2"]);
+    // llm.c names its shards <name>_train_NNNNNN.bin / <name>_val_NNNNNN.bin, no manifest.
+    let llmc = dir.path("llmc");
     std::fs::create_dir_all(&llmc).unwrap();
     std::fs::copy(
         gpt2.join("train_000000.bin"),
@@ -409,23 +345,57 @@ fn prepare_then_train_on_the_data_set() {
         llmc.join("sonnets_val_000000.bin"),
     )
     .unwrap();
-    let out = train(&[
-        "--config",
-        &cfg,
-        "--data",
-        llmc.to_str().unwrap(),
-        "--out",
-        dir.join("run2").to_str().unwrap(),
-        "--max-steps",
-        "2",
-    ]);
+    let out = train_on(&dir, &llmc);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("llm.c's GPT-2 shards"), "{stderr}");
+}
 
+#[test]
+fn prepare_bad_input_is_one_clear_line() {
+    let dir = TempDir::new("cli-prepare-bad");
+    let corpus = sonnets_jsonl(&dir);
+    assert_clean_error(
+        &prepare(&[
+            dir.path("nope.txt").to_str().unwrap(),
+            "--out",
+            dir.path("d1").to_str().unwrap(),
+        ]),
+        "nope.txt",
+    );
+    let short = dir.write("short/a.txt", b"too short");
+    assert_clean_error(
+        &prepare(&[
+            short.parent().unwrap().to_str().unwrap(),
+            "--out",
+            dir.path("d2").to_str().unwrap(),
+            "--no-progress",
+        ]),
+        "empty after cleaning",
+    );
+    assert_clean_error(
+        &prepare_sonnets(
+            &corpus,
+            &dir.path("d3"),
+            &["--tokenizer", "no/such/tokenizer.json"],
+        ),
+        "no/such/tokenizer.json",
+    );
+    assert_clean_error(
+        &prepare_sonnets(
+            &corpus,
+            &dir.path("d4"),
+            &["--val-fraction", "0.7", "--test-fraction", "0.5"],
+        ),
+        "sum to less than 1",
+    );
     // train --data on a folder that is not a data set.
     assert_clean_error(
-        &train(&["--data", empty.to_str().unwrap(), "--no-progress"]),
+        &train(&[
+            "--data",
+            short.parent().unwrap().to_str().unwrap(),
+            "--no-progress",
+        ]),
         "manifest.json",
     );
     assert!(prepare(&["--help"]).status.success());

@@ -1,6 +1,8 @@
 //! The tokenizer: GPT-2's known ids, agreement of our encoding path with `tokenizers` and
 //! tiktoken, round trips through decode and through `tokenizer.json`, BPE training.
 
+mod common;
+use common::TempDir;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -319,7 +321,7 @@ fn gpt2_round_trip() {
 #[test]
 fn gpt2_json_loads_back_with_identical_ids() {
     let tok = Tokenizer::gpt2().unwrap();
-    let dir = scratch_dir("gpt2_json");
+    let dir = TempDir::new("tokenizer-gpt2_json");
     let path = dir.join("tokenizer.json");
     tok.save(&path).unwrap();
     assert_eq!(
@@ -340,7 +342,6 @@ fn gpt2_json_loads_back_with_identical_ids() {
         &texts,
         "loaded vs built",
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A tokenizer the fast path does not cover (here: a normalizer) is encoded by `tokenizers`.
@@ -349,7 +350,7 @@ fn other_tokenizers_fall_back_to_tokenizers() {
     let tok = Tokenizer::gpt2().unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&tok.to_json().unwrap()).unwrap();
     v["normalizer"] = serde_json::json!({"type": "Lowercase"});
-    let dir = scratch_dir("fallback");
+    let dir = TempDir::new("tokenizer-fallback");
     let path = dir.join("tokenizer.json");
     std::fs::write(&path, v.to_string()).unwrap();
     let lower = Tokenizer::load(&path).unwrap();
@@ -364,12 +365,11 @@ fn other_tokenizers_fall_back_to_tokenizers() {
         &texts,
         "fallback",
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn load_reports_bad_files_in_one_line() {
-    let dir = scratch_dir("bad");
+    let dir = TempDir::new("tokenizer-bad");
     let path = dir.join("tokenizer.json");
     std::fs::write(&path, "{ not json").unwrap();
     let err = Tokenizer::load(&path).err().unwrap().to_string();
@@ -384,7 +384,6 @@ fn load_reports_bad_files_in_one_line() {
         missing.contains("missing.json") && !missing.contains('\n'),
         "{missing}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -415,7 +414,7 @@ fn bpe_training_fast_path_and_json_round_trip() {
         assert_eq!(&tok.decode(&tok.encode(t).unwrap()).unwrap(), t);
     }
 
-    let dir = scratch_dir("bpe_json");
+    let dir = TempDir::new("tokenizer-bpe_json");
     let path = dir.join("tokenizer.json");
     tok.save(&path).unwrap();
     let loaded = Tokenizer::load(&path).unwrap();
@@ -428,7 +427,6 @@ fn bpe_training_fast_path_and_json_round_trip() {
         &texts,
         "bpe loaded",
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -480,10 +478,4 @@ fn out_path(var: &str, name: &str) -> PathBuf {
         std::fs::create_dir_all(parent).unwrap();
     }
     path
-}
-
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("smelt-tokenizer-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
