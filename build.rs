@@ -1,8 +1,146 @@
-//! Build script. The CUDA backend (a later step) compiles `kernels/*.cu` here into one fatbin
-//! that the binary embeds; until then the crate is CPU-only and this only tells cargo to
-//! rebuild when the kernels folder changes.
+//! Build script: compiles the CUDA kernels in `kernels/` two ways.
+//!
+//! 1. **For the GPU**, with nvcc: every `kernels/*.cu` goes into one translation unit and one
+//!    fatbin (`sm_80` machine code + PTX, and `sm_90a` machine code for Hopper), which the crate
+//!    embeds (`cfg(smelt_fatbin)`, `OUT_DIR/smelt.fatbin`). ptxas reports register use; any
+//!    spill fails the build. nvcc is looked for in `NVCC`, `CUDA_HOME`/`CUDA_PATH`, `PATH`, and
+//!    the PyPI wheels `tools/setup_cuda.sh` installs. Without it the crate still builds (CPU
+//!    only) with a cargo warning.
+//! 2. **For the CPU**, with the host C++ compiler: `kernels/emu/launch.cpp` compiles the same
+//!    sources against an emulation of CUDA's execution model, so `cargo test` runs every kernel
+//!    on machines without a GPU.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=kernels");
+    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "SMELT_NO_NVCC"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    println!("cargo::rustc-check-cfg=cfg(smelt_fatbin)");
+    println!("cargo::rustc-check-cfg=cfg(smelt_emulation)");
+
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let mut kernels: Vec<PathBuf> = fs::read_dir(root.join("kernels"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    kernels.retain(|p| p.extension().is_some_and(|x| x == "cu"));
+    kernels.sort();
+
+    build_emulation(&root, &out, &kernels);
+    if kernels.is_empty() {
+        return;
+    }
+    match find_nvcc(&root) {
+        Some(nvcc) => build_fatbin(&nvcc, &root, &out, &kernels),
+        None => println!(
+            "cargo:warning=nvcc not found: CUDA kernels not built, CPU backend only. \
+             Run `bash tools/setup_cuda.sh` (or set NVCC / CUDA_HOME) to build them."
+        ),
+    }
+}
+
+/// nvcc from the environment, a CUDA install, PATH, or the project's wheel venv.
+fn find_nvcc(root: &Path) -> Option<PathBuf> {
+    if env::var_os("SMELT_NO_NVCC").is_some() {
+        return None;
+    }
+    let exists = |p: PathBuf| p.is_file().then_some(p);
+    if let Some(p) = env::var_os("NVCC") {
+        return exists(PathBuf::from(p));
+    }
+    for var in ["CUDA_HOME", "CUDA_PATH"] {
+        if let Some(home) = env::var_os(var) {
+            if let Some(p) = exists(PathBuf::from(home).join("bin/nvcc")) {
+                return Some(p);
+            }
+        }
+    }
+    if let Some(path) = env::var_os("PATH") {
+        if let Some(p) = env::split_paths(&path).find_map(|d| exists(d.join("nvcc"))) {
+            return Some(p);
+        }
+    }
+    // tools/setup_cuda.sh: tools/.venv-cuda/lib/python3.X/site-packages/nvidia/cu13/bin/nvcc
+    let lib = root.join("tools/.venv-cuda/lib");
+    fs::read_dir(lib)
+        .ok()?
+        .flatten()
+        .find_map(|e| exists(e.path().join("site-packages/nvidia/cu13/bin/nvcc")))
+}
+
+fn build_fatbin(nvcc: &Path, root: &Path, out: &Path, kernels: &[PathBuf]) {
+    // One translation unit: one module to load, kernels found by name.
+    let unit = out.join("smelt_kernels.cu");
+    let includes: String = kernels
+        .iter()
+        .map(|k| format!("#include \"{}\"\n", k.display()))
+        .collect();
+    fs::write(&unit, includes).expect("write kernel unit");
+    let fatbin = out.join("smelt.fatbin");
+    let output = Command::new(nvcc)
+        .arg("-fatbin")
+        .arg("-o")
+        .arg(&fatbin)
+        .arg("-std=c++17")
+        .arg("-O3")
+        .arg("--use_fast_math")
+        .arg("-gencode=arch=compute_80,code=[sm_80,compute_80]")
+        .arg("-gencode=arch=compute_90a,code=sm_90a")
+        .arg("-Xptxas")
+        .arg("-v,-warn-spills")
+        .arg("-I")
+        .arg(root.join("kernels"))
+        .arg(&unit)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", nvcc.display()));
+    let log = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        panic!(
+            "nvcc failed on kernels/*.cu:\n{log}{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+    let spills: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("spill") && !l.contains(" 0 bytes spill stores, 0 bytes spill loads")
+        })
+        .collect();
+    if !spills.is_empty() {
+        panic!("register spills in CUDA kernels (fix them or change launch bounds):\n{log}");
+    }
+    fs::write(out.join("ptxas.log"), log.as_bytes()).expect("write ptxas log");
+    println!("cargo:rustc-cfg=smelt_fatbin");
+}
+
+/// The kernels compiled for the CPU through the emulation header (`kernels/emu/cuda_emu.h`):
+/// one C++ translation unit with the header and every kernel, whose `SMELT_EMU_EXPORT`
+/// lines define the `smelt_emu_<kernel>` launchers that `src/backend/emu` calls.
+fn build_emulation(root: &Path, out: &Path, kernels: &[PathBuf]) {
+    let header = root.join("kernels/emu/cuda_emu.h");
+    if !header.is_file() || kernels.is_empty() {
+        return;
+    }
+    let unit = out.join("smelt_emu.cpp");
+    let mut text = format!("#include \"{}\"\n", header.display());
+    for k in kernels {
+        text.push_str(&format!("#include \"{}\"\n", k.display()));
+    }
+    fs::write(&unit, text).expect("write emulation unit");
+    cc::Build::new()
+        .cpp(true)
+        .file(&unit)
+        .include(root.join("kernels"))
+        .define("SMELT_EMULATE", None)
+        .flag_if_supported("-std=c++17")
+        .flag_if_supported("-Wno-unused-parameter")
+        .opt_level(2)
+        .compile("smelt_emu");
+    println!("cargo:rustc-cfg=smelt_emulation");
 }

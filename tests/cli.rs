@@ -73,7 +73,7 @@ fn bad_input_is_one_clear_line() {
     );
     assert_clean_error(
         &train(&["--device", "cuda", "--no-progress"]),
-        "no CUDA backend",
+        "device cuda: ",
     );
     assert_clean_error(
         &train(&["--device", "tpu", "--no-progress"]),

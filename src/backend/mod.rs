@@ -4,6 +4,9 @@
 //! reference; a CUDA backend implements the same trait with device pointers.
 
 pub mod cpu;
+pub mod cuda;
+#[cfg(smelt_emulation)]
+pub mod emu;
 
 use crate::error::Result;
 

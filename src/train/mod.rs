@@ -49,10 +49,16 @@ pub struct RunSummary {
 fn resolve_device(requested: &str) -> Result<CpuBackend> {
     match requested {
         "cpu" | "auto" => Ok(CpuBackend::new()),
-        "cuda" => Err(Error::Device(
-            "device cuda: this build has no CUDA backend yet (it lands with the CUDA issue); use --device cpu or auto".into(),
-        )),
-        other => Err(Error::Config(format!("device '{other}' is not one of auto, cpu, cuda"))),
+        "cuda" => {
+            // Say precisely what is missing: kernels, driver or GPU first; then the backend.
+            crate::backend::cuda::require()?;
+            Err(Error::Device(
+                "device cuda: a GPU is here, but the CUDA training backend is not complete yet (matmul and attention kernels pending); use --device cpu".into(),
+            ))
+        }
+        other => Err(Error::Config(format!(
+            "device '{other}' is not one of auto, cpu, cuda"
+        ))),
     }
 }
 
@@ -84,12 +90,14 @@ pub fn run(mut cfg: RunConfig, live: bool) -> Result<RunSummary> {
             .build_global();
     }
     let t = cfg.train.clone();
-    match t.device.as_str() {
-        "auto" => eprintln!(
-            "device: {}; auto picked it: this build has no CUDA backend",
-            backend.name()
-        ),
-        _ => eprintln!("device: {}", backend.name()),
+    if t.device == "auto" {
+        let why = match crate::backend::cuda::probe() {
+            Ok(_) => "a GPU is here, but the CUDA training backend is not complete yet".to_string(),
+            Err(why) => why,
+        };
+        eprintln!("device: {} (auto: CUDA unavailable: {why})", backend.name());
+    } else {
+        eprintln!("device: {}", backend.name());
     }
 
     let mut data = data::open(&mut cfg, live)?;

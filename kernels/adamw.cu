@@ -1,0 +1,67 @@
+#include "common.cuh"
+
+// AdamW (torch.optim.AdamW's math) and the global gradient norm's Σ x², f32.
+// Counterparts of kernels::adamw and kernels::sum_squares.
+//
+// adamw: element-wise, grid-stride (launch: block 256, grid min(ceil(n / 256), 65536)).
+// The host passes the bias corrections 1 - beta1^t and 1 - beta2^t.
+//
+// sum_squares, deterministic in two kernels:
+//   sum_squares_partial: block 256, grid G = min(ceil(n / 256), 1024) fixed by n; thread
+//     (block k, lane i) sums x² over its grid-stride slice in increasing order, the block sums
+//     its threads in a fixed tree into partials[k];
+//   sum_squares_final: one block of 256 sums the G partials in a fixed order into out[0].
+// Accumulation is f32 (the CPU's is f64): the two agree to ~1e-6 relative.
+
+extern "C" __global__ void __launch_bounds__(256)
+    adamw(float* __restrict__ params, const float* __restrict__ grads, float* __restrict__ m,
+          float* __restrict__ v, long n, float lr, float beta1, float beta2, float eps,
+          float weight_decay, float bias_correction1, float bias_correction2, float grad_scale) {
+    const float step_size = lr / bias_correction1;
+    const float bias_correction2_sqrt = sqrtf(bias_correction2);
+    const float decay = 1.0f - lr * weight_decay;
+    const long stride = (long)gridDim.x * blockDim.x;
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const float g = grads[i] * grad_scale;
+        const float mi = beta1 * m[i] + (1.0f - beta1) * g;
+        const float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        const float denom = sqrtf(vi) / bias_correction2_sqrt + eps;
+        params[i] = params[i] * decay - step_size * (mi / denom);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    sum_squares_partial(float* __restrict__ partials, const float* __restrict__ x, long n) {
+    const long stride = (long)gridDim.x * blockDim.x;
+    float s = 0.0f;
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const float xi = x[i];
+        s += xi * xi;
+    }
+    s = block_reduce_sum(s);
+    if (threadIdx.x == 0) partials[blockIdx.x] = s;
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    sum_squares_final(float* __restrict__ out, const float* __restrict__ partials,
+                      int num_partials) {
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < num_partials; i += blockDim.x) s += partials[i];
+    s = block_reduce_sum(s);
+    if (threadIdx.x == 0) out[0] = s;
+}
+
+#ifdef SMELT_EMULATE
+SMELT_EMU_EXPORT(adamw,
+                 (float* params, const float* grads, float* m, float* v, long n, float lr,
+                  float beta1, float beta2, float eps, float weight_decay, float bias_correction1,
+                  float bias_correction2, float grad_scale),
+                 (params, grads, m, v, n, lr, beta1, beta2, eps, weight_decay, bias_correction1,
+                  bias_correction2, grad_scale))
+SMELT_EMU_EXPORT(sum_squares_partial, (float* partials, const float* x, long n),
+                 (partials, x, n))
+SMELT_EMU_EXPORT(sum_squares_final, (float* out, const float* partials, int num_partials),
+                 (out, partials, num_partials))
+#endif

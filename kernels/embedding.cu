@@ -1,0 +1,73 @@
+#include "common.cuh"
+
+// Token + position embeddings, f32. Counterparts of kernels::embedding_forward /
+// embedding_backward. Tokens are int32 (b, t); wte is (vocab, c), wpe is (max_t, c), t <= max_t.
+//
+// embedding_forward: grid (b*t, ceil(c / B)), block B = clamp(round_up(c, 32), 32, 256): one
+// block row per token position, one thread per column.
+// embedding_backward_wpe: dwpe[p, j] = Σ_bi dout[bi, p, j] for p < t, bi in increasing order;
+// one thread per (p, j) (block 256, grid ceil(t*c / 256)). Rows t.. are left to `fill`.
+// embedding_backward_wte, deterministic without atomics: the host groups the (b*t) positions by
+// token into buckets (CSR: bucket k is token bucket_tokens[k], positions
+// positions[bucket_offsets[k] .. bucket_offsets[k+1]] in increasing order; see
+// src/backend/emu/loss.rs `token_buckets`). Grid (num_buckets, ceil(c / B)), block B as above:
+// each thread sums its column over the bucket's positions in order and WRITES dwte[token, j].
+// Rows of tokens absent from the batch are not touched: `fill` dwte with 0 first. The order of
+// additions is the CPU kernel's (positions in increasing order), so the results match it.
+// fill: x[i] = value, grid-stride (block 256, grid min(ceil(n / 256), 65536)).
+
+extern "C" __global__ void __launch_bounds__(256)
+    embedding_forward(float* __restrict__ out, const int* __restrict__ tokens,
+                      const float* __restrict__ wte, const float* __restrict__ wpe, int b, int t,
+                      int c) {
+    const long row = blockIdx.x;
+    const int j = blockIdx.y * blockDim.x + threadIdx.x;
+    if (row >= (long)b * t || j >= c) return;
+    const long tok = tokens[row];
+    const long pos = row % t;
+    out[row * c + j] = wte[tok * c + j] + wpe[pos * c + j];
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    embedding_backward_wpe(float* __restrict__ dwpe, const float* __restrict__ dout, int b, int t,
+                           int c) {
+    const long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long tc = (long)t * c;
+    if (idx >= tc) return;
+    float acc = 0.0f;
+    for (int bi = 0; bi < b; bi++) acc += dout[bi * tc + idx];
+    dwpe[idx] = acc;
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    embedding_backward_wte(float* __restrict__ dwte, const float* __restrict__ dout,
+                           const int* __restrict__ bucket_offsets,
+                           const int* __restrict__ bucket_tokens,
+                           const int* __restrict__ positions, int num_buckets, int c) {
+    const int k = blockIdx.x;
+    const int j = blockIdx.y * blockDim.x + threadIdx.x;
+    if (k >= num_buckets || j >= c) return;
+    const int end = bucket_offsets[k + 1];
+    float acc = 0.0f;
+    for (int p = bucket_offsets[k]; p < end; p++) acc += dout[(long)positions[p] * c + j];
+    dwte[(long)bucket_tokens[k] * c + j] = acc;
+}
+
+extern "C" __global__ void __launch_bounds__(256) fill(float* __restrict__ x, float value, long n) {
+    const long stride = (long)gridDim.x * blockDim.x;
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) x[i] = value;
+}
+
+#ifdef SMELT_EMULATE
+SMELT_EMU_EXPORT(embedding_forward,
+                 (float* out, const int* tokens, const float* wte, const float* wpe, int b, int t,
+                  int c),
+                 (out, tokens, wte, wpe, b, t, c))
+SMELT_EMU_EXPORT(embedding_backward_wpe, (float* dwpe, const float* dout, int b, int t, int c),
+                 (dwpe, dout, b, t, c))
+SMELT_EMU_EXPORT(embedding_backward_wte,
+                 (float* dwte, const float* dout, const int* bucket_offsets,
+                  const int* bucket_tokens, const int* positions, int num_buckets, int c),
+                 (dwte, dout, bucket_offsets, bucket_tokens, positions, num_buckets, c))
+SMELT_EMU_EXPORT(fill, (float* x, float value, long n), (x, value, n))
+#endif

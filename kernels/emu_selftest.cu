@@ -1,0 +1,185 @@
+#include "common.cuh"
+
+// Tiny kernels that exercise the CUDA emulation itself (kernels/emu/cuda_emu.h): built-in
+// indices, barriers, shuffles, block reductions, shared memory, atomics, bf16 conversions, and
+// the bugs the emulation must catch. tests/emu_runtime.rs launches them. They are plain CUDA
+// and nvcc compiles them too (so they stay within the subset both compilers accept), but the
+// CUDA backend never launches them; the emu_bug_* ones are deliberately wrong.
+
+// Every thread writes its indices and the launch dimensions: 8 values per thread at its
+// global linear id (block-linear * threads-per-block + thread-linear).
+extern "C" __global__ void emu_selftest_indices(unsigned* out) {
+    const unsigned nthreads = blockDim.x * blockDim.y * blockDim.z;
+    const unsigned block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    unsigned* o = out + 8ull * (block * nthreads + block_thread_rank());
+    o[0] = threadIdx.x;
+    o[1] = threadIdx.y;
+    o[2] = threadIdx.z;
+    o[3] = blockIdx.x;
+    o[4] = blockIdx.y;
+    o[5] = blockIdx.z;
+    o[6] = blockDim.x + 1000u * blockDim.y + 1000000u * blockDim.z;
+    o[7] = gridDim.x + 1000u * gridDim.y + 1000000u * gridDim.z;
+}
+
+// Shared memory and barriers: fill, then `rounds` times rotate the block's values by one
+// place (read neighbour, barrier, write, barrier). out[g] = initial value of thread
+// (t + rounds) % n of the same block, initial value = seed + 7919 * block + 31 * t.
+extern "C" __global__ void emu_selftest_rotate(int* out, int seed, int rounds) {
+    __shared__ int buf[1024];
+    const int n = blockDim.x, t = threadIdx.x;
+    buf[t] = seed + 7919 * static_cast<int>(blockIdx.x) + 31 * t;
+    __syncthreads();
+    for (int r = 0; r < rounds; ++r) {
+        const int v = buf[(t + 1) % n];
+        __syncthreads();
+        buf[t] = v;
+        __syncthreads();
+    }
+    out[blockIdx.x * n + t] = buf[t];
+}
+
+// The same without the barriers: a data race. out[2g] reads the next thread's value and
+// out[2g+1] the previous one's; under emulation one of the two is stale in every block.
+extern "C" __global__ void emu_bug_missing_sync(int* out, int seed) {
+    __shared__ int racy[1024];
+    const int n = blockDim.x, t = threadIdx.x;
+    racy[t] = seed + 7919 * static_cast<int>(blockIdx.x) + 31 * t;
+    const int g = blockIdx.x * n + t;
+    out[2 * g] = racy[(t + 1) % n];
+    out[2 * g + 1] = racy[(t + n - 1) % n];
+}
+
+// Warp intrinsics, with a given width; 8 results per thread.
+extern "C" __global__ void emu_selftest_shuffles(int* out, const int* in, int width) {
+    const unsigned g = blockIdx.x * blockDim.x + threadIdx.x;
+    const int v = in[g];
+    const int lane = threadIdx.x % 32;
+    int* o = out + 8 * g;
+    o[0] = __shfl_xor_sync(0xffffffffu, v, 5, width);
+    o[1] = __shfl_down_sync(0xffffffffu, v, 3, width);
+    o[2] = __shfl_up_sync(0xffffffffu, v, 3, width);
+    o[3] = __shfl_sync(0xffffffffu, v, lane * 7 + 3, width);
+    o[4] = static_cast<int>(__ballot_sync(0xffffffffu, v & 1));
+    o[5] = __any_sync(0xffffffffu, v % 5 == 0);
+    o[6] = __all_sync(0xffffffffu, v % 3 != 0);
+    __syncwarp();
+    const float f = __shfl_xor_sync(0xffffffffu, static_cast<float>(v) * 0.5f, 1);
+    // (even lane counts in the tests: these never read an absent lane, whose poison is NaN)
+    const double d = __shfl_up_sync(0xffffffffu, static_cast<double>(v) * 0.25, 1);
+    o[7] = static_cast<int>(f * 4.0f) + static_cast<int>(d * 8.0);
+}
+
+// Block reductions (common.cuh): one block per row of x (rows, n). sums[r] = sum of the row,
+// maxs[r] = its max, twice[r] = sum of 2 x (a second call right after the first).
+extern "C" __global__ void emu_selftest_block_reduce(float* sums, float* maxs, float* twice,
+                                                     const float* x, int n) {
+    const float* row = x + static_cast<long long>(blockIdx.x) * n;
+    const int nthreads = blockDim.x * blockDim.y * blockDim.z;
+    float s = 0.0f, m = -INFINITY;
+    for (int i = block_thread_rank(); i < n; i += nthreads) {
+        s += row[i];
+        m = fmaxf(m, row[i]);
+    }
+    const float sum = block_reduce_sum(s);
+    const float mx = block_reduce_max(m);
+    const float sum2 = block_reduce_sum(2.0f * s);
+    if (block_thread_rank() == 0) {
+        sums[blockIdx.x] = sum;
+        maxs[blockIdx.x] = mx;
+        twice[blockIdx.x] = sum2;
+    }
+}
+
+// Dynamic shared memory: each block reverses its n-element chunk of x through smem (n floats).
+extern "C" __global__ void emu_selftest_reverse(float* out, const float* x, int n) {
+    extern __shared__ float smem[];
+    const long long base = static_cast<long long>(blockIdx.x) * n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) smem[i] = x[base + i];
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) out[base + i] = smem[n - 1 - i];
+}
+
+// Reads dynamic shared memory before anything wrote it (emulation: poisoned with 0xff bytes),
+// and reports its address modulo 16.
+extern "C" __global__ void emu_selftest_smem_poison(unsigned* out, int n) {
+    extern __shared__ float smem[];
+    for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = __float_as_uint(smem[i]);
+    if (threadIdx.x == 0)
+        out[n] = static_cast<unsigned>(reinterpret_cast<unsigned long long>(smem) & 15ull);
+}
+
+// Atomics from every thread of every block: olds[g] = the counter before this thread's add
+// (a permutation of 0..N-1), fsum += 1 per thread, u64 += g, imax = max of g.
+extern "C" __global__ void emu_selftest_atomics(int* counter, int* olds, float* fsum,
+                                                unsigned long long* u64, int* imax) {
+    const unsigned g = blockIdx.x * blockDim.x + threadIdx.x;
+    olds[g] = atomicAdd(counter, 1);
+    atomicAdd(fsum, 1.0f);
+    atomicAdd(u64, static_cast<unsigned long long>(g));
+    atomicMax(imax, static_cast<int>(g));
+}
+
+// __syncthreads_count / _and / _or of pred[g], written by thread 0 of each block.
+extern "C" __global__ void emu_selftest_sync_reduce(int* out, const int* pred) {
+    const int p = pred[blockIdx.x * blockDim.x + threadIdx.x];
+    const int count = __syncthreads_count(p);
+    const int all = __syncthreads_and(p);
+    const int any = __syncthreads_or(p);
+    if (threadIdx.x == 0) {
+        out[3 * blockIdx.x] = count;
+        out[3 * blockIdx.x + 1] = all;
+        out[3 * blockIdx.x + 2] = any;
+    }
+}
+
+// bf16 round trip: bits = bf16(x) as raw bits, back = float(bf16(x)).
+extern "C" __global__ void emu_selftest_bf16(unsigned short* bits, float* back, const float* x,
+                                             int n) {
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < static_cast<unsigned>(n);
+         i += blockDim.x * gridDim.x) {
+        const __nv_bfloat16 h = __float2bfloat16(x[i]);
+        bits[i] = __bfloat16_as_ushort(h);
+        back[i] = __bfloat162float(h);
+    }
+}
+
+// BUG: thread 3 returns before a barrier the others wait at.
+extern "C" __global__ void emu_bug_early_return(int* out) {
+    if (threadIdx.x == 3) return;
+    __syncthreads();
+    out[threadIdx.x] = 1;
+}
+
+// BUG: half the warp shuffles while the other half votes.
+extern "C" __global__ void emu_bug_divergent_warp(int* out) {
+    const int lane = threadIdx.x % 32;
+    out[threadIdx.x] = lane < 16 ? __shfl_xor_sync(0xffffffffu, lane, 1)
+                                 : static_cast<int>(__ballot_sync(0xffffffffu, 1));
+}
+
+// Not supported by the emulation: a partial mask.
+extern "C" __global__ void emu_bug_partial_mask(int* out) {
+    out[threadIdx.x] = __shfl_xor_sync(0x0000ffffu, static_cast<int>(threadIdx.x), 1);
+}
+
+#ifdef SMELT_EMULATE
+SMELT_EMU_EXPORT(emu_selftest_indices, (unsigned* out), (out))
+SMELT_EMU_EXPORT(emu_selftest_rotate, (int* out, int seed, int rounds), (out, seed, rounds))
+SMELT_EMU_EXPORT(emu_bug_missing_sync, (int* out, int seed), (out, seed))
+SMELT_EMU_EXPORT(emu_selftest_shuffles, (int* out, const int* in, int width), (out, in, width))
+SMELT_EMU_EXPORT(emu_selftest_block_reduce,
+                 (float* sums, float* maxs, float* twice, const float* x, int n),
+                 (sums, maxs, twice, x, n))
+SMELT_EMU_EXPORT(emu_selftest_reverse, (float* out, const float* x, int n), (out, x, n))
+SMELT_EMU_EXPORT(emu_selftest_smem_poison, (unsigned* out, int n), (out, n))
+SMELT_EMU_EXPORT(emu_selftest_atomics,
+                 (int* counter, int* olds, float* fsum, unsigned long long* u64, int* imax),
+                 (counter, olds, fsum, u64, imax))
+SMELT_EMU_EXPORT(emu_selftest_sync_reduce, (int* out, const int* pred), (out, pred))
+SMELT_EMU_EXPORT(emu_selftest_bf16, (unsigned short* bits, float* back, const float* x, int n),
+                 (bits, back, x, n))
+SMELT_EMU_EXPORT(emu_bug_early_return, (int* out), (out))
+SMELT_EMU_EXPORT(emu_bug_divergent_warp, (int* out), (out))
+SMELT_EMU_EXPORT(emu_bug_partial_mask, (int* out), (out))
+#endif

@@ -1,0 +1,166 @@
+#include "common.cuh"
+
+// LayerNorm over the last dimension of x (n, c), f32. Counterparts of
+// kernels::layernorm_forward / layernorm_backward (and kernels::add for the fused residual).
+//
+// Forward: one warp per row, `blockDim.x / 32` rows per block (launch: block 256, grid
+// ceil(n / 8)). Mean and variance are two passes over the row (as the CPU kernel), biased
+// variance; mean and rstd are saved per row for the backward pass.
+//
+// Backward, deterministic (no float atomics), two kernels:
+//   1. layernorm_backward: grid G blocks of W warps; global warp g handles rows g, g + G*W, ...
+//      in increasing order. It writes dx and accumulates dweight/dbias contributions of its
+//      rows into its own slice of dynamic shared memory (W * 2 * c floats). At the end each
+//      block sums its warps' slices in warp order into scratch:
+//        scratch[k * c + j]       = dweight partial of block k   (k < G)
+//        scratch[(G + k) * c + j] = dbias partial of block k
+//      so the scratch holds 2 * G * c floats.
+//   2. layernorm_backward_reduce: one thread per column sums the G partials in block order.
+// The geometry depends only on (n, c) (see src/backend/emu/norm.rs), so results are
+// bit-identical from run to run.
+//
+// dx may alias dout (each element is read and then written by the same thread); no other
+// output may alias an input.
+
+// Mean and rstd of one row (read by one warp), then the normalised, scaled, shifted row.
+static __device__ __forceinline__ void ln_row(float* __restrict__ out, float* __restrict__ mean,
+                                              float* __restrict__ rstd, const float* xr,
+                                              const float* __restrict__ w,
+                                              const float* __restrict__ b, int row, int c,
+                                              float eps, int lane) {
+    const float inv_c = 1.0f / (float)c;
+    float s = 0.0f;
+    for (int i = lane; i < c; i += 32) s += xr[i];
+    const float m = warp_reduce_sum(s) * inv_c;
+    float var = 0.0f;
+    for (int i = lane; i < c; i += 32) {
+        const float d = xr[i] - m;
+        var += d * d;
+    }
+    const float r = rsqrtf(warp_reduce_sum(var) * inv_c + eps);
+    float* o = out + (long)row * c;
+    for (int i = lane; i < c; i += 32) o[i] = (xr[i] - m) * r * w[i] + b[i];
+    if (lane == 0) {
+        mean[row] = m;
+        rstd[row] = r;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    layernorm_forward(float* __restrict__ out, float* __restrict__ mean, float* __restrict__ rstd,
+                      const float* __restrict__ x, const float* __restrict__ w,
+                      const float* __restrict__ b, int n, int c, float eps) {
+    const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= n) return;
+    ln_row(out, mean, rstd, x + (long)row * c, w, b, row, c, eps, lane);
+}
+
+// residual_out = a + b, then its layernorm. residual_out may alias a or b (each element is
+// read and written by the same thread); out must not alias anything.
+extern "C" __global__ void __launch_bounds__(256)
+    fused_residual_layernorm_forward(float* residual_out, float* __restrict__ out,
+                                     float* __restrict__ mean, float* __restrict__ rstd,
+                                     const float* a, const float* b, const float* __restrict__ w,
+                                     const float* __restrict__ bias, int n, int c, float eps) {
+    const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= n) return;
+    const long base = (long)row * c;
+    float* res = residual_out + base;
+    for (int i = lane; i < c; i += 32) res[i] = a[base + i] + b[base + i];
+    // ln_row reads back only the elements this lane wrote: no synchronisation needed.
+    ln_row(out, mean, rstd, res, w, bias, row, c, eps, lane);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    layernorm_backward(float* dx, float* __restrict__ scratch, const float* dout,
+                       const float* __restrict__ x, const float* __restrict__ w,
+                       const float* __restrict__ mean, const float* __restrict__ rstd, int n,
+                       int c) {
+    extern __shared__ float smem[];  // [warps][2][c]: dweight then dbias accumulators
+    const int warps = blockDim.x / 32;
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    float* acc_w = smem + (long)warp * 2 * c;
+    float* acc_b = acc_w + c;
+    // Each lane owns columns lane, lane + 32, ... of its warp's accumulators.
+    for (int i = lane; i < c; i += 32) {
+        acc_w[i] = 0.0f;
+        acc_b[i] = 0.0f;
+    }
+    const float inv_c = 1.0f / (float)c;
+    for (int row = blockIdx.x * warps + warp; row < n; row += gridDim.x * warps) {
+        const long base = (long)row * c;
+        const float* dr = dout + base;
+        const float* xr = x + base;
+        const float m = mean[row];
+        const float s = rstd[row];
+        float dnorm_mean = 0.0f;
+        float dnorm_norm_mean = 0.0f;
+        for (int i = lane; i < c; i += 32) {
+            const float d = dr[i];
+            const float norm = (xr[i] - m) * s;
+            const float dnorm = d * w[i];
+            dnorm_mean += dnorm;
+            dnorm_norm_mean += dnorm * norm;
+            acc_w[i] += d * norm;
+            acc_b[i] += d;
+        }
+        dnorm_mean = warp_reduce_sum(dnorm_mean) * inv_c;
+        dnorm_norm_mean = warp_reduce_sum(dnorm_norm_mean) * inv_c;
+        float* dxr = dx + base;
+        for (int i = lane; i < c; i += 32) {
+            const float norm = (xr[i] - m) * s;
+            dxr[i] = s * (dr[i] * w[i] - dnorm_mean - norm * dnorm_norm_mean);
+        }
+    }
+    __syncthreads();
+    float* part_w = scratch + (long)blockIdx.x * c;
+    float* part_b = scratch + (long)(gridDim.x + blockIdx.x) * c;
+    for (int j = threadIdx.x; j < c; j += blockDim.x) {
+        float sw = 0.0f;
+        float sb = 0.0f;
+        for (int k = 0; k < warps; k++) {
+            sw += smem[(long)k * 2 * c + j];
+            sb += smem[(long)k * 2 * c + c + j];
+        }
+        part_w[j] = sw;
+        part_b[j] = sb;
+    }
+}
+
+// dweight[j] = Σ_k scratch[k*c + j], dbias[j] = Σ_k scratch[(num_partials + k)*c + j], k in
+// order. One thread per column (launch: block 256, grid ceil(c / 256)).
+extern "C" __global__ void __launch_bounds__(256)
+    layernorm_backward_reduce(float* __restrict__ dweight, float* __restrict__ dbias,
+                              const float* __restrict__ scratch, int num_partials, int c) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= c) return;
+    float sw = 0.0f;
+    float sb = 0.0f;
+    for (int k = 0; k < num_partials; k++) {
+        sw += scratch[(long)k * c + j];
+        sb += scratch[(long)(num_partials + k) * c + j];
+    }
+    dweight[j] = sw;
+    dbias[j] = sb;
+}
+
+#ifdef SMELT_EMULATE
+SMELT_EMU_EXPORT(layernorm_forward,
+                 (float* out, float* mean, float* rstd, const float* x, const float* w,
+                  const float* b, int n, int c, float eps),
+                 (out, mean, rstd, x, w, b, n, c, eps))
+SMELT_EMU_EXPORT(fused_residual_layernorm_forward,
+                 (float* residual_out, float* out, float* mean, float* rstd, const float* a,
+                  const float* b, const float* w, const float* bias, int n, int c, float eps),
+                 (residual_out, out, mean, rstd, a, b, w, bias, n, c, eps))
+SMELT_EMU_EXPORT(layernorm_backward,
+                 (float* dx, float* scratch, const float* dout, const float* x, const float* w,
+                  const float* mean, const float* rstd, int n, int c),
+                 (dx, scratch, dout, x, w, mean, rstd, n, c))
+SMELT_EMU_EXPORT(layernorm_backward_reduce,
+                 (float* dweight, float* dbias, const float* scratch, int num_partials, int c),
+                 (dweight, dbias, scratch, num_partials, c))
+#endif

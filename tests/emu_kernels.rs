@@ -1,0 +1,393 @@
+//! The CUDA kernels of `kernels/{layernorm,cross_entropy,adamw,embedding}.cu`, run on the CPU
+//! through the emulation (`smelt::backend::emu`), against their CPU reference kernels
+//! (`smelt::backend::cpu::kernels`): fresh random inputs (the seed, from the clock, is in
+//! every failure message), odd sizes, outputs poisoned with NaN first, relative error
+//! ‖a − b‖ / ‖b‖ < 1e-5. Run with `--nocapture` to see each comparison's error.
+#![cfg(smelt_emulation)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use smelt::backend::cpu::kernels as cpu;
+use smelt::backend::emu::{loss, norm, optim};
+use smelt::rng::Rng;
+
+/// f32 kernels against the CPU: relative error bound.
+const TOL: f64 = 1e-5;
+const EPS: f32 = 1e-5;
+
+/// A random stream seeded from the clock; the seed goes into every failure message.
+struct Inputs {
+    rng: Rng,
+    seed: u64,
+}
+
+impl Inputs {
+    fn new() -> Self {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        Inputs {
+            rng: Rng::new(seed),
+            seed,
+        }
+    }
+
+    /// `len` normals times `scale`, plus `shift`.
+    fn normal(&mut self, len: usize, scale: f64, shift: f64) -> Vec<f32> {
+        (0..len)
+            .map(|_| (self.rng.normal() * scale + shift) as f32)
+            .collect()
+    }
+
+    fn ids(&mut self, len: usize, below: usize) -> Vec<u32> {
+        (0..len)
+            .map(|_| self.rng.below(below as u64) as u32)
+            .collect()
+    }
+
+    /// ‖got − want‖ / ‖want‖ (‖got − want‖ when want is zero), asserted below `TOL`.
+    fn check(&self, what: &str, got: &[f32], want: &[f32]) -> f64 {
+        assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+        let diff: f64 = got
+            .iter()
+            .zip(want)
+            .map(|(&g, &w)| (g as f64 - w as f64).powi(2))
+            .sum();
+        let norm: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
+        let err = if norm > 0.0 {
+            (diff / norm).sqrt()
+        } else {
+            diff.sqrt()
+        };
+        eprintln!("{what}: relative error {err:.3e}");
+        assert!(
+            err < TOL,
+            "{what}: relative error {err:e} >= {TOL:e} (seed {})",
+            self.seed
+        );
+        err
+    }
+
+    fn same_bits(&self, what: &str, a: &[f32], b: &[f32]) {
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert!(
+            bits(a) == bits(b),
+            "{what}: two runs differ (seed {})",
+            self.seed
+        );
+    }
+}
+
+fn nan(len: usize) -> Vec<f32> {
+    vec![f32::NAN; len]
+}
+
+const NORM_SIZES: [(usize, usize); 7] = [
+    (1, 7),
+    (5, 33),
+    (37, 100),
+    (300, 768),
+    (4, 1),
+    (37, 1600),
+    (5000, 33),
+];
+
+#[test]
+fn layernorm_forward_matches_cpu() {
+    let mut r = Inputs::new();
+    for (n, c) in NORM_SIZES {
+        let x = r.normal(n * c, 2.0, 0.5);
+        let w = r.normal(c, 1.0, 1.0);
+        let b = r.normal(c, 1.0, 0.0);
+        let (mut out, mut mean, mut rstd) = (nan(n * c), nan(n), nan(n));
+        norm::layernorm_forward(&mut out, &mut mean, &mut rstd, &x, &w, &b, n, c, EPS);
+        let (mut out_c, mut mean_c, mut rstd_c) = (nan(n * c), nan(n), nan(n));
+        cpu::layernorm_forward(&mut out_c, &mut mean_c, &mut rstd_c, &x, &w, &b, n, c, EPS);
+        let tag = format!("layernorm_forward n={n} c={c}");
+        r.check(&format!("{tag} out"), &out, &out_c);
+        r.check(&format!("{tag} mean"), &mean, &mean_c);
+        r.check(&format!("{tag} rstd"), &rstd, &rstd_c);
+    }
+}
+
+#[test]
+fn fused_residual_layernorm_forward_matches_add_then_layernorm() {
+    let mut r = Inputs::new();
+    for (n, c) in NORM_SIZES {
+        let a = r.normal(n * c, 1.0, 0.3);
+        let b = r.normal(n * c, 1.5, -0.1);
+        let w = r.normal(c, 1.0, 1.0);
+        let bias = r.normal(c, 1.0, 0.0);
+        let (mut res, mut out) = (nan(n * c), nan(n * c));
+        let (mut mean, mut rstd) = (nan(n), nan(n));
+        norm::fused_residual_layernorm_forward(
+            &mut res, &mut out, &mut mean, &mut rstd, &a, &b, &w, &bias, n, c, EPS,
+        );
+        let (mut res_c, mut out_c) = (nan(n * c), nan(n * c));
+        let (mut mean_c, mut rstd_c) = (nan(n), nan(n));
+        cpu::add(&mut res_c, &a, &b);
+        cpu::layernorm_forward(
+            &mut out_c,
+            &mut mean_c,
+            &mut rstd_c,
+            &res_c,
+            &w,
+            &bias,
+            n,
+            c,
+            EPS,
+        );
+        let tag = format!("fused_residual_layernorm_forward n={n} c={c}");
+        r.check(&format!("{tag} residual"), &res, &res_c);
+        r.check(&format!("{tag} out"), &out, &out_c);
+        r.check(&format!("{tag} mean"), &mean, &mean_c);
+        r.check(&format!("{tag} rstd"), &rstd, &rstd_c);
+    }
+}
+
+#[test]
+fn layernorm_backward_matches_cpu_and_is_deterministic() {
+    let mut r = Inputs::new();
+    for (n, c) in NORM_SIZES {
+        let x = r.normal(n * c, 2.0, 0.5);
+        let w = r.normal(c, 1.0, 1.0);
+        let b = r.normal(c, 1.0, 0.0);
+        let dout = r.normal(n * c, 1.0, 0.1);
+        let (mut out, mut mean, mut rstd) = (nan(n * c), nan(n), nan(n));
+        cpu::layernorm_forward(&mut out, &mut mean, &mut rstd, &x, &w, &b, n, c, EPS);
+
+        let run = || {
+            let (mut dx, mut dw, mut db) = (nan(n * c), nan(c), nan(c));
+            norm::layernorm_backward(&mut dx, &mut dw, &mut db, &dout, &x, &w, &mean, &rstd, n, c);
+            (dx, dw, db)
+        };
+        let (dx, dw, db) = run();
+        let (mut dx_c, mut dw_c, mut db_c) = (nan(n * c), nan(c), nan(c));
+        cpu::layernorm_backward(
+            &mut dx_c, &mut dw_c, &mut db_c, &dout, &x, &w, &mean, &rstd, n, c,
+        );
+        let tag = format!("layernorm_backward n={n} c={c}");
+        r.check(&format!("{tag} dx"), &dx, &dx_c);
+        r.check(&format!("{tag} dweight"), &dw, &dw_c);
+        r.check(&format!("{tag} dbias"), &db, &db_c);
+
+        let (dx2, dw2, db2) = run();
+        r.same_bits(&format!("{tag} dx"), &dx, &dx2);
+        r.same_bits(&format!("{tag} dweight"), &dw, &dw2);
+        r.same_bits(&format!("{tag} dbias"), &db, &db2);
+    }
+}
+
+#[test]
+fn layernorm_backward_geometry() {
+    // 8 warps while the accumulators fit 48 KiB, fewer beyond; the grid is capped.
+    let d = norm::layernorm_backward_launch(300, 768);
+    assert_eq!((d.grid.x, d.block.x, d.smem), (38, 256, 49152));
+    let d = norm::layernorm_backward_launch(37, 1600);
+    assert_eq!((d.grid.x, d.block.x, d.smem), (13, 96, 38400));
+    let d = norm::layernorm_backward_launch(1 << 20, 768);
+    assert_eq!(d.grid.x, 512);
+    assert_eq!(
+        norm::layernorm_backward_scratch_len(1 << 20, 768),
+        2 * 512 * 768
+    );
+}
+
+const CE_SIZES: [(usize, usize, usize); 6] = [
+    (1, 11, 64),
+    (5, 11, 64),
+    (37, 1000, 1024),
+    (300, 1000, 1024),
+    (3, 64, 64),
+    (2, 1, 1),
+];
+
+/// Logits with NaN in the padded columns (which must be ignored), and targets.
+fn ce_inputs(r: &mut Inputs, n: usize, v: usize, vp: usize) -> (Vec<f32>, Vec<u32>) {
+    let mut logits = r.normal(n * vp, 4.0, 1.0);
+    for row in logits.chunks_exact_mut(vp) {
+        row[v..].fill(f32::NAN);
+    }
+    let targets = r.ids(n, v);
+    (logits, targets)
+}
+
+#[test]
+fn cross_entropy_forward_matches_cpu() {
+    let mut r = Inputs::new();
+    for (n, v, vp) in CE_SIZES {
+        let (logits, targets) = ce_inputs(&mut r, n, v, vp);
+        let (mut loss, mut lse) = (nan(1), nan(n));
+        loss::cross_entropy_forward(&mut loss, &mut lse, &logits, &targets, n, v, vp);
+        let (mut loss_c, mut lse_c) = (nan(1), nan(n));
+        cpu::cross_entropy_forward(&mut loss_c, &mut lse_c, &logits, &targets, n, v, vp);
+        let tag = format!("cross_entropy_forward n={n} v={v} vp={vp}");
+        r.check(&format!("{tag} loss"), &loss, &loss_c);
+        r.check(&format!("{tag} lse"), &lse, &lse_c);
+    }
+}
+
+#[test]
+fn cross_entropy_backward_matches_cpu_separate_and_in_place() {
+    let mut r = Inputs::new();
+    for (n, v, vp) in CE_SIZES {
+        let (logits, targets) = ce_inputs(&mut r, n, v, vp);
+        let dloss = 1.0 + r.rng.uniform() as f32;
+        let (mut loss, mut lse) = (nan(1), nan(n));
+        cpu::cross_entropy_forward(&mut loss, &mut lse, &logits, &targets, n, v, vp);
+        let mut want = nan(n * vp);
+        cpu::cross_entropy_backward(&mut want, &logits, &lse, &targets, dloss, n, v, vp);
+
+        let tag = format!("cross_entropy_backward n={n} v={v} vp={vp}");
+        let mut dlogits = nan(n * vp);
+        loss::cross_entropy_backward(&mut dlogits, &logits, &lse, &targets, dloss, n, v, vp);
+        r.check(&tag, &dlogits, &want);
+
+        let mut in_place = logits.clone();
+        loss::cross_entropy_backward_in_place(&mut in_place, &lse, &targets, dloss, n, v, vp);
+        r.check(&format!("{tag} in place"), &in_place, &want);
+    }
+}
+
+#[test]
+fn mean_reduce_matches_cpu_sum() {
+    let mut r = Inputs::new();
+    for n in [1, 37, 1000, 5003] {
+        let x = r.normal(n, 3.0, 1.0);
+        let mut out = nan(1);
+        loss::mean_reduce(&mut out, &x);
+        let want = (x.iter().map(|&v| v as f64).sum::<f64>() / n as f64) as f32;
+        r.check(&format!("mean_reduce n={n}"), &out, &[want]);
+    }
+}
+
+#[test]
+fn adamw_matches_cpu() {
+    let mut r = Inputs::new();
+    for n in [1, 37, 1000, 100_003] {
+        for (step, weight_decay) in [(1, 0.1), (7, 0.0), (1000, 0.1)] {
+            let params = r.normal(n, 0.02, 0.0);
+            let grads = r.normal(n, 1.0, 0.0);
+            let m = r.normal(n, 0.1, 0.0);
+            let v: Vec<f32> = r.normal(n, 0.1, 0.0).iter().map(|x| x * x).collect();
+            let (lr, beta1, beta2, eps, grad_scale) = (1e-2, 0.9, 0.95, 1e-8, 0.7);
+
+            let (mut p, mut mm, mut vv) = (params.clone(), m.clone(), v.clone());
+            optim::adamw(
+                &mut p,
+                &grads,
+                &mut mm,
+                &mut vv,
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                step,
+                grad_scale,
+            );
+            let (mut p_c, mut m_c, mut v_c) = (params.clone(), m.clone(), v.clone());
+            cpu::adamw(
+                &mut p_c,
+                &grads,
+                &mut m_c,
+                &mut v_c,
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                step,
+                grad_scale,
+            );
+            let tag = format!("adamw n={n} step={step} wd={weight_decay}");
+            r.check(&format!("{tag} params"), &p, &p_c);
+            r.check(&format!("{tag} m"), &mm, &m_c);
+            r.check(&format!("{tag} v"), &vv, &v_c);
+            // The update itself, not only the parameters it is added to.
+            let delta =
+                |new: &[f32]| -> Vec<f32> { new.iter().zip(&params).map(|(a, b)| a - b).collect() };
+            r.check(&format!("{tag} update"), &delta(&p), &delta(&p_c));
+        }
+    }
+}
+
+#[test]
+fn sum_squares_matches_cpu() {
+    let mut r = Inputs::new();
+    for n in [1, 37, 1000, 100_003, 1_000_003] {
+        let x = r.normal(n, 1.0, 0.2);
+        let got = optim::sum_squares(&x);
+        let want = cpu::sum_squares(&x);
+        r.check(&format!("sum_squares n={n}"), &[got], &[want as f32]);
+    }
+}
+
+/// (b, t, c, vocab, max_t): few distinct tokens (repeats), and a vocabulary larger than
+/// the batch (absent tokens).
+const EMB_SIZES: [(usize, usize, usize, usize, usize); 5] = [
+    (3, 5, 7, 11, 8),
+    (3, 5, 33, 4, 5),
+    (3, 5, 768, 11, 8),
+    (1, 1, 1, 3, 1),
+    (4, 37, 100, 1000, 64),
+];
+
+#[test]
+fn embedding_forward_matches_cpu() {
+    let mut r = Inputs::new();
+    for (b, t, c, vocab, max_t) in EMB_SIZES {
+        let tokens = r.ids(b * t, vocab);
+        let wte = r.normal(vocab * c, 1.0, 0.0);
+        let wpe = r.normal(max_t * c, 1.0, 0.0);
+        let mut out = nan(b * t * c);
+        loss::embedding_forward(&mut out, &tokens, &wte, &wpe, b, t, c);
+        let mut want = nan(b * t * c);
+        cpu::embedding_forward(&mut want, &tokens, &wte, &wpe, b, t, c);
+        r.check(&format!("embedding_forward b={b} t={t} c={c}"), &out, &want);
+    }
+}
+
+#[test]
+fn embedding_backward_matches_cpu_and_is_deterministic() {
+    let mut r = Inputs::new();
+    for (b, t, c, vocab, max_t) in EMB_SIZES {
+        let tokens = r.ids(b * t, vocab);
+        let dout = r.normal(b * t * c, 1.0, 0.0);
+        let run = || {
+            let (mut dwte, mut dwpe) = (nan(vocab * c), nan(max_t * c));
+            loss::embedding_backward(&mut dwte, &mut dwpe, &dout, &tokens, b, t, c);
+            (dwte, dwpe)
+        };
+        let (dwte, dwpe) = run();
+        let (mut dwte_c, mut dwpe_c) = (nan(vocab * c), nan(max_t * c));
+        cpu::embedding_backward(&mut dwte_c, &mut dwpe_c, &dout, &tokens, b, t, c);
+        let tag = format!("embedding_backward b={b} t={t} c={c} vocab={vocab}");
+        r.check(&format!("{tag} dwte"), &dwte, &dwte_c);
+        r.check(&format!("{tag} dwpe"), &dwpe, &dwpe_c);
+
+        let (dwte2, dwpe2) = run();
+        r.same_bits(&format!("{tag} dwte"), &dwte, &dwte2);
+        r.same_bits(&format!("{tag} dwpe"), &dwpe, &dwpe2);
+    }
+}
+
+#[test]
+fn token_buckets_group_positions_by_token_in_order() {
+    let (offsets, tokens, positions) = loss::token_buckets(&[3, 1, 3, 0, 1, 3], 4);
+    assert_eq!(offsets, [0, 1, 3, 6]);
+    assert_eq!(tokens, [0, 1, 3]);
+    assert_eq!(positions, [3, 1, 4, 0, 2, 5]);
+    let (offsets, tokens, positions) = loss::token_buckets(&[], 4);
+    assert_eq!((offsets, tokens, positions), (vec![0], vec![], vec![]));
+}
+
+#[test]
+fn fill_writes_every_element() {
+    for n in [0, 1, 255, 257, 100_003] {
+        let mut x = nan(n);
+        loss::fill(&mut x, 2.5);
+        assert!(x.iter().all(|&v| v == 2.5), "fill n={n}");
+    }
+}

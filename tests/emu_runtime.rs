@@ -1,0 +1,707 @@
+//! Tests of the CUDA emulation itself (kernels/emu/cuda_emu.h), through the small kernels of
+//! kernels/emu_selftest.cu: built-in indices, __syncthreads, warp shuffles and votes, block
+//! reductions (common.cuh), static and dynamic shared memory, atomics from concurrent blocks,
+//! bf16 conversions, concurrent launches, and that kernel bugs (a missing barrier, a barrier
+//! some threads skip, divergent warp intrinsics) are caught: the aborting ones run in a child
+//! process (this test binary re-run on one test) whose stderr must explain the failure.
+//!
+//! Random inputs are seeded from the clock; `SMELT_SEED=<seed>` replays a failure.
+
+use smelt::backend::emu::Dim3;
+use smelt::rng::Rng;
+
+unsafe extern "C" {
+    fn smelt_emu_emu_selftest_indices(grid: Dim3, block: Dim3, smem: u32, out: *mut u32);
+    fn smelt_emu_emu_selftest_rotate(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        out: *mut i32,
+        seed: i32,
+        rounds: i32,
+    );
+    fn smelt_emu_emu_bug_missing_sync(grid: Dim3, block: Dim3, smem: u32, out: *mut i32, seed: i32);
+    fn smelt_emu_emu_selftest_shuffles(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        out: *mut i32,
+        input: *const i32,
+        width: i32,
+    );
+    fn smelt_emu_emu_selftest_block_reduce(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        sums: *mut f32,
+        maxs: *mut f32,
+        twice: *mut f32,
+        x: *const f32,
+        n: i32,
+    );
+    fn smelt_emu_emu_selftest_reverse(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        out: *mut f32,
+        x: *const f32,
+        n: i32,
+    );
+    fn smelt_emu_emu_selftest_smem_poison(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        out: *mut u32,
+        n: i32,
+    );
+    fn smelt_emu_emu_selftest_atomics(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        counter: *mut i32,
+        olds: *mut i32,
+        fsum: *mut f32,
+        u64sum: *mut u64,
+        imax: *mut i32,
+    );
+    fn smelt_emu_emu_selftest_sync_reduce(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        out: *mut i32,
+        pred: *const i32,
+    );
+    fn smelt_emu_emu_selftest_bf16(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        bits: *mut u16,
+        back: *mut f32,
+        x: *const f32,
+        n: i32,
+    );
+    fn smelt_emu_emu_bug_early_return(grid: Dim3, block: Dim3, smem: u32, out: *mut i32);
+    fn smelt_emu_emu_bug_divergent_warp(grid: Dim3, block: Dim3, smem: u32, out: *mut i32);
+    fn smelt_emu_emu_bug_partial_mask(grid: Dim3, block: Dim3, smem: u32, out: *mut i32);
+}
+
+fn dim(x: u32, y: u32, z: u32) -> Dim3 {
+    Dim3 { x, y, z }
+}
+
+fn seed() -> u64 {
+    match std::env::var("SMELT_SEED") {
+        Ok(s) => s.parse().expect("SMELT_SEED must be a u64"),
+        Err(_) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            now.expect("clock after 1970").as_nanos() as u64
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the safe wrappers (each checks buffer sizes against the launch)
+
+fn indices(grid: Dim3, block: Dim3) -> Vec<u32> {
+    let n = (grid.x * grid.y * grid.z * block.x * block.y * block.z) as usize;
+    let mut out = vec![u32::MAX; 8 * n];
+    // SAFETY: 8 values per thread of the launch.
+    unsafe { smelt_emu_emu_selftest_indices(grid, block, 0, out.as_mut_ptr()) };
+    out
+}
+
+fn rotate(blocks: u32, threads: u32, seed: i32, rounds: i32) -> Vec<i32> {
+    let mut out = vec![i32::MIN; (blocks * threads) as usize];
+    // SAFETY: one value per thread; threads <= 1024 (the kernel's shared buffer).
+    unsafe {
+        smelt_emu_emu_selftest_rotate(
+            Dim3::x(blocks),
+            Dim3::x(threads),
+            0,
+            out.as_mut_ptr(),
+            seed,
+            rounds,
+        )
+    };
+    out
+}
+
+fn shuffles(blocks: u32, threads: u32, input: &[i32], width: i32) -> Vec<i32> {
+    assert_eq!(input.len(), (blocks * threads) as usize);
+    let mut out = vec![i32::MIN; 8 * input.len()];
+    // SAFETY: one input and 8 outputs per thread.
+    unsafe {
+        smelt_emu_emu_selftest_shuffles(
+            Dim3::x(blocks),
+            Dim3::x(threads),
+            0,
+            out.as_mut_ptr(),
+            input.as_ptr(),
+            width,
+        )
+    };
+    out
+}
+
+/// (sums, maxs, twice) of each row of x (rows, n), one block of shape `block` per row.
+fn block_reduce(block: Dim3, x: &[f32], n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let rows = x.len() / n;
+    assert_eq!(rows * n, x.len());
+    let (mut s, mut m, mut t) = (
+        vec![f32::NAN; rows],
+        vec![f32::NAN; rows],
+        vec![f32::NAN; rows],
+    );
+    // SAFETY: one block per row, each reading its n elements and writing three values.
+    unsafe {
+        smelt_emu_emu_selftest_block_reduce(
+            Dim3::x(rows as u32),
+            block,
+            0,
+            s.as_mut_ptr(),
+            m.as_mut_ptr(),
+            t.as_mut_ptr(),
+            x.as_ptr(),
+            n as i32,
+        )
+    };
+    (s, m, t)
+}
+
+// ----------------------------------------------------------------------------
+// indices, barriers, shared memory
+
+#[test]
+fn indices_of_3d_grids_and_blocks() {
+    for (grid, block) in [
+        (dim(1, 1, 1), dim(1, 1, 1)),
+        (dim(3, 2, 2), dim(5, 4, 3)),
+        (dim(2, 3, 1), dim(32, 2, 1)),
+        (dim(7, 1, 1), dim(1024, 1, 1)),
+        (dim(1, 1, 3), dim(2, 2, 64)),
+    ] {
+        let out = indices(grid, block);
+        let mut g = 0;
+        for bz in 0..grid.z {
+            for by in 0..grid.y {
+                for bx in 0..grid.x {
+                    for tz in 0..block.z {
+                        for ty in 0..block.y {
+                            for tx in 0..block.x {
+                                let want = [
+                                    tx,
+                                    ty,
+                                    tz,
+                                    bx,
+                                    by,
+                                    bz,
+                                    block.x + 1000 * block.y + 1_000_000 * block.z,
+                                    grid.x + 1000 * grid.y + 1_000_000 * grid.z,
+                                ];
+                                assert_eq!(
+                                    out[8 * g..8 * g + 8],
+                                    want,
+                                    "grid {grid:?} block {block:?}"
+                                );
+                                g += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn syncthreads_orders_shared_memory() {
+    let seed = seed();
+    let mut rng = Rng::new(seed);
+    for threads in [1u32, 2, 31, 32, 100, 256, 1024] {
+        for rounds in [0i32, 1, 2, 5, threads as i32 + 3] {
+            let blocks = 5;
+            let s = rng.below(1 << 20) as i32;
+            let out = rotate(blocks, threads, s, rounds);
+            let n = threads as i32;
+            for b in 0..blocks as i32 {
+                for t in 0..n {
+                    let src = (t + rounds) % n;
+                    let want = s + 7919 * b + 31 * src;
+                    assert_eq!(
+                        out[(b * n + t) as usize],
+                        want,
+                        "threads {threads} rounds {rounds} block {b} thread {t} (SMELT_SEED={seed})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_missing_syncthreads_gives_wrong_results() {
+    // Threads run in increasing id order in even blocks and decreasing in odd ones, so a read
+    // of a neighbour's shared value without a barrier is stale in one direction or the other.
+    let seed = seed();
+    let mut rng = Rng::new(seed);
+    let (blocks, threads) = (6u32, 64u32);
+    let s = rng.below(1 << 20) as i32 + 1;
+    let mut out = vec![0i32; 2 * (blocks * threads) as usize];
+    // SAFETY: two values per thread.
+    unsafe {
+        smelt_emu_emu_bug_missing_sync(Dim3::x(blocks), Dim3::x(threads), 0, out.as_mut_ptr(), s)
+    };
+    let n = threads as i32;
+    for b in 0..blocks as i32 {
+        let mut wrong = 0;
+        for t in 0..n {
+            let g = (b * n + t) as usize;
+            let next = s + 7919 * b + 31 * ((t + 1) % n);
+            let prev = s + 7919 * b + 31 * ((t + n - 1) % n);
+            wrong += (out[2 * g] != next) as usize + (out[2 * g + 1] != prev) as usize;
+        }
+        assert!(
+            wrong >= (threads - 1) as usize,
+            "block {b}: only {wrong} stale reads: the race went unnoticed (SMELT_SEED={seed})"
+        );
+    }
+}
+
+#[test]
+fn dynamic_shared_memory() {
+    let seed = seed();
+    let mut rng = Rng::new(seed);
+    // Up to 200 KB of dynamic shared memory per block.
+    for n in [1usize, 33, 1000, 50_000] {
+        let blocks = 3;
+        let x: Vec<f32> = (0..blocks * n).map(|_| rng.normal() as f32).collect();
+        let mut out = vec![f32::NAN; x.len()];
+        // SAFETY: blocks * n elements each; n floats of dynamic shared memory.
+        unsafe {
+            smelt_emu_emu_selftest_reverse(
+                Dim3::x(blocks as u32),
+                Dim3::x(128),
+                (n * 4) as u32,
+                out.as_mut_ptr(),
+                x.as_ptr(),
+                n as i32,
+            )
+        };
+        for b in 0..blocks {
+            for i in 0..n {
+                assert_eq!(
+                    out[b * n + i],
+                    x[b * n + n - 1 - i],
+                    "n={n} block {b} i {i}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn dynamic_shared_memory_starts_poisoned_and_aligned() {
+    let n = 300;
+    let mut out = vec![0u32; n + 1];
+    // SAFETY: n + 1 outputs; n floats of dynamic shared memory.
+    unsafe {
+        smelt_emu_emu_selftest_smem_poison(
+            Dim3::x(1),
+            Dim3::x(64),
+            (n * 4) as u32,
+            out.as_mut_ptr(),
+            n as i32,
+        )
+    };
+    assert!(out[..n].iter().all(|&v| v == u32::MAX), "not poisoned");
+    assert_eq!(out[n], 0, "dynamic shared memory not 16-byte aligned");
+}
+
+// ----------------------------------------------------------------------------
+// warps
+
+/// CUDA's shuffle semantics for lane `lane` of a warp with `lanes` present lanes; None: the
+/// source lane is absent (emulation: poison, -1).
+fn shuffle_source(kind: &str, lane: i32, arg: i32, width: i32) -> i32 {
+    let seg = lane & !(width - 1);
+    match kind {
+        "idx" => seg + (arg & (width - 1)),
+        "up" => {
+            if lane - arg >= seg {
+                lane - arg
+            } else {
+                lane
+            }
+        }
+        "down" => {
+            if lane + arg < seg + width {
+                lane + arg
+            } else {
+                lane
+            }
+        }
+        "xor" => {
+            let j = lane ^ arg;
+            if j < seg + width {
+                j
+            } else {
+                lane
+            }
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn warp_shuffles_and_votes() {
+    let seed = seed();
+    let mut rng = Rng::new(seed);
+    // (threads per block, width): full warps, narrower widths, and a partial last warp.
+    for (threads, width) in [
+        (64u32, 32i32),
+        (96, 16),
+        (64, 8),
+        (32, 4),
+        (64, 1),
+        (40, 32),
+        (70, 8),
+    ] {
+        let blocks = 3u32;
+        let input: Vec<i32> = (0..blocks * threads)
+            .map(|_| rng.below(1000) as i32)
+            .collect();
+        let out = shuffles(blocks, threads, &input, width);
+        for b in 0..blocks as usize {
+            for t in 0..threads as usize {
+                let g = b * threads as usize + t;
+                let warp_first = t / 32 * 32;
+                let lanes = (threads as usize - warp_first).min(32);
+                let lane = (t % 32) as i32;
+                let value = |src: i32| -> i32 {
+                    if src as usize >= lanes {
+                        -1 // absent lane: poison
+                    } else {
+                        input[b * threads as usize + warp_first + src as usize]
+                    }
+                };
+                let warp_values: Vec<i32> = (0..lanes as i32).map(value).collect();
+                let ballot = warp_values
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |acc, (i, &v)| acc | (((v & 1) as u32) << i));
+                let f = value(shuffle_source("xor", lane, 1, 32)) as f32 * 0.5;
+                let d = value(shuffle_source("up", lane, 1, 32)) as f64 * 0.25;
+                let want = [
+                    value(shuffle_source("xor", lane, 5, width)),
+                    value(shuffle_source("down", lane, 3, width)),
+                    value(shuffle_source("up", lane, 3, width)),
+                    value(shuffle_source("idx", lane, lane * 7 + 3, width)),
+                    ballot as i32,
+                    warp_values.iter().any(|v| v % 5 == 0) as i32,
+                    warp_values.iter().all(|v| v % 3 != 0) as i32,
+                    (f * 4.0) as i32 + (d * 8.0) as i32,
+                ];
+                assert_eq!(
+                    out[8 * g..8 * g + 8],
+                    want,
+                    "threads {threads} width {width} block {b} thread {t} (SMELT_SEED={seed})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn block_reductions() {
+    let seed = seed();
+    let mut rng = Rng::new(seed);
+    for block in [
+        dim(32, 1, 1),
+        dim(64, 1, 1),
+        dim(96, 1, 1),
+        dim(32, 4, 1),
+        dim(8, 4, 2),
+        dim(1024, 1, 1),
+    ] {
+        for n in [1usize, 31, 100, 5000] {
+            let rows = 4;
+            let x: Vec<f32> = (0..rows * n).map(|_| rng.normal() as f32).collect();
+            let (sums, maxs, twice) = block_reduce(block, &x, n);
+            for r in 0..rows {
+                let row = &x[r * n..(r + 1) * n];
+                let want: f64 = row.iter().map(|&v| v as f64).sum();
+                let abs: f64 = row.iter().map(|&v| (v as f64).abs()).sum();
+                let what = format!("block {block:?} n {n} row {r} (SMELT_SEED={seed})");
+                assert!(
+                    (sums[r] as f64 - want).abs() <= 1e-6 * abs.max(1.0),
+                    "{what}: sum {} want {want}",
+                    sums[r]
+                );
+                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                assert_eq!(maxs[r], max, "{what}: max");
+                assert_eq!(twice[r], 2.0 * sums[r], "{what}: second reduction");
+            }
+        }
+    }
+}
+
+#[test]
+fn syncthreads_count_and_or() {
+    let seed = seed();
+    let mut rng = Rng::new(seed);
+    let threads = 96usize;
+    let patterns: Vec<Vec<i32>> = vec![
+        vec![1; threads],
+        vec![0; threads],
+        (0..threads).map(|t| (t == 77) as i32).collect(),
+        (0..threads).map(|t| (t != 5) as i32 * 7).collect(),
+        (0..threads).map(|_| rng.below(2) as i32).collect(),
+    ];
+    let pred: Vec<i32> = patterns.concat();
+    let mut out = vec![-1i32; 3 * patterns.len()];
+    // SAFETY: one predicate per thread, three outputs per block.
+    unsafe {
+        smelt_emu_emu_selftest_sync_reduce(
+            Dim3::x(patterns.len() as u32),
+            Dim3::x(threads as u32),
+            0,
+            out.as_mut_ptr(),
+            pred.as_ptr(),
+        )
+    };
+    for (b, p) in patterns.iter().enumerate() {
+        let count = p.iter().filter(|&&v| v != 0).count() as i32;
+        let want = [count, (count == threads as i32) as i32, (count > 0) as i32];
+        assert_eq!(
+            out[3 * b..3 * b + 3],
+            want,
+            "pattern {b} (SMELT_SEED={seed})"
+        );
+    }
+}
+
+// ----------------------------------------------------------------------------
+// atomics, concurrency
+
+#[test]
+fn atomics_from_many_blocks() {
+    for (blocks, threads) in [(1u32, 32u32), (64, 256), (1000, 64)] {
+        let total = (blocks * threads) as usize;
+        let mut counter = 0i32;
+        let mut olds = vec![-1i32; total];
+        let mut fsum = 0.0f32;
+        let mut u64sum = 0u64;
+        let mut imax = -1i32;
+        // SAFETY: one `olds` slot per thread; the scalars are single elements.
+        unsafe {
+            smelt_emu_emu_selftest_atomics(
+                Dim3::x(blocks),
+                Dim3::x(threads),
+                0,
+                &mut counter,
+                olds.as_mut_ptr(),
+                &mut fsum,
+                &mut u64sum,
+                &mut imax,
+            )
+        };
+        assert_eq!(counter as usize, total);
+        olds.sort_unstable();
+        assert!(
+            olds.iter().enumerate().all(|(i, &v)| v as usize == i),
+            "atomicAdd's old values are not a permutation"
+        );
+        assert_eq!(fsum, total as f32);
+        assert_eq!(u64sum, (total as u64) * (total as u64 - 1) / 2);
+        assert_eq!(imax as usize, total - 1);
+    }
+}
+
+#[test]
+fn concurrent_launches_from_several_threads() {
+    // Static shared memory is per worker thread; launches from different OS threads (as cargo
+    // test does) must not see each other's.
+    let seed = seed();
+    let handles: Vec<_> = (0..4u64)
+        .map(|k| {
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(seed ^ (k + 1));
+                for i in 0..20 {
+                    let threads = [32u32, 100, 256, 1024][(i + k as usize) % 4];
+                    let s = rng.below(1 << 20) as i32;
+                    let out = rotate(7, threads, s, 3);
+                    let n = threads as i32;
+                    for (g, &v) in out.iter().enumerate() {
+                        let (b, t) = (g as i32 / n, g as i32 % n);
+                        assert_eq!(v, s + 7919 * b + 31 * ((t + 3) % n));
+                    }
+                    let x: Vec<f32> = (0..9 * 300).map(|_| rng.normal() as f32).collect();
+                    let (sums, _, _) = block_reduce(Dim3::x(threads.div_ceil(32) * 32), &x, 300);
+                    for (r, &sum) in sums.iter().enumerate() {
+                        let want: f64 = x[r * 300..(r + 1) * 300].iter().map(|&v| v as f64).sum();
+                        assert!((sum as f64 - want).abs() < 1e-3, "{sum} vs {want}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("a launching thread failed");
+    }
+}
+
+// ----------------------------------------------------------------------------
+// bf16
+
+fn bf16_rne(x: f32) -> u16 {
+    if x.is_nan() {
+        return 0x7fff;
+    }
+    let bits = x.to_bits();
+    let (kept, dropped) = ((bits >> 16) as u16, bits & 0xffff);
+    kept + (dropped > 0x8000 || (dropped == 0x8000 && kept & 1 == 1)) as u16
+}
+
+#[test]
+fn bf16_round_trip() {
+    let seed = seed();
+    let mut rng = Rng::new(seed);
+    let mut bits: Vec<u32> = vec![
+        0,
+        0x8000_0000,
+        0x7f80_0000,
+        0xff80_0000,
+        0x7fc0_0001,
+        0xff80_0001,
+        0x7f7f_ffff,
+        0x0000_0001,
+        0x007f_ffff,
+        0x3f80_8000,
+        0x3f81_8000,
+        0x3f80_8001,
+    ];
+    bits.extend((0..50_000).map(|_| rng.next_u64() as u32));
+    let x: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+    let mut h = vec![0u16; x.len()];
+    let mut back = vec![0f32; x.len()];
+    // SAFETY: x.len() elements each.
+    unsafe {
+        smelt_emu_emu_selftest_bf16(
+            Dim3::x(40),
+            Dim3::x(128),
+            0,
+            h.as_mut_ptr(),
+            back.as_mut_ptr(),
+            x.as_ptr(),
+            x.len() as i32,
+        )
+    };
+    for i in 0..x.len() {
+        let want = bf16_rne(x[i]);
+        assert_eq!(h[i], want, "bf16({:#010x}) (SMELT_SEED={seed})", bits[i]);
+        assert_eq!(
+            back[i].to_bits(),
+            (want as u32) << 16,
+            "float(bf16({:#010x}))",
+            bits[i]
+        );
+    }
+}
+
+// ----------------------------------------------------------------------------
+// bugs the emulation must refuse: run in a child process, which must abort with a message
+
+/// In the parent: re-runs this test binary on `test` with SMELT_EMU_CHILD set and returns the
+/// child's stderr after checking that it failed. In the child: returns None (do the bad thing).
+fn in_child(test: &str) -> Option<String> {
+    if std::env::var_os("SMELT_EMU_CHILD").is_some() {
+        return None;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env("SMELT_EMU_CHILD", "1")
+        .output()
+        .expect("run the test binary");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "{test}: the child did not fail:\n{stderr}"
+    );
+    Some(stderr)
+}
+
+#[test]
+fn early_return_before_syncthreads_aborts() {
+    if let Some(stderr) = in_child("early_return_before_syncthreads_aborts") {
+        assert!(stderr.contains("deadlock"), "{stderr}");
+        assert!(stderr.contains("emu_bug_early_return"), "{stderr}");
+        assert!(
+            stderr.contains("63 threads wait at __syncthreads()"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("1 have returned (first: linear thread 3)"),
+            "{stderr}"
+        );
+        return;
+    }
+    let mut out = vec![0i32; 64];
+    // SAFETY: 64 outputs (aborts before writing).
+    unsafe { smelt_emu_emu_bug_early_return(Dim3::x(1), Dim3::x(64), 0, out.as_mut_ptr()) };
+    panic!("the launch returned");
+}
+
+#[test]
+fn divergent_warp_intrinsics_abort() {
+    if let Some(stderr) = in_child("divergent_warp_intrinsics_abort") {
+        assert!(stderr.contains("divergent warp intrinsics"), "{stderr}");
+        assert!(stderr.contains("__ballot_sync"), "{stderr}");
+        assert!(stderr.contains("__shfl_xor_sync"), "{stderr}");
+        return;
+    }
+    let mut out = vec![0i32; 32];
+    // SAFETY: 32 outputs.
+    unsafe { smelt_emu_emu_bug_divergent_warp(Dim3::x(1), Dim3::x(32), 0, out.as_mut_ptr()) };
+    panic!("the launch returned");
+}
+
+#[test]
+fn partial_masks_are_refused() {
+    if let Some(stderr) = in_child("partial_masks_are_refused") {
+        assert!(stderr.contains("mask 0x0000ffff"), "{stderr}");
+        return;
+    }
+    let mut out = vec![0i32; 32];
+    // SAFETY: 32 outputs.
+    unsafe { smelt_emu_emu_bug_partial_mask(Dim3::x(1), Dim3::x(32), 0, out.as_mut_ptr()) };
+    panic!("the launch returned");
+}
+
+#[test]
+fn oversized_launches_abort() {
+    if let Some(stderr) = in_child("oversized_launches_abort") {
+        assert!(stderr.contains("exceeds CUDA's limits"), "{stderr}");
+        return;
+    }
+    let mut out = vec![0u32; 8 * 2048];
+    // SAFETY: never runs: a block of 2048 threads is refused.
+    unsafe { smelt_emu_emu_selftest_indices(Dim3::x(1), Dim3::x(2048), 0, out.as_mut_ptr()) };
+    panic!("the launch returned");
+}
+
+#[test]
+fn too_much_dynamic_shared_memory_aborts() {
+    if let Some(stderr) = in_child("too_much_dynamic_shared_memory_aborts") {
+        assert!(
+            stderr.contains("bytes of dynamic shared memory requested"),
+            "{stderr}"
+        );
+        return;
+    }
+    let mut out = vec![0u32; 1];
+    // SAFETY: never runs.
+    unsafe {
+        smelt_emu_emu_selftest_smem_poison(Dim3::x(1), Dim3::x(32), 300_000, out.as_mut_ptr(), 0)
+    };
+    panic!("the launch returned");
+}
