@@ -1,0 +1,288 @@
+//! `kernels/matmul.cu` (tensor-core matmul, bf16 inputs, f32 accumulation) and the tensor-core
+//! wrappers of `kernels/tensor_core.cuh`, run on the CPU through the emulation, against the
+//! CPU `matmul` (`smelt::backend::cpu::kernels`).
+//!
+//! * The fragment layouts alone: one `mma.sync.m16n8k16` against a naive 16×8×16 product, and
+//!   `ldmatrix.x4` (+ `.trans`) against the PTX ISA's element assignment.
+//! * The matmul, on odd and tile-unaligned sizes, all four transpose combinations, with and
+//!   without bias, outputs poisoned with NaN and canaries around them: against the CPU matmul in
+//!   f64 on the same bf16-rounded inputs (‖emu − cpu‖ / ‖cpu‖ < 1e-4: only f32 accumulation
+//!   differs), and against the f32 CPU matmul on the unrounded inputs (< 1e-2, bf16 rounding).
+//!
+//! Inputs are fresh random numbers seeded from the clock; failures print the seed and
+//! `SMELT_SEED=<seed> cargo test --release --test emu_matmul` replays it.
+#![cfg(smelt_emulation)]
+
+use smelt::backend::cpu::kernels as cpu;
+use smelt::backend::emu::matmul as emu;
+use smelt::rng::Rng;
+
+/// Against f64 on the same bf16 inputs: only the f32 accumulation differs.
+const TOL_SAME_INPUTS: f64 = 1e-4;
+/// Against f32 on the unrounded inputs: bf16 has 8 significant bits.
+const TOL_BF16: f64 = 1e-2;
+const CANARY: f32 = 1234.5;
+
+fn seed() -> u64 {
+    match std::env::var("SMELT_SEED") {
+        Ok(s) => s.parse().expect("SMELT_SEED must be a u64"),
+        Err(_) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            now.expect("clock after 1970").as_nanos() as u64
+        }
+    }
+}
+
+fn normals(rng: &mut Rng, n: usize, scale: f64) -> Vec<f32> {
+    (0..n).map(|_| (rng.normal() * scale) as f32).collect()
+}
+
+fn rel_err(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let diff: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).powi(2))
+        .sum();
+    let norm: f64 = want.iter().map(|w| w * w).sum();
+    if norm > 0.0 {
+        (diff / norm).sqrt()
+    } else {
+        diff.sqrt()
+    }
+}
+
+/// A bf16 buffer whose `n`-element view starts on a 16-byte boundary (`aligned`) or 2 bytes
+/// past one (so the kernel must take its element-wise load path).
+struct Bf16Buf {
+    data: Vec<u16>,
+    off: usize,
+    n: usize,
+}
+
+impl Bf16Buf {
+    fn new(values: &[u16], aligned: bool) -> Bf16Buf {
+        let n = values.len();
+        let mut data = vec![0u16; n + 16];
+        let addr = data.as_ptr() as usize;
+        assert_eq!(addr % 2, 0);
+        let first = (16 - addr % 16) % 16 / 2;
+        let off = if aligned { first } else { first + 1 };
+        data[off..off + n].copy_from_slice(values);
+        Bf16Buf { data, off, n }
+    }
+    fn view(&self) -> &[u16] {
+        &self.data[self.off..self.off + self.n]
+    }
+}
+
+#[test]
+fn mma_fragment_layout_matches_naive_product() {
+    let seed = seed();
+    let mut rng = Rng::new(seed);
+    for _ in 0..4 {
+        let a: [u16; 256] = std::array::from_fn(|_| emu::f32_to_bf16(rng.normal() as f32));
+        let b: [u16; 128] = std::array::from_fn(|_| emu::f32_to_bf16(rng.normal() as f32));
+        let c: [f32; 128] = std::array::from_fn(|_| rng.normal() as f32);
+        let mut d = [f32::NAN; 128];
+        emu::mma_bf16_selftest(&mut d, &a, &b, &c);
+        for i in 0..16 {
+            for j in 0..8 {
+                let mut want = c[i * 8 + j] as f64;
+                let mut mag = want.abs();
+                for k in 0..16 {
+                    let p = emu::bf16_to_f32(a[i * 16 + k]) as f64
+                        * emu::bf16_to_f32(b[k * 8 + j]) as f64;
+                    want += p;
+                    mag += p.abs();
+                }
+                let got = d[i * 8 + j] as f64;
+                assert!(
+                    (got - want).abs() <= 1e-6 * mag,
+                    "mma d[{i}][{j}] = {got}, want {want} (seed {seed})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn ldmatrix_layout_matches_ptx() {
+    let src: [u16; 256] = std::array::from_fn(|e| e as u16);
+    let mut out = [0u32; 256];
+    emu::ldmatrix_selftest(&mut out, &src);
+    let at = |row: usize, col: usize| u32::from(src[row * 16 + col]);
+    for lane in 0..32 {
+        for i in 0..4 {
+            let (r0, c0) = ((i & 1) * 8, (i >> 1) * 8);
+            // Non-transposed: (row lane/4, cols 2*(lane%4) + {0,1}) of matrix i.
+            let (r, c) = (r0 + lane / 4, c0 + 2 * (lane % 4));
+            let want = at(r, c) | (at(r, c + 1) << 16);
+            assert_eq!(out[lane * 8 + i], want, "ldmatrix lane {lane} reg {i}");
+            // .trans: (rows 2*(lane%4) + {0,1}, col lane/4) of the stored matrix i.
+            let (r, c) = (r0 + 2 * (lane % 4), c0 + lane / 4);
+            let want = at(r, c) | (at(r + 1, c) << 16);
+            assert_eq!(
+                out[lane * 8 + 4 + i],
+                want,
+                "ldmatrix.trans lane {lane} reg {i}"
+            );
+        }
+    }
+}
+
+/// One matmul through the emulation, checked both ways; returns the two errors.
+#[allow(clippy::too_many_arguments)]
+fn check_matmul(
+    rng: &mut Rng,
+    seed: u64,
+    m: usize,
+    k: usize,
+    n: usize,
+    trans_a: bool,
+    trans_b: bool,
+    with_bias: bool,
+    aligned: bool,
+) -> (f64, f64) {
+    let tag = format!(
+        "matmul_bf16 m={m} k={k} n={n} trans_a={trans_a} trans_b={trans_b} bias={with_bias} \
+         aligned={aligned} (seed {seed})"
+    );
+    let a = normals(rng, m * k, 1.0);
+    let b = normals(rng, k * n, 0.5);
+    let bias = with_bias.then(|| normals(rng, n, 1.0));
+    let (a16, b16) = (emu::to_bf16(&a), emu::to_bf16(&b));
+    let (abuf, bbuf) = (Bf16Buf::new(&a16, aligned), Bf16Buf::new(&b16, aligned));
+
+    // Output view with canaries around it, poisoned with NaN; misaligned: 4 bytes past an
+    // 8-byte boundary (no float2 stores).
+    let mut out = vec![CANARY; m * n + 12];
+    let first = (8 - out.as_ptr() as usize % 8) % 8 / 4;
+    let o = 4 + first + usize::from(!aligned);
+    out[o..o + m * n].fill(f32::NAN);
+    emu::matmul_bf16(
+        &mut out[o..o + m * n],
+        abuf.view(),
+        bbuf.view(),
+        bias.as_deref(),
+        m,
+        k,
+        n,
+        trans_a,
+        trans_b,
+    );
+    assert!(
+        out[..o]
+            .iter()
+            .chain(&out[o + m * n..])
+            .all(|&v| v == CANARY),
+        "{tag}: wrote outside out"
+    );
+    let got = &out[o..o + m * n];
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "{tag}: non-finite output"
+    );
+
+    // f64 on the same bf16-rounded inputs.
+    let a64: Vec<f64> = a16.iter().map(|&v| emu::bf16_to_f32(v) as f64).collect();
+    let b64: Vec<f64> = b16.iter().map(|&v| emu::bf16_to_f32(v) as f64).collect();
+    let bias64: Option<Vec<f64>> = bias.as_ref().map(|v| v.iter().map(|&x| x as f64).collect());
+    let mut want64 = vec![f64::NAN; m * n];
+    cpu::matmul(
+        &mut want64,
+        &a64,
+        &b64,
+        bias64.as_deref(),
+        m,
+        k,
+        n,
+        trans_a,
+        trans_b,
+    );
+    let err64 = rel_err(got, &want64);
+    assert!(
+        err64 < TOL_SAME_INPUTS,
+        "{tag}: vs f64 on bf16 inputs, relative error {err64:e}"
+    );
+
+    // f32 on the unrounded inputs.
+    let mut want32 = vec![f32::NAN; m * n];
+    cpu::matmul(
+        &mut want32,
+        &a,
+        &b,
+        bias.as_deref(),
+        m,
+        k,
+        n,
+        trans_a,
+        trans_b,
+    );
+    let want32: Vec<f64> = want32.iter().map(|&v| v as f64).collect();
+    let err32 = rel_err(got, &want32);
+    assert!(
+        err32 < TOL_BF16,
+        "{tag}: vs f32 on unrounded inputs, relative error {err32:e}"
+    );
+    (err64, err32)
+}
+
+/// (m, k, n): odd, tile-unaligned, one exact tile, k long enough to cycle the 3-stage pipeline
+/// several times, and multiples of 8 (16-byte cp.async path) with partial edge tiles.
+const SIZES: [(usize, usize, usize); 9] = [
+    (1, 1, 1),
+    (5, 7, 3),
+    (17, 33, 65),
+    (130, 70, 90),
+    (128, 128, 64),
+    (257, 129, 33),
+    (72, 200, 80),
+    (64, 264, 64),
+    (136, 96, 200),
+];
+
+#[test]
+fn matmul_bf16_matches_cpu_all_transposes() {
+    let seed = seed();
+    let mut rng = Rng::new(seed);
+    let (mut max64, mut max32) = (0.0f64, 0.0f64);
+    for (m, k, n) in SIZES {
+        for trans_a in [false, true] {
+            for trans_b in [false, true] {
+                for with_bias in [false, true] {
+                    let (e64, e32) =
+                        check_matmul(&mut rng, seed, m, k, n, trans_a, trans_b, with_bias, true);
+                    max64 = max64.max(e64);
+                    max32 = max32.max(e32);
+                }
+            }
+        }
+    }
+    eprintln!(
+        "matmul_bf16: max relative error {max64:.3e} vs f64 (bf16 inputs), {max32:.3e} vs f32"
+    );
+}
+
+#[test]
+fn matmul_bf16_misaligned_inputs_take_the_element_path() {
+    let seed = seed();
+    let mut rng = Rng::new(seed);
+    for (m, k, n) in [(72, 200, 80), (128, 128, 64)] {
+        for trans_a in [false, true] {
+            for trans_b in [false, true] {
+                check_matmul(&mut rng, seed, m, k, n, trans_a, trans_b, true, false);
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_bf16_empty_k_gives_bias() {
+    let bias = [1.5f32, -2.0, 0.25];
+    let mut out = [f32::NAN; 6];
+    emu::matmul_bf16(&mut out, &[], &[], Some(&bias), 2, 0, 3, false, false);
+    assert_eq!(out, [1.5, -2.0, 0.25, 1.5, -2.0, 0.25]);
+    emu::matmul_bf16(&mut out, &[], &[], None, 2, 0, 3, true, true);
+    assert_eq!(out, [0.0; 6]);
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Checks in the disassembly of the built fatbin that the kernels meant to run on tensor cores
+# really use them (HMMA instructions), for every architecture in the fatbin. Needs cuobjdump:
+# `bash tools/setup_cuda.sh --tools`. Run after a build that found nvcc (CI does both).
+#
+#   bash tools/check_sass.sh [KERNEL...]     (default: the tensor-core kernels listed below)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Kernels that must contain HMMA. Attention joins this list when its mma version lands.
+KERNELS=("${@:-matmul_bf16}")
+
+cuobjdump=$(find tools/.venv-cuda -path '*/bin/cuobjdump' -type f 2>/dev/null | head -n 1)
+if [ -z "$cuobjdump" ]; then
+  echo "error: cuobjdump not found; run: bash tools/setup_cuda.sh --tools" >&2
+  exit 1
+fi
+fatbin=$(ls -t target/release/build/smelt-*/out/smelt.fatbin 2>/dev/null | head -n 1 || true)
+if [ -z "$fatbin" ]; then
+  echo "error: no smelt.fatbin under target/release/build: build with nvcc first (cargo build --release)" >&2
+  exit 1
+fi
+sass=$("$cuobjdump" -sass "$fatbin")
+status=0
+for arch in sm_80 sm_90a; do
+  for k in "${KERNELS[@]}"; do
+    # cuobjdump prints "arch = sm_XX" per ELF, then "Function : name" blocks.
+    count=$(awk -v arch="$arch" -v k="$k" '
+      /arch = / { cur = $3 }
+      /Function :/ { fn = $3 }
+      cur == arch && fn == k && /HMMA/ { n++ }
+      END { print n + 0 }' <<<"$sass")
+    printf '%-8s %-24s HMMA %s\n' "$arch" "$k" "$count"
+    if [ "$count" -eq 0 ]; then
+      echo "error: $k has no tensor-core (HMMA) instructions for $arch" >&2
+      status=1
+    fi
+  done
+done
+exit $status
