@@ -13,6 +13,7 @@ pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod optim;
+pub mod reduce;
 
 /// CUDA's `dim3`, as the emulated launchers take it.
 #[repr(C)]
