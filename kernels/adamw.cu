@@ -53,6 +53,83 @@ extern "C" __global__ void __launch_bounds__(256)
     if (threadIdx.x == 0) out[0] = s;
 }
 
+// adamw_multi / adamw_multi_bf16: ONE launch for every parameter tensor. The tensors lie
+// back to back in four parallel regions of n floats (params or master, grads, m, v); tensor t
+// covers [tensor_end[t - 1], tensor_end[t]) (tensor_end ascending, tensor_end[T - 1] = n) and
+// has weight decay tensor_decay[t]. Grid-stride as adamw (block 256, grid min(ceil(n / 256),
+// 65536)); each thread finds the tensor of its element by binary search over tensor_end,
+// starting from the tensor of its previous element (its indices only increase).
+// adamw_multi_bf16 keeps f32 master weights and also writes the bf16 copy the model runs on,
+// params_bf16[i] = __float2bfloat16 (round to nearest even) of the new master[i].
+
+// The first t in [lo, num_tensors) with i < tensor_end[t] (num_tensors - 1 if none).
+static __device__ __forceinline__ int adamw_find_tensor(const long* __restrict__ tensor_end,
+                                                        int lo, int num_tensors, long i) {
+    int hi = num_tensors - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if (i < __ldg(tensor_end + mid))
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+// One element of adamw's update; returns the new parameter.
+static __device__ __forceinline__ float adamw_element(float p, float grad, float* __restrict__ m,
+                                                      float* __restrict__ v, long i, float beta1,
+                                                      float beta2, float eps, float step_size,
+                                                      float bias_correction2_sqrt, float decay,
+                                                      float grad_scale) {
+    const float g = grad * grad_scale;
+    const float mi = beta1 * m[i] + (1.0f - beta1) * g;
+    const float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    const float denom = sqrtf(vi) / bias_correction2_sqrt + eps;
+    return p * decay - step_size * (mi / denom);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    adamw_multi(float* __restrict__ params, const float* __restrict__ grads,
+                float* __restrict__ m, float* __restrict__ v, long n,
+                const long* __restrict__ tensor_end, const float* __restrict__ tensor_decay,
+                int num_tensors, float lr, float beta1, float beta2, float eps,
+                float bias_correction1, float bias_correction2, float grad_scale) {
+    const float step_size = lr / bias_correction1;
+    const float bias_correction2_sqrt = sqrtf(bias_correction2);
+    const long stride = (long)gridDim.x * blockDim.x;
+    int t = 0;
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        t = adamw_find_tensor(tensor_end, t, num_tensors, i);
+        const float decay = 1.0f - lr * __ldg(tensor_decay + t);
+        params[i] = adamw_element(params[i], grads[i], m, v, i, beta1, beta2, eps, step_size,
+                                  bias_correction2_sqrt, decay, grad_scale);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    adamw_multi_bf16(float* __restrict__ master, __nv_bfloat16* __restrict__ params_bf16,
+                     const float* __restrict__ grads, float* __restrict__ m,
+                     float* __restrict__ v, long n, const long* __restrict__ tensor_end,
+                     const float* __restrict__ tensor_decay, int num_tensors, float lr,
+                     float beta1, float beta2, float eps, float bias_correction1,
+                     float bias_correction2, float grad_scale) {
+    const float step_size = lr / bias_correction1;
+    const float bias_correction2_sqrt = sqrtf(bias_correction2);
+    const long stride = (long)gridDim.x * blockDim.x;
+    int t = 0;
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        t = adamw_find_tensor(tensor_end, t, num_tensors, i);
+        const float decay = 1.0f - lr * __ldg(tensor_decay + t);
+        const float p = adamw_element(master[i], grads[i], m, v, i, beta1, beta2, eps,
+                                      step_size, bias_correction2_sqrt, decay, grad_scale);
+        master[i] = p;
+        params_bf16[i] = __float2bfloat16(p);
+    }
+}
+
 #ifdef SMELT_EMULATE
 SMELT_EMU_EXPORT(adamw,
                  (float* params, const float* grads, float* m, float* v, long n, float lr,
@@ -64,4 +141,18 @@ SMELT_EMU_EXPORT(sum_squares_partial, (float* partials, const float* x, long n),
                  (partials, x, n))
 SMELT_EMU_EXPORT(sum_squares_final, (float* out, const float* partials, int num_partials),
                  (out, partials, num_partials))
+SMELT_EMU_EXPORT(adamw_multi,
+                 (float* params, const float* grads, float* m, float* v, long n,
+                  const long* tensor_end, const float* tensor_decay, int num_tensors, float lr,
+                  float beta1, float beta2, float eps, float bias_correction1,
+                  float bias_correction2, float grad_scale),
+                 (params, grads, m, v, n, tensor_end, tensor_decay, num_tensors, lr, beta1,
+                  beta2, eps, bias_correction1, bias_correction2, grad_scale))
+SMELT_EMU_EXPORT(adamw_multi_bf16,
+                 (float* master, __nv_bfloat16* params_bf16, const float* grads, float* m,
+                  float* v, long n, const long* tensor_end, const float* tensor_decay,
+                  int num_tensors, float lr, float beta1, float beta2, float eps,
+                  float bias_correction1, float bias_correction2, float grad_scale),
+                 (master, params_bf16, grads, m, v, n, tensor_end, tensor_decay, num_tensors,
+                  lr, beta1, beta2, eps, bias_correction1, bias_correction2, grad_scale))
 #endif

@@ -50,6 +50,47 @@ unsafe extern "C" {
         partials: *const f32,
         num_partials: c_int,
     );
+    fn smelt_emu_adamw_multi(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        params: *mut f32,
+        grads: *const f32,
+        m: *mut f32,
+        v: *mut f32,
+        n: c_long,
+        tensor_end: *const c_long,
+        tensor_decay: *const f32,
+        num_tensors: c_int,
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        bias_correction1: f32,
+        bias_correction2: f32,
+        grad_scale: f32,
+    );
+    fn smelt_emu_adamw_multi_bf16(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        master: *mut f32,
+        params_bf16: *mut u16,
+        grads: *const f32,
+        m: *mut f32,
+        v: *mut f32,
+        n: c_long,
+        tensor_end: *const c_long,
+        tensor_decay: *const f32,
+        num_tensors: c_int,
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        bias_correction1: f32,
+        bias_correction2: f32,
+        grad_scale: f32,
+    );
 }
 
 /// `n` as a C `long`.
@@ -176,4 +217,135 @@ pub fn sum_squares(x: &[f32]) -> f32 {
         );
     }
     out[0]
+}
+
+/// AdamW hyperparameters of one step for [`adamw_multi`] / [`adamw_multi_bf16`] (the fields
+/// of `backend::AdamWStep`; weight decay comes per tensor).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWHyper {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// 1-based step count, for bias correction.
+    pub step: u64,
+    pub grad_scale: f32,
+}
+
+/// `adamw_multi` / `adamw_multi_bf16`: grid-stride over all `n` elements, as `adamw`.
+pub fn adamw_multi_launch(n: usize) -> LaunchDims {
+    adamw_launch(n)
+}
+
+/// The per-tensor tables `adamw_multi` takes from `(len, weight_decay)` groups laid out back
+/// to back: exclusive end offsets (ascending) and decays. Returns them with the total length.
+pub fn adamw_multi_tables(groups: &[(usize, f32)]) -> (Vec<c_long>, Vec<f32>, usize) {
+    let mut end = 0usize;
+    let ends = groups
+        .iter()
+        .map(|&(len, _)| {
+            end += len;
+            long(end)
+        })
+        .collect();
+    let decays = groups.iter().map(|&(_, wd)| wd).collect();
+    (ends, decays, end)
+}
+
+/// One AdamW step on every tensor of `groups` (`(len, weight_decay)`, laid out back to back
+/// in `params`, `grads`, `m`, `v`, whose lengths are the sum of the lens) in one launch; as
+/// `kernels::adamw` applied tensor by tensor.
+pub fn adamw_multi(
+    params: &mut [f32],
+    grads: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    groups: &[(usize, f32)],
+    h: &AdamWHyper,
+) {
+    let (ends, decays, n) = adamw_multi_tables(groups);
+    assert!(
+        params.len() == n && grads.len() == n && m.len() == n && v.len() == n,
+        "adamw_multi: params, grads, m, v must hold the groups' total length"
+    );
+    if n == 0 {
+        return;
+    }
+    let (bc1, bc2) = adamw_bias_corrections(h.beta1, h.beta2, h.step);
+    let d = adamw_multi_launch(n);
+    // SAFETY: the four buffers hold n floats (checked above), the tables groups.len()
+    // entries with ends ascending to n; the mutable buffers are unique borrows.
+    unsafe {
+        smelt_emu_adamw_multi(
+            d.grid,
+            d.block,
+            d.smem,
+            params.as_mut_ptr(),
+            grads.as_ptr(),
+            m.as_mut_ptr(),
+            v.as_mut_ptr(),
+            long(n),
+            ends.as_ptr(),
+            decays.as_ptr(),
+            c_int::try_from(groups.len()).expect("too many tensors"),
+            h.lr,
+            h.beta1,
+            h.beta2,
+            h.eps,
+            bc1,
+            bc2,
+            h.grad_scale,
+        );
+    }
+}
+
+/// [`adamw_multi`] on f32 `master` weights, also writing `params_bf16` (bf16 bit patterns),
+/// the round-to-nearest-even of each new master value.
+pub fn adamw_multi_bf16(
+    master: &mut [f32],
+    params_bf16: &mut [u16],
+    grads: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    groups: &[(usize, f32)],
+    h: &AdamWHyper,
+) {
+    let (ends, decays, n) = adamw_multi_tables(groups);
+    assert!(
+        master.len() == n
+            && params_bf16.len() == n
+            && grads.len() == n
+            && m.len() == n
+            && v.len() == n,
+        "adamw_multi_bf16: master, params_bf16, grads, m, v must hold the groups' total length"
+    );
+    if n == 0 {
+        return;
+    }
+    let (bc1, bc2) = adamw_bias_corrections(h.beta1, h.beta2, h.step);
+    let d = adamw_multi_launch(n);
+    // SAFETY: as adamw_multi; params_bf16 holds n 16-bit values (__nv_bfloat16 is 2 bytes).
+    unsafe {
+        smelt_emu_adamw_multi_bf16(
+            d.grid,
+            d.block,
+            d.smem,
+            master.as_mut_ptr(),
+            params_bf16.as_mut_ptr(),
+            grads.as_ptr(),
+            m.as_mut_ptr(),
+            v.as_mut_ptr(),
+            long(n),
+            ends.as_ptr(),
+            decays.as_ptr(),
+            c_int::try_from(groups.len()).expect("too many tensors"),
+            h.lr,
+            h.beta1,
+            h.beta2,
+            h.eps,
+            bc1,
+            bc2,
+            h.grad_scale,
+        );
+    }
 }
