@@ -7,11 +7,11 @@
 //! `--nocapture` to see each comparison's error.
 #![cfg(smelt_emulation)]
 
-use std::time::{SystemTime, UNIX_EPOCH};
+mod common;
+use common::{nan, Inputs};
 
 use smelt::backend::cpu::kernels as cpu;
 use smelt::backend::emu::attention;
-use smelt::rng::Rng;
 
 /// f32 kernels against the CPU: relative error bound.
 const TOL: f64 = 1e-5;
@@ -27,59 +27,6 @@ const SIZES: [(usize, usize, usize, usize); 7] = [
     (1, 45, 256, 2),
 ];
 
-/// A random stream seeded from the clock; the seed goes into every failure message.
-struct Inputs {
-    rng: Rng,
-    seed: u64,
-}
-
-impl Inputs {
-    fn new() -> Self {
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        Inputs {
-            rng: Rng::new(seed),
-            seed,
-        }
-    }
-
-    /// `len` normals times `scale`.
-    fn normal(&mut self, len: usize, scale: f64) -> Vec<f32> {
-        (0..len)
-            .map(|_| (self.rng.normal() * scale) as f32)
-            .collect()
-    }
-
-    /// ‖got − want‖ / ‖want‖ (‖got − want‖ when want is zero), asserted below `TOL`.
-    fn check(&self, what: &str, got: &[f32], want: &[f32]) -> f64 {
-        assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-        let diff: f64 = got
-            .iter()
-            .zip(want)
-            .map(|(&g, &w)| (g as f64 - w as f64).powi(2))
-            .sum();
-        let norm: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
-        let err = if norm > 0.0 {
-            (diff / norm).sqrt()
-        } else {
-            diff.sqrt()
-        };
-        eprintln!("{what}: relative error {err:.3e}");
-        assert!(
-            err < TOL,
-            "{what}: relative error {err:e} >= {TOL:e} (seed {})",
-            self.seed
-        );
-        err
-    }
-}
-
-fn nan(len: usize) -> Vec<f32> {
-    vec![f32::NAN; len]
-}
-
 /// The CPU forward: (out, lse).
 fn cpu_forward(qkv: &[f32], b: usize, t: usize, c: usize, nh: usize) -> (Vec<f32>, Vec<f32>) {
     let (mut out, mut lse) = (nan(b * t * c), nan(b * nh * t));
@@ -92,13 +39,13 @@ fn attention_forward_matches_cpu() {
     let mut r = Inputs::new();
     for (b, t, c, nh) in SIZES {
         // Scale 2 makes the softmax peaky enough that the online max matters.
-        let qkv = r.normal(b * t * 3 * c, 2.0);
+        let qkv = r.normal(b * t * 3 * c, 2.0, 0.0);
         let (mut out, mut lse) = (nan(b * t * c), nan(b * nh * t));
         attention::attention_forward(&mut out, &mut lse, &qkv, b, t, c, nh);
         let (out_c, lse_c) = cpu_forward(&qkv, b, t, c, nh);
         let tag = format!("attention_forward b={b} t={t} c={c} nh={nh}");
-        r.check(&format!("{tag} out"), &out, &out_c);
-        r.check(&format!("{tag} lse"), &lse, &lse_c);
+        r.check(&format!("{tag} out"), &out, &out_c, TOL);
+        r.check(&format!("{tag} lse"), &lse, &lse_c, TOL);
     }
 }
 
@@ -106,15 +53,15 @@ fn attention_forward_matches_cpu() {
 fn attention_backward_matches_cpu() {
     let mut r = Inputs::new();
     for (b, t, c, nh) in SIZES {
-        let qkv = r.normal(b * t * 3 * c, 2.0);
-        let dout = r.normal(b * t * c, 1.0);
+        let qkv = r.normal(b * t * 3 * c, 2.0, 0.0);
+        let dout = r.normal(b * t * c, 1.0, 0.0);
         let (out, lse) = cpu_forward(&qkv, b, t, c, nh);
         let mut dqkv = nan(b * t * 3 * c);
         attention::attention_backward(&mut dqkv, &dout, &qkv, &out, &lse, b, t, c, nh);
         let mut dqkv_c = nan(b * t * 3 * c);
         cpu::attention_backward(&mut dqkv_c, &dout, &qkv, &out, &lse, b, t, c, nh);
         let tag = format!("attention_backward b={b} t={t} c={c} nh={nh}");
-        r.check(&format!("{tag} dqkv"), &dqkv, &dqkv_c);
+        r.check(&format!("{tag} dqkv"), &dqkv, &dqkv_c, TOL);
         // Each of dQ, dK, dV on its own, so a small part cannot hide behind a large one.
         // Not at t = 1: there dQ and dK are exactly zero analytically (one key: P = 1 and
         // dO·v = dO·o = D), so both kernels return rounding noise and the ratio means nothing.
@@ -127,7 +74,7 @@ fn attention_backward_matches_cpu() {
                     .flat_map(|row| row[part * c..][..c].to_vec())
                     .collect()
             };
-            r.check(&format!("{tag} {name}"), &pick(&dqkv), &pick(&dqkv_c));
+            r.check(&format!("{tag} {name}"), &pick(&dqkv), &pick(&dqkv_c), TOL);
         }
     }
 }
@@ -136,8 +83,8 @@ fn attention_backward_matches_cpu() {
 fn attention_backward_is_deterministic() {
     let mut r = Inputs::new();
     let (b, t, c, nh) = (2, 130, 256, 4);
-    let qkv = r.normal(b * t * 3 * c, 2.0);
-    let dout = r.normal(b * t * c, 1.0);
+    let qkv = r.normal(b * t * 3 * c, 2.0, 0.0);
+    let dout = r.normal(b * t * c, 1.0, 0.0);
     let (out, lse) = cpu_forward(&qkv, b, t, c, nh);
     let run = || {
         let mut dqkv = nan(b * t * 3 * c);

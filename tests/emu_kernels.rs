@@ -5,83 +5,15 @@
 //! ‖a − b‖ / ‖b‖ < 1e-5. Run with `--nocapture` to see each comparison's error.
 #![cfg(smelt_emulation)]
 
-use std::time::{SystemTime, UNIX_EPOCH};
+mod common;
+use common::{nan, Inputs};
 
 use smelt::backend::cpu::kernels as cpu;
 use smelt::backend::emu::{loss, norm, optim};
-use smelt::rng::Rng;
 
 /// f32 kernels against the CPU: relative error bound.
 const TOL: f64 = 1e-5;
 const EPS: f32 = 1e-5;
-
-/// A random stream seeded from the clock; the seed goes into every failure message.
-struct Inputs {
-    rng: Rng,
-    seed: u64,
-}
-
-impl Inputs {
-    fn new() -> Self {
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        Inputs {
-            rng: Rng::new(seed),
-            seed,
-        }
-    }
-
-    /// `len` normals times `scale`, plus `shift`.
-    fn normal(&mut self, len: usize, scale: f64, shift: f64) -> Vec<f32> {
-        (0..len)
-            .map(|_| (self.rng.normal() * scale + shift) as f32)
-            .collect()
-    }
-
-    fn ids(&mut self, len: usize, below: usize) -> Vec<u32> {
-        (0..len)
-            .map(|_| self.rng.below(below as u64) as u32)
-            .collect()
-    }
-
-    /// ‖got − want‖ / ‖want‖ (‖got − want‖ when want is zero), asserted below `TOL`.
-    fn check(&self, what: &str, got: &[f32], want: &[f32]) -> f64 {
-        assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-        let diff: f64 = got
-            .iter()
-            .zip(want)
-            .map(|(&g, &w)| (g as f64 - w as f64).powi(2))
-            .sum();
-        let norm: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
-        let err = if norm > 0.0 {
-            (diff / norm).sqrt()
-        } else {
-            diff.sqrt()
-        };
-        eprintln!("{what}: relative error {err:.3e}");
-        assert!(
-            err < TOL,
-            "{what}: relative error {err:e} >= {TOL:e} (seed {})",
-            self.seed
-        );
-        err
-    }
-
-    fn same_bits(&self, what: &str, a: &[f32], b: &[f32]) {
-        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-        assert!(
-            bits(a) == bits(b),
-            "{what}: two runs differ (seed {})",
-            self.seed
-        );
-    }
-}
-
-fn nan(len: usize) -> Vec<f32> {
-    vec![f32::NAN; len]
-}
 
 const NORM_SIZES: [(usize, usize); 7] = [
     (1, 7),
@@ -105,9 +37,9 @@ fn layernorm_forward_matches_cpu() {
         let (mut out_c, mut mean_c, mut rstd_c) = (nan(n * c), nan(n), nan(n));
         cpu::layernorm_forward(&mut out_c, &mut mean_c, &mut rstd_c, &x, &w, &b, n, c, EPS);
         let tag = format!("layernorm_forward n={n} c={c}");
-        r.check(&format!("{tag} out"), &out, &out_c);
-        r.check(&format!("{tag} mean"), &mean, &mean_c);
-        r.check(&format!("{tag} rstd"), &rstd, &rstd_c);
+        r.check(&format!("{tag} out"), &out, &out_c, TOL);
+        r.check(&format!("{tag} mean"), &mean, &mean_c, TOL);
+        r.check(&format!("{tag} rstd"), &rstd, &rstd_c, TOL);
     }
 }
 
@@ -139,10 +71,10 @@ fn fused_residual_layernorm_forward_matches_add_then_layernorm() {
             EPS,
         );
         let tag = format!("fused_residual_layernorm_forward n={n} c={c}");
-        r.check(&format!("{tag} residual"), &res, &res_c);
-        r.check(&format!("{tag} out"), &out, &out_c);
-        r.check(&format!("{tag} mean"), &mean, &mean_c);
-        r.check(&format!("{tag} rstd"), &rstd, &rstd_c);
+        r.check(&format!("{tag} residual"), &res, &res_c, TOL);
+        r.check(&format!("{tag} out"), &out, &out_c, TOL);
+        r.check(&format!("{tag} mean"), &mean, &mean_c, TOL);
+        r.check(&format!("{tag} rstd"), &rstd, &rstd_c, TOL);
     }
 }
 
@@ -168,9 +100,9 @@ fn layernorm_backward_matches_cpu_and_is_deterministic() {
             &mut dx_c, &mut dw_c, &mut db_c, &dout, &x, &w, &mean, &rstd, n, c,
         );
         let tag = format!("layernorm_backward n={n} c={c}");
-        r.check(&format!("{tag} dx"), &dx, &dx_c);
-        r.check(&format!("{tag} dweight"), &dw, &dw_c);
-        r.check(&format!("{tag} dbias"), &db, &db_c);
+        r.check(&format!("{tag} dx"), &dx, &dx_c, TOL);
+        r.check(&format!("{tag} dweight"), &dw, &dw_c, TOL);
+        r.check(&format!("{tag} dbias"), &db, &db_c, TOL);
 
         let (dx2, dw2, db2) = run();
         r.same_bits(&format!("{tag} dx"), &dx, &dx2);
@@ -223,8 +155,8 @@ fn cross_entropy_forward_matches_cpu() {
         let (mut loss_c, mut lse_c) = (nan(1), nan(n));
         cpu::cross_entropy_forward(&mut loss_c, &mut lse_c, &logits, &targets, n, v, vp);
         let tag = format!("cross_entropy_forward n={n} v={v} vp={vp}");
-        r.check(&format!("{tag} loss"), &loss, &loss_c);
-        r.check(&format!("{tag} lse"), &lse, &lse_c);
+        r.check(&format!("{tag} loss"), &loss, &loss_c, TOL);
+        r.check(&format!("{tag} lse"), &lse, &lse_c, TOL);
     }
 }
 
@@ -242,11 +174,11 @@ fn cross_entropy_backward_matches_cpu_separate_and_in_place() {
         let tag = format!("cross_entropy_backward n={n} v={v} vp={vp}");
         let mut dlogits = nan(n * vp);
         loss::cross_entropy_backward(&mut dlogits, &logits, &lse, &targets, dloss, n, v, vp);
-        r.check(&tag, &dlogits, &want);
+        r.check(&tag, &dlogits, &want, TOL);
 
         let mut in_place = logits.clone();
         loss::cross_entropy_backward_in_place(&mut in_place, &lse, &targets, dloss, n, v, vp);
-        r.check(&format!("{tag} in place"), &in_place, &want);
+        r.check(&format!("{tag} in place"), &in_place, &want, TOL);
     }
 }
 
@@ -258,7 +190,7 @@ fn mean_reduce_matches_cpu_sum() {
         let mut out = nan(1);
         loss::mean_reduce(&mut out, &x);
         let want = (x.iter().map(|&v| v as f64).sum::<f64>() / n as f64) as f32;
-        r.check(&format!("mean_reduce n={n}"), &out, &[want]);
+        r.check(&format!("mean_reduce n={n}"), &out, &[want], TOL);
     }
 }
 
@@ -302,13 +234,13 @@ fn adamw_matches_cpu() {
                 grad_scale,
             );
             let tag = format!("adamw n={n} step={step} wd={weight_decay}");
-            r.check(&format!("{tag} params"), &p, &p_c);
-            r.check(&format!("{tag} m"), &mm, &m_c);
-            r.check(&format!("{tag} v"), &vv, &v_c);
+            r.check(&format!("{tag} params"), &p, &p_c, TOL);
+            r.check(&format!("{tag} m"), &mm, &m_c, TOL);
+            r.check(&format!("{tag} v"), &vv, &v_c, TOL);
             // The update itself, not only the parameters it is added to.
             let delta =
                 |new: &[f32]| -> Vec<f32> { new.iter().zip(&params).map(|(a, b)| a - b).collect() };
-            r.check(&format!("{tag} update"), &delta(&p), &delta(&p_c));
+            r.check(&format!("{tag} update"), &delta(&p), &delta(&p_c), TOL);
         }
     }
 }
@@ -320,7 +252,7 @@ fn sum_squares_matches_cpu() {
         let x = r.normal(n, 1.0, 0.2);
         let got = optim::sum_squares(&x);
         let want = cpu::sum_squares(&x);
-        r.check(&format!("sum_squares n={n}"), &[got], &[want as f32]);
+        r.check(&format!("sum_squares n={n}"), &[got], &[want as f32], TOL);
     }
 }
 
@@ -345,7 +277,12 @@ fn embedding_forward_matches_cpu() {
         loss::embedding_forward(&mut out, &tokens, &wte, &wpe, b, t, c);
         let mut want = nan(b * t * c);
         cpu::embedding_forward(&mut want, &tokens, &wte, &wpe, b, t, c);
-        r.check(&format!("embedding_forward b={b} t={t} c={c}"), &out, &want);
+        r.check(
+            &format!("embedding_forward b={b} t={t} c={c}"),
+            &out,
+            &want,
+            TOL,
+        );
     }
 }
 
@@ -364,8 +301,8 @@ fn embedding_backward_matches_cpu_and_is_deterministic() {
         let (mut dwte_c, mut dwpe_c) = (nan(vocab * c), nan(max_t * c));
         cpu::embedding_backward(&mut dwte_c, &mut dwpe_c, &dout, &tokens, b, t, c);
         let tag = format!("embedding_backward b={b} t={t} c={c} vocab={vocab}");
-        r.check(&format!("{tag} dwte"), &dwte, &dwte_c);
-        r.check(&format!("{tag} dwpe"), &dwpe, &dwpe_c);
+        r.check(&format!("{tag} dwte"), &dwte, &dwte_c, TOL);
+        r.check(&format!("{tag} dwpe"), &dwpe, &dwpe_c, TOL);
 
         let (dwte2, dwpe2) = run();
         r.same_bits(&format!("{tag} dwte"), &dwte, &dwte2);

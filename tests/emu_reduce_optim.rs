@@ -5,83 +5,16 @@
 //! error ‖a − b‖ / ‖b‖ < 1e-5. Run with `--nocapture` to see each comparison's error.
 #![cfg(smelt_emulation)]
 
-use std::time::{SystemTime, UNIX_EPOCH};
+mod common;
+use common::{nan, Inputs};
 
 use smelt::backend::cpu::kernels as cpu;
 use smelt::backend::emu::matmul::f32_to_bf16;
 use smelt::backend::emu::optim::{self, AdamWHyper};
 use smelt::backend::emu::reduce;
-use smelt::rng::Rng;
 
 /// f32 kernels against the CPU: relative error bound.
 const TOL: f64 = 1e-5;
-
-/// A random stream seeded from the clock; the seed goes into every failure message.
-struct Inputs {
-    rng: Rng,
-    seed: u64,
-}
-
-impl Inputs {
-    fn new() -> Self {
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        Inputs {
-            rng: Rng::new(seed),
-            seed,
-        }
-    }
-
-    /// `len` normals times `scale`, plus `shift`.
-    fn normal(&mut self, len: usize, scale: f64, shift: f64) -> Vec<f32> {
-        (0..len)
-            .map(|_| (self.rng.normal() * scale + shift) as f32)
-            .collect()
-    }
-
-    /// ‖got − want‖ / ‖want‖ (‖got − want‖ when want is zero), asserted below `TOL`.
-    fn check(&self, what: &str, got: &[f32], want: &[f32]) -> f64 {
-        assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-        assert!(
-            got.iter().all(|x| x.is_finite()),
-            "{what}: non-finite output (seed {})",
-            self.seed
-        );
-        let diff: f64 = got
-            .iter()
-            .zip(want)
-            .map(|(&g, &w)| (g as f64 - w as f64).powi(2))
-            .sum();
-        let norm: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
-        let err = if norm > 0.0 {
-            (diff / norm).sqrt()
-        } else {
-            diff.sqrt()
-        };
-        eprintln!("{what}: relative error {err:.3e}");
-        assert!(
-            err < TOL,
-            "{what}: relative error {err:e} >= {TOL:e} (seed {})",
-            self.seed
-        );
-        err
-    }
-
-    fn same_bits(&self, what: &str, a: &[f32], b: &[f32]) {
-        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-        assert!(
-            bits(a) == bits(b),
-            "{what}: two runs differ (seed {})",
-            self.seed
-        );
-    }
-}
-
-fn nan(len: usize) -> Vec<f32> {
-    vec![f32::NAN; len]
-}
 
 const SUM_ROWS_SIZES: [(usize, usize); 6] = [
     (1, 1),
@@ -102,7 +35,7 @@ fn sum_rows_matches_cpu_and_is_deterministic() {
         let mut out_c = nan(n);
         cpu::sum_rows(&mut out_c, &x, m, n);
         let tag = format!("sum_rows m={m} n={n}");
-        r.check(&tag, &out, &out_c);
+        r.check(&tag, &out, &out_c, TOL);
         let mut again = nan(n);
         reduce::sum_rows(&mut again, &x, m, n);
         r.same_bits(&tag, &out, &again);
@@ -206,9 +139,9 @@ fn adamw_multi_matches_cpu_per_tensor() {
             optim::adamw_multi(&mut gpu.params, &grads, &mut gpu.m, &mut gpu.v, &groups, &h);
             cpu_step(&mut cpu_s, &grads, &groups, &h);
             let tag = format!("adamw_multi tensors={} n={n} step={step}", groups.len());
-            r.check(&format!("{tag} params"), &gpu.params, &cpu_s.params);
-            r.check(&format!("{tag} m"), &gpu.m, &cpu_s.m);
-            r.check(&format!("{tag} v"), &gpu.v, &cpu_s.v);
+            r.check(&format!("{tag} params"), &gpu.params, &cpu_s.params, TOL);
+            r.check(&format!("{tag} m"), &gpu.m, &cpu_s.m, TOL);
+            r.check(&format!("{tag} v"), &gpu.v, &cpu_s.v, TOL);
         }
     }
 }
@@ -260,13 +193,15 @@ fn adamw_multi_bf16_matches_f32_path_and_rounds_to_nearest_even() {
                 &format!("{tag} master vs f32"),
                 &master.params,
                 &f32_path.params,
+                TOL,
             );
-            r.check(&format!("{tag} m vs f32"), &master.m, &f32_path.m);
-            r.check(&format!("{tag} v vs f32"), &master.v, &f32_path.v);
+            r.check(&format!("{tag} m vs f32"), &master.m, &f32_path.m, TOL);
+            r.check(&format!("{tag} v vs f32"), &master.v, &f32_path.v, TOL);
             r.check(
                 &format!("{tag} master vs cpu"),
                 &master.params,
                 &cpu_s.params,
+                TOL,
             );
             let want: Vec<u16> = master.params.iter().map(|&x| f32_to_bf16(x)).collect();
             assert!(

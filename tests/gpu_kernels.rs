@@ -25,8 +25,9 @@
 // Launch helpers mirror the kernels' argument lists.
 #![allow(clippy::too_many_arguments)]
 
+mod common;
+use common::Inputs;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use cudarc::driver::sys::{CUevent_flags, CUfunction_attribute_enum};
 use cudarc::driver::{
@@ -38,7 +39,6 @@ use smelt::backend::cpu::kernels as cpu;
 use smelt::backend::emu::{
     attention, elementwise, loss, matmul, norm, optim, reduce, Dim3, LaunchDims,
 };
-use smelt::rng::Rng;
 
 /// f32 kernels without transcendental functions.
 const TOL: f64 = 1e-5;
@@ -178,73 +178,6 @@ macro_rules! launch {
 // ----------------------------------------------------------------------------
 // Inputs and checks
 
-/// A random stream seeded from the clock, and the largest error seen per kernel.
-struct Inputs {
-    rng: Rng,
-    seed: u64,
-    max_err: f64,
-}
-
-impl Inputs {
-    fn new() -> Self {
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        Inputs {
-            rng: Rng::new(seed),
-            seed,
-            max_err: 0.0,
-        }
-    }
-
-    /// `len` normals times `scale`, plus `shift`.
-    fn normal(&mut self, len: usize, scale: f64, shift: f64) -> Vec<f32> {
-        (0..len)
-            .map(|_| (self.rng.normal() * scale + shift) as f32)
-            .collect()
-    }
-
-    fn ids(&mut self, len: usize, below: usize) -> Vec<u32> {
-        (0..len)
-            .map(|_| self.rng.below(below as u64) as u32)
-            .collect()
-    }
-
-    /// ‖got − want‖ / ‖want‖ (‖got − want‖ when want is zero), asserted below `tol`; keeps
-    /// the largest in `max_err`.
-    fn check(&mut self, what: &str, got: &[f32], want: &[f32], tol: f64) {
-        assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-        let diff: f64 = got
-            .iter()
-            .zip(want)
-            .map(|(&g, &w)| (g as f64 - w as f64).powi(2))
-            .sum();
-        let norm: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
-        let err = if norm > 0.0 {
-            (diff / norm).sqrt()
-        } else {
-            diff.sqrt()
-        };
-        eprintln!("{what}: relative error {err:.3e}");
-        assert!(
-            err < tol,
-            "{what}: relative error {err:e} >= {tol:e} (seed {})",
-            self.seed
-        );
-        self.max_err = self.max_err.max(err);
-    }
-
-    /// Prints the summary line of one kernel and resets the error.
-    fn report(&mut self, kernel: &str, ms: f64, bench: &str) {
-        println!(
-            "GPU-KERNEL\t{kernel}\t{:.3e}\t{ms:.4}\t{bench}",
-            self.max_err
-        );
-        self.max_err = 0.0;
-    }
-}
-
 /// Deterministic, cheap values in [-1, 1) for the large timing inputs (no CPU reference).
 fn pattern(len: usize, salt: u64) -> Vec<f32> {
     (0..len as u64)
@@ -326,7 +259,7 @@ fn gelu_forward_backward() {
     let n = B * T * 4 * C;
     let (x, mut out) = (g.up(&pattern(n, 1)), g.nan(n));
     let ms = g.time_ms(|| gpu_gelu_forward(&g, &mut out, &x, n));
-    r.report("gelu_forward", ms, &format!("n={n}"));
+    report(&mut r, "gelu_forward", ms, &format!("n={n}"));
 
     for n in ELEMENTWISE_SIZES {
         let x = r.normal(n, 2.0, 0.0);
@@ -344,7 +277,7 @@ fn gelu_forward_backward() {
     }
     let dout = g.up(&pattern(n, 2));
     let ms = g.time_ms(|| gpu_gelu_backward(&g, &mut out, &x, &dout, n));
-    r.report("gelu_backward", ms, &format!("n={n}"));
+    report(&mut r, "gelu_backward", ms, &format!("n={n}"));
 }
 
 #[test]
@@ -363,7 +296,7 @@ fn add_and_add_into() {
     let n = B * T * C;
     let (a, b, mut out) = (g.up(&pattern(n, 1)), g.up(&pattern(n, 2)), g.nan(n));
     let ms = g.time_ms(|| gpu_add(&g, &mut out, &a, &b, n));
-    r.report("add", ms, &format!("n={n}"));
+    report(&mut r, "add", ms, &format!("n={n}"));
 
     for n in ELEMENTWISE_SIZES {
         let dst = r.normal(n, 1.0, 0.0);
@@ -379,7 +312,7 @@ fn add_and_add_into() {
     let ms = g.time_ms(|| {
         launch!(g, "add_into", elementwise::add_into_launch(n); &mut out, &a, &ni);
     });
-    r.report("add_into", ms, &format!("n={n}"));
+    report(&mut r, "add_into", ms, &format!("n={n}"));
 }
 
 #[test]
@@ -432,11 +365,11 @@ fn casts_bit_exact() {
     let ms = g.time_ms(|| {
         launch!(g, "cast_f32_to_bf16", elementwise::cast_f32_to_bf16_launch(n); &mut bits, &x, &ni);
     });
-    r.report("cast_f32_to_bf16", ms, &format!("n={n}"));
+    report(&mut r, "cast_f32_to_bf16", ms, &format!("n={n}"));
     let ms = g.time_ms(|| {
         launch!(g, "cast_bf16_to_f32", elementwise::cast_bf16_to_f32_launch(n); &mut back, &bits, &ni);
     });
-    r.report("cast_bf16_to_f32", ms, &format!("n={n}"));
+    report(&mut r, "cast_bf16_to_f32", ms, &format!("n={n}"));
 }
 
 // ----------------------------------------------------------------------------
@@ -508,7 +441,7 @@ fn layernorm_forward_backward() {
     let (mut out, mut mean, mut rstd) = (g.nan(n * c), g.nan(n), g.nan(n));
     let ms =
         g.time_ms(|| gpu_layernorm_forward(&g, &mut out, &mut mean, &mut rstd, &x, &w, &b, n, c));
-    r.report("layernorm_forward", ms, &format!("n={n} c={c}"));
+    report(&mut r, "layernorm_forward", ms, &format!("n={n} c={c}"));
 
     for (n, c) in NORM_SIZES {
         let x = r.normal(n * c, 2.0, 0.5);
@@ -570,7 +503,12 @@ fn layernorm_forward_backward() {
             c,
         )
     });
-    r.report("layernorm_backward+reduce", ms, &format!("n={n} c={c}"));
+    report(
+        &mut r,
+        "layernorm_backward+reduce",
+        ms,
+        &format!("n={n} c={c}"),
+    );
 }
 
 #[test]
@@ -634,7 +572,8 @@ fn fused_residual_layernorm_forward() {
             &g, &mut res, &mut out, &mut mean, &mut rstd, &a, &b, &w, &bias, n, c,
         )
     });
-    r.report(
+    report(
+        &mut r,
         "fused_residual_layernorm_forward",
         ms,
         &format!("n={n} c={c}"),
@@ -752,7 +691,8 @@ fn cross_entropy_forward_backward() {
             VP,
         )
     });
-    r.report(
+    report(
+        &mut r,
         "cross_entropy_forward+mean",
         ms,
         &format!("n={n} v={V} vp={VP}"),
@@ -761,7 +701,8 @@ fn cross_entropy_forward_backward() {
     let ms = g.time_ms(|| {
         gpu_cross_entropy_backward(&g, &mut dlogits, &logits, &lse, &targets, 1.0, n, V, VP)
     });
-    r.report(
+    report(
+        &mut r,
         "cross_entropy_backward",
         ms,
         &format!("n={n} v={V} vp={VP}"),
@@ -842,7 +783,7 @@ fn adamw_matches_cpu() {
     let (mut p, grads) = (g.up(&pattern(n, 1)), g.up(&pattern(n, 2)));
     let (mut m, mut v) = (g.up(&vec![0.0f32; n]), g.up(&vec![0.0f32; n]));
     let ms = g.time_ms(|| gpu_adamw(&g, &mut p, &grads, &mut m, &mut v, n, 0.1, 10, 1.0));
-    r.report("adamw", ms, &format!("n={n}"));
+    report(&mut r, "adamw", ms, &format!("n={n}"));
 }
 
 /// `adamw_multi` (f32 params) or `adamw_multi_bf16` (f32 masters + bf16 params) over the
@@ -982,7 +923,7 @@ fn adamw_multi_and_bf16_match_cpu_per_tensor() {
             &g, &mut p, None, &grads, &mut m, &mut v, &d_ends, &d_decays, n, 10, 1.0,
         )
     });
-    r.report("adamw_multi", ms, &bench);
+    report(&mut r, "adamw_multi", ms, &bench);
     let ms = g.time_ms(|| {
         gpu_adamw_multi(
             &g,
@@ -998,7 +939,7 @@ fn adamw_multi_and_bf16_match_cpu_per_tensor() {
             1.0,
         )
     });
-    r.report("adamw_multi_bf16", ms, &bench);
+    report(&mut r, "adamw_multi_bf16", ms, &bench);
 }
 
 fn gpu_sum_squares(
@@ -1035,7 +976,7 @@ fn sum_squares_matches_cpu() {
         g.nan(optim::sum_squares_partial_launch(n).grid.x as usize),
     );
     let ms = g.time_ms(|| gpu_sum_squares(&g, &mut out, &mut partials, &x, n));
-    r.report("sum_squares", ms, &format!("n={n}"));
+    report(&mut r, "sum_squares", ms, &format!("n={n}"));
 }
 
 fn gpu_sum_rows(
@@ -1075,7 +1016,7 @@ fn sum_rows_matches_cpu() {
     let x = g.up(&pattern(m * n, 1));
     let (mut out, mut partials) = (g.nan(n), g.nan(reduce::sum_rows_scratch_len(m, n)));
     let ms = g.time_ms(|| gpu_sum_rows(&g, &mut out, &mut partials, &x, m, n));
-    r.report("sum_rows", ms, &format!("m={m} n={n}"));
+    report(&mut r, "sum_rows", ms, &format!("m={m} n={n}"));
 }
 
 // ----------------------------------------------------------------------------
@@ -1177,12 +1118,12 @@ fn embedding_forward_backward() {
     let mut out = g.nan(B * T * C);
     let ms = g.time_ms(|| gpu_embedding_forward(&g, &mut out, &d_tokens, &wte, &wpe, B, T, C));
     let bench = format!("b={B} t={T} c={C} vocab={VP}");
-    r.report("embedding_forward", ms, &bench);
+    report(&mut r, "embedding_forward", ms, &bench);
     let buckets = Buckets::new(&g, &tokens, VP);
     let (mut dwte, mut dwpe) = (g.nan(VP * C), g.nan(T * C));
     let ms =
         g.time_ms(|| gpu_embedding_backward(&g, &mut dwte, &mut dwpe, &out, &buckets, B, T, C));
-    r.report("embedding_backward(fill+wte+wpe)", ms, &bench);
+    report(&mut r, "embedding_backward(fill+wte+wpe)", ms, &bench);
 }
 
 // ----------------------------------------------------------------------------
@@ -1264,7 +1205,12 @@ fn matmul_bf16_all_transposes() {
         let tflops = 2.0 * (m * k * n) as f64 / (ms * 1e-3) / 1e12;
         // The error column of every timed shape is the largest over all parity sizes above.
         let keep = r.max_err;
-        r.report(name, ms, &format!("m={m} k={k} n={n} {tflops:.1}TFLOP/s"));
+        report(
+            &mut r,
+            name,
+            ms,
+            &format!("m={m} k={k} n={n} {tflops:.1}TFLOP/s"),
+        );
         r.max_err = keep;
     }
 }
@@ -1366,7 +1312,7 @@ fn attention_forward_backward() {
     let qkv = g.up(&pattern(b * t * 3 * c, 1));
     let (mut out, mut lse) = (g.nan(b * t * c), g.nan(b * nh * t));
     let ms = g.time_ms(|| gpu_attention_forward(&g, &mut out, &mut lse, &qkv, b, t, c, nh));
-    r.report("attention_forward", ms, &bench);
+    report(&mut r, "attention_forward", ms, &bench);
     let dout = g.up(&pattern(b * t * c, 2));
     let (mut dqkv, mut dsum) = (
         g.nan(b * t * 3 * c),
@@ -1377,5 +1323,12 @@ fn attention_forward_backward() {
             &g, &mut dqkv, &mut dsum, &dout, &qkv, &out, &lse, b, t, c, nh,
         )
     });
-    r.report("attention_backward(3 kernels)", ms, &bench);
+    report(&mut r, "attention_backward(3 kernels)", ms, &bench);
+}
+
+/// Prints the summary line of one kernel (what tools/gpu-check.sh collects) and resets the
+/// largest error.
+fn report(r: &mut Inputs, kernel: &str, ms: f64, bench: &str) {
+    println!("GPU-KERNEL\t{kernel}\t{:.3e}\t{ms:.4}\t{bench}", r.max_err);
+    r.max_err = 0.0;
 }

@@ -54,3 +54,80 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Fresh random kernel inputs from a clock seed (reported in every failure message), and the
+/// comparison of a kernel's output with its reference.
+pub struct Inputs {
+    pub rng: smelt::rng::Rng,
+    pub seed: u64,
+    /// The largest relative error `check` has seen (for per-kernel reports).
+    pub max_err: f64,
+}
+
+impl Inputs {
+    pub fn new() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        Inputs {
+            rng: smelt::rng::Rng::new(seed),
+            seed,
+            max_err: 0.0,
+        }
+    }
+
+    /// `len` normals times `scale`, plus `shift`.
+    pub fn normal(&mut self, len: usize, scale: f64, shift: f64) -> Vec<f32> {
+        (0..len)
+            .map(|_| (self.rng.normal() * scale + shift) as f32)
+            .collect()
+    }
+
+    /// `len` ids uniform in `0..below`.
+    pub fn ids(&mut self, len: usize, below: usize) -> Vec<u32> {
+        (0..len)
+            .map(|_| self.rng.below(below as u64) as u32)
+            .collect()
+    }
+
+    /// ‖got − want‖ / ‖want‖ (‖got − want‖ when want is zero), asserted below `tol`; prints
+    /// it (visible with --nocapture), keeps the largest in `max_err`, and returns it.
+    pub fn check(&mut self, what: &str, got: &[f32], want: &[f32], tol: f64) -> f64 {
+        assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+        let diff: f64 = got
+            .iter()
+            .zip(want)
+            .map(|(&g, &w)| (g as f64 - w as f64).powi(2))
+            .sum();
+        let norm: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
+        let err = if norm > 0.0 {
+            (diff / norm).sqrt()
+        } else {
+            diff.sqrt()
+        };
+        eprintln!("{what}: relative error {err:.3e}");
+        assert!(
+            err < tol,
+            "{what}: relative error {err:e} >= {tol:e} (seed {})",
+            self.seed
+        );
+        self.max_err = self.max_err.max(err);
+        err
+    }
+
+    /// Asserts two runs gave the same bits.
+    pub fn same_bits(&self, what: &str, a: &[f32], b: &[f32]) {
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert!(
+            bits(a) == bits(b),
+            "{what}: two runs differ (seed {})",
+            self.seed
+        );
+    }
+}
+
+/// An output buffer poisoned with NaN, so a kernel that leaves any element unwritten fails.
+pub fn nan(len: usize) -> Vec<f32> {
+    vec![f32::NAN; len]
+}
