@@ -12,6 +12,7 @@ use common::{nan, Inputs};
 
 use smelt::backend::cpu::kernels as cpu;
 use smelt::backend::emu::attention;
+use smelt::backend::emu::matmul::{bf16_to_f32, to_bf16};
 
 /// f32 kernels against the CPU: relative error bound.
 const TOL: f64 = 1e-5;
@@ -106,5 +107,53 @@ fn attention_backward_is_deterministic() {
         bits(&out1) == bits(&out2) && bits(&lse1) == bits(&lse2),
         "attention_forward: two runs differ (seed {})",
         r.seed
+    );
+}
+
+/// bf16 tensor-core forward against the CPU f32 forward on the same bf16-rounded qkv: relative
+/// error bound (P is rounded to bf16 before P·V, so ~1e-3 is expected).
+const TOL_BF16: f64 = 1e-2;
+
+#[test]
+fn attention_forward_bf16_matches_cpu() {
+    let mut r = Inputs::new();
+    // (b, t, c, nh): head size 64 (GPT-2), then 128 and 32; t = 1 up to 130 (partial
+    // 64-row tiles, several key tiles).
+    let sizes = [
+        (1, 1, 64, 1),
+        (2, 17, 128, 2),
+        (1, 100, 128, 2),
+        (2, 130, 256, 4),
+        (1, 64, 512, 8),
+        (1, 70, 256, 2),
+        (1, 40, 64, 2),
+    ];
+    let (mut worst_out, mut worst_lse) = (0.0f64, 0.0f64);
+    for (b, t, c, nh) in sizes {
+        let qkv = to_bf16(&r.normal(b * t * 3 * c, 2.0, 0.0));
+        let qkv_f: Vec<f32> = qkv.iter().map(|&v| bf16_to_f32(v)).collect();
+        let (mut out, mut lse) = (nan(b * t * c), nan(b * nh * t));
+        attention::attention_forward_bf16(&mut out, &mut lse, &qkv, b, t, c, nh);
+        let (out_c, lse_c) = cpu_forward(&qkv_f, b, t, c, nh);
+        let tag = format!("attention_forward_bf16 b={b} t={t} c={c} nh={nh}");
+        worst_out = worst_out.max(r.check(&format!("{tag} out"), &out, &out_c, TOL_BF16));
+        worst_lse = worst_lse.max(r.check(&format!("{tag} lse"), &lse, &lse_c, TOL_BF16));
+    }
+    // qkv not 16-byte aligned: the kernel loads element by element instead of cp.async.
+    let (b, t, c, nh) = (1, 70, 128, 2);
+    let mut buf = vec![0u16; b * t * 3 * c + 1];
+    let off = usize::from((buf.as_ptr() as usize).is_multiple_of(16));
+    let qkv = &mut buf[off..][..b * t * 3 * c];
+    qkv.copy_from_slice(&to_bf16(&r.normal(b * t * 3 * c, 2.0, 0.0)));
+    assert!(!(qkv.as_ptr() as usize).is_multiple_of(16));
+    let qkv_f: Vec<f32> = qkv.iter().map(|&v| bf16_to_f32(v)).collect();
+    let (mut out, mut lse) = (nan(b * t * c), nan(b * nh * t));
+    attention::attention_forward_bf16(&mut out, &mut lse, qkv, b, t, c, nh);
+    let (out_c, lse_c) = cpu_forward(&qkv_f, b, t, c, nh);
+    let tag = format!("attention_forward_bf16 unaligned b={b} t={t} c={c} nh={nh}");
+    worst_out = worst_out.max(r.check(&format!("{tag} out"), &out, &out_c, TOL_BF16));
+    worst_lse = worst_lse.max(r.check(&format!("{tag} lse"), &lse, &lse_c, TOL_BF16));
+    eprintln!(
+        "attention_forward_bf16: max relative error out {worst_out:.3e}, lse {worst_lse:.3e}"
     );
 }

@@ -7,8 +7,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Kernels that must contain HMMA. Attention joins this list when its mma version lands.
-KERNELS=("${@:-matmul_bf16}")
+# Kernels that must contain HMMA (the attention backward joins when its mma version lands).
+if [ $# -gt 0 ]; then
+  KERNELS=("$@")
+else
+  KERNELS=(matmul_bf16 attention_forward_bf16)
+fi
 
 cuobjdump=$(find tools/.venv-cuda -path '*/bin/cuobjdump' -type f 2>/dev/null | head -n 1)
 if [ -z "$cuobjdump" ]; then

@@ -32,6 +32,18 @@ unsafe extern "C" {
         c: c_int,
         nh: c_int,
     );
+    fn smelt_emu_attention_forward_bf16(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        out: *mut f32,
+        lse: *mut f32,
+        qkv: *const u16,
+        b: c_int,
+        t: c_int,
+        c: c_int,
+        nh: c_int,
+    );
     fn smelt_emu_attention_backward_preprocess(
         grid: Dim3,
         block: Dim3,
@@ -278,6 +290,96 @@ pub fn attention_backward(
             ti,
             ci,
             nhi,
+        );
+    }
+}
+
+/// Queries (and keys) per tile of `attention_forward_bf16` (`ATC_BM`, `ATC_BN`).
+pub const TC_TILE: usize = 64;
+/// Threads per block of `attention_forward_bf16` (`ATC_THREADS`): 4 warps of 16 query rows.
+pub const TC_THREADS: u32 = 128;
+
+/// Whether `attention_forward_bf16` supports head size `hs`: a multiple of 16, at most
+/// [`MAX_HS`] (GPT-2: 64). Other head sizes use the f32 [`attention_forward`].
+pub fn attention_forward_bf16_supports(hs: usize) -> bool {
+    hs > 0 && hs.is_multiple_of(16) && hs <= MAX_HS
+}
+
+/// `attention_forward_bf16`: one block per (64-query tile, b·nh head); K and V tiles of
+/// 64 × (hs + 8) bf16 in shared memory (18 KiB at hs = 64, 34 KiB at hs = 128).
+pub fn attention_forward_bf16_launch(b: usize, t: usize, c: usize, nh: usize) -> LaunchDims {
+    let hs = head_size(c, nh);
+    assert!(
+        attention_forward_bf16_supports(hs),
+        "attention_forward_bf16: head size must be a multiple of 16 and at most {MAX_HS}"
+    );
+    let bh = u32::try_from(b * nh).expect("b*nh too large");
+    assert!(
+        bh <= 65535,
+        "attention: b*nh must be at most 65535 (grid.y)"
+    );
+    LaunchDims {
+        grid: Dim3 {
+            x: u32::try_from(t.div_ceil(TC_TILE).max(1)).expect("t too large"),
+            y: bh.max(1),
+            z: 1,
+        },
+        block: Dim3::x(TC_THREADS),
+        smem: (2 * TC_TILE * (hs + 8) * 2) as u32,
+    }
+}
+
+/// [`attention_forward`] on tensor cores: `qkv (b,t,3c)` as bf16 bit patterns (see
+/// `matmul::f32_to_bf16`), f32 `out (b,t,c)` and `lse (b,nh,t)`; Q·Kᵀ and P·V are bf16 mma
+/// with f32 accumulation (P rounded to bf16). Head size `c / nh`: a multiple of 16, at most
+/// [`MAX_HS`].
+pub fn attention_forward_bf16(
+    out: &mut [f32],
+    lse: &mut [f32],
+    qkv: &[u16],
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) {
+    assert!(
+        nh > 0 && c.is_multiple_of(nh),
+        "attention_forward_bf16: c must be a multiple of nh"
+    );
+    assert_eq!(
+        qkv.len(),
+        b * t * 3 * c,
+        "attention_forward_bf16: qkv must be b*t*3c"
+    );
+    assert_eq!(
+        out.len(),
+        b * t * c,
+        "attention_forward_bf16: out must be b*t*c"
+    );
+    assert_eq!(
+        lse.len(),
+        b * nh * t,
+        "attention_forward_bf16: lse must be b*nh*t"
+    );
+    if b * t * c == 0 {
+        return;
+    }
+    let d = attention_forward_bf16_launch(b, t, c, nh);
+    // SAFETY: lengths checked above; the kernel reads qkv (bf16 bit patterns, the layout of
+    // __nv_bfloat16) and writes out and lse (unique borrows) within those lengths; the head
+    // size is one the kernel supports and the dynamic shared memory matches its layout.
+    unsafe {
+        smelt_emu_attention_forward_bf16(
+            d.grid,
+            d.block,
+            d.smem,
+            out.as_mut_ptr(),
+            lse.as_mut_ptr(),
+            qkv.as_ptr(),
+            int(b),
+            int(t),
+            int(c),
+            int(nh),
         );
     }
 }
