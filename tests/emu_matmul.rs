@@ -37,14 +37,19 @@ fn normals(rng: &mut Rng, n: usize, scale: f64) -> Vec<f32> {
     (0..n).map(|_| (rng.normal() * scale) as f32).collect()
 }
 
-fn rel_err(got: &[f32], want: &[f64]) -> f64 {
+/// ‖got − want‖ / ‖scale‖, where `scale` is |op(A)|·|op(B)| + |bias|: the magnitude of the
+/// terms each output sums. Rounding errors of a dot product are bounded relative to that, not
+/// to the result, which cancellation can make arbitrarily small (e.g. a 1×1×1 product plus
+/// a bias of opposite sign), so this measure does not flake on such draws.
+fn rel_err(got: &[f32], want: &[f64], scale: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len());
+    assert_eq!(got.len(), scale.len());
     let diff: f64 = got
         .iter()
         .zip(want)
         .map(|(&g, &w)| (g as f64 - w).powi(2))
         .sum();
-    let norm: f64 = want.iter().map(|w| w * w).sum();
+    let norm: f64 = scale.iter().map(|w| w * w).sum();
     if norm > 0.0 {
         (diff / norm).sqrt()
     } else {
@@ -200,7 +205,21 @@ fn check_matmul(
         trans_a,
         trans_b,
     );
-    let err64 = rel_err(got, &want64);
+    // The magnitude of the summed terms: |A|·|B| + |bias|, in f64.
+    let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<f64>>();
+    let mut scale = vec![f64::NAN; m * n];
+    cpu::matmul(
+        &mut scale,
+        &abs(&a64),
+        &abs(&b64),
+        bias64.as_deref().map(abs).as_deref(),
+        m,
+        k,
+        n,
+        trans_a,
+        trans_b,
+    );
+    let err64 = rel_err(got, &want64, &scale);
     assert!(
         err64 < TOL_SAME_INPUTS,
         "{tag}: vs f64 on bf16 inputs, relative error {err64:e}"
@@ -220,7 +239,7 @@ fn check_matmul(
         trans_b,
     );
     let want32: Vec<f64> = want32.iter().map(|&v| v as f64).collect();
-    let err32 = rel_err(got, &want32);
+    let err32 = rel_err(got, &want32, &scale);
     assert!(
         err32 < TOL_BF16,
         "{tag}: vs f32 on unrounded inputs, relative error {err32:e}"
