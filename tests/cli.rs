@@ -114,6 +114,12 @@ min_lr = 1e-3
 sample_tokens = 20
 "#,
     );
+    // The automatic preparation goes into this test's own folder, not the repository.
+    let cache = dir.join("cache");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("CACHE", cache.to_str().unwrap());
+    std::fs::write(&cfg, text).unwrap();
     let out_dir = dir.join("out");
     let out = train(&[
         "--config",
