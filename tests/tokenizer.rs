@@ -178,12 +178,7 @@ fn gpt2_known_ids() {
     // Only the whole special token is special.
     assert!(!tok.encode("<|endoftext").unwrap().contains(&50256));
     assert!(!tok.encode("<|endoftext |>").unwrap().contains(&50256));
-    // encode_documents appends the separator to each document.
     let docs = vec!["Hello world".to_string(), " the".to_string()];
-    assert_eq!(
-        tok.encode_documents(&docs).unwrap(),
-        vec![15496, 995, 50256, 262, 50256]
-    );
     assert_eq!(
         tok.encode_batch(&docs).unwrap(),
         vec![vec![15496, 995], vec![262]]

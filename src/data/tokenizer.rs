@@ -36,8 +36,8 @@
 //! 0.22 makes no pool of its own: its batch methods and the BPE trainer go through
 //! `tokenizers::utils::parallelism` (`rayon_cond::CondIterator` over the global pool), which
 //! `TOKENIZERS_PARALLELISM` switches: unset or any other value = parallel; `""`, `false`, `f`,
-//! `off`, `no`, `n`, `0` = serial. [`Tokenizer::encode_batch`] and
-//! [`Tokenizer::encode_documents`] follow the same switch, so one variable governs both paths.
+//! `off`, `no`, `n`, `0` = serial. [`Tokenizer::encode_batch`] follows the same switch, so one
+//! variable governs both paths.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -230,17 +230,6 @@ impl Tokenizer {
             .into_iter()
             .map(|e| e.get_ids().to_vec())
             .collect())
-    }
-
-    /// Encodes documents in parallel into one stream, each document followed by `<|endoftext|>`.
-    pub fn encode_documents(&self, docs: &[String]) -> Result<Vec<u32>> {
-        let encoded = self.encode_batch(docs)?;
-        let mut out = Vec::with_capacity(encoded.iter().map(|e| e.len() + 1).sum());
-        for e in encoded {
-            out.extend_from_slice(&e);
-            out.push(self.eot);
-        }
-        Ok(out)
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
