@@ -177,9 +177,16 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 // ---------------------------------------------------------------------------------------------
 
 // D[(b*nh + h)*t + i] = Σ_d dout[b,i,h*hs+d] · out[b,i,h*hs+d]: one warp per (b, i, h).
-extern "C" __global__ void __launch_bounds__(256)
-    attention_backward_preprocess(float* dsum, const float* dout, const float* out, int b,
-                                  int t, int c, int nh) {
+// T is the storage type of dout and out (f32, or bf16 widened to f32 on load); D is f32.
+static __device__ __forceinline__ float att_load(const float* p, int i) { return p[i]; }
+static __device__ __forceinline__ float att_load(const __nv_bfloat16* p, int i) {
+    return __bfloat162float(p[i]);
+}
+
+template <typename T>
+static __device__ __forceinline__ void att_backward_preprocess(float* dsum, const T* dout,
+                                                               const T* out, int b, int t, int c,
+                                                               int nh) {
     const int hs = c / nh;
     const long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
@@ -188,9 +195,9 @@ extern "C" __global__ void __launch_bounds__(256)
     if (row < rows) {
         const long long bt = row / nh;  // b*t + i
         const int h = row % nh;
-        const float* go = dout + bt * c + h * hs;
-        const float* o = out + bt * c + h * hs;
-        for (int d = lane; d < hs; d += 32) acc = fmaf(go[d], o[d], acc);
+        const T* go = dout + bt * c + h * hs;
+        const T* o = out + bt * c + h * hs;
+        for (int d = lane; d < hs; d += 32) acc = fmaf(att_load(go, d), att_load(o, d), acc);
     }
     acc = warp_reduce_sum(acc);
     if (row < rows && lane == 0) {
@@ -199,6 +206,19 @@ extern "C" __global__ void __launch_bounds__(256)
         const long long bi = bt / t, i = bt % t;
         dsum[(bi * nh + h) * t + i] = acc;
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    attention_backward_preprocess(float* dsum, const float* dout, const float* out, int b,
+                                  int t, int c, int nh) {
+    att_backward_preprocess(dsum, dout, out, b, t, c, nh);
+}
+
+// bf16 storage of dout and out (mixed precision), same geometry; D stays f32.
+extern "C" __global__ void __launch_bounds__(256)
+    attention_backward_preprocess_bf16(float* dsum, const __nv_bfloat16* dout,
+                                       const __nv_bfloat16* out, int b, int t, int c, int nh) {
+    att_backward_preprocess(dsum, dout, out, b, t, c, nh);
 }
 
 // Per key tile: dK and dV. Rows of the warp are keys; lanes are queries.
@@ -376,6 +396,10 @@ SMELT_EMU_EXPORT(attention_forward,
                  (out, lse, qkv, b, t, c, nh))
 SMELT_EMU_EXPORT(attention_backward_preprocess,
                  (float* dsum, const float* dout, const float* out, int b, int t, int c, int nh),
+                 (dsum, dout, out, b, t, c, nh))
+SMELT_EMU_EXPORT(attention_backward_preprocess_bf16,
+                 (float* dsum, const __nv_bfloat16* dout, const __nv_bfloat16* out, int b, int t,
+                  int c, int nh),
                  (dsum, dout, out, b, t, c, nh))
 SMELT_EMU_EXPORT(attention_backward_dkdv,
                  (float* dqkv, const float* dout, const float* qkv, const float* lse,

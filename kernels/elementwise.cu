@@ -1,13 +1,17 @@
 #include "common.cuh"
 
-// Element-wise kernels: GELU forward/backward, add, add_into, f32 <-> bf16 casts.
+// Element-wise kernels: GELU forward/backward, add, add_into, f32 <-> bf16 casts, and bf16
+// STORAGE variants of GELU forward/backward and add (`*_bf16`: bf16 in memory, f32 arithmetic
+// exactly as the f32 kernel, each result rounded to bf16 to nearest even on the store).
 //
 // Geometry (src/backend/emu/elementwise.rs, `*_launch`): 1-D blocks of 256 threads, grid
 // ceil(work / 256) capped at 1024 blocks (about one full wave on an H100/H200: 132 SMs x 8
-// resident blocks of 256), and grid-stride loops cover the rest. The f32 kernels take four
-// elements per thread (float4) when every pointer is 16-byte aligned - views into the arena
-// usually are, sub-views need not be - and fall back to scalar loads otherwise; the 0-3
-// trailing elements are done one by one. The choice is uniform over the grid.
+// resident blocks of 256), and grid-stride loops cover the rest. A work item is one 16-byte
+// vector: the f32 kernels take four elements per thread (float4), the bf16 kernels eight (one
+// uint4 of bf16), so work = ceil(n / 4) or ceil(n / 8). The vector path is taken when every
+// pointer is 16-byte aligned - views into the arena usually are, sub-views need not be - with
+// scalar loads otherwise; the 0-3 (f32) or 0-7 (bf16) trailing elements are done one by one.
+// The choice is uniform over the grid.
 
 // sqrt(2/pi) and the cubic coefficient of GPT-2's tanh GELU.
 #define SMELT_GELU_SCALE 0.7978845608028654f
@@ -32,9 +36,66 @@ static __device__ __forceinline__ float smelt_gelu_grad(float x, float dout) {
     return (s + x * s * (1.0f - s) * 2.0f * du) * dout;
 }
 
-// The grid-stride loop of the f32 kernels: f.vec4(j) for each float4 group j < n/4 (elements
-// 4j..4j+3) when `vec` (every pointer 16-byte aligned), then f.one(i) for each remaining
-// element (all of them when !vec). Indices stay below 2^31 + stride: unsigned cannot overflow.
+// Storage helpers: element i of an f32 or bf16 buffer as a float, and a float stored back
+// (bf16: __float2bfloat16, round to nearest even).
+static __device__ __forceinline__ float ew_load(const float* p, unsigned i) { return p[i]; }
+static __device__ __forceinline__ float ew_load(const __nv_bfloat16* p, unsigned i) {
+    return __bfloat162float(p[i]);
+}
+static __device__ __forceinline__ void ew_store(float* p, unsigned i, float v) { p[i] = v; }
+static __device__ __forceinline__ void ew_store(__nv_bfloat16* p, unsigned i, float v) {
+    p[i] = __float2bfloat16(v);
+}
+
+// Elements of storage type T in one 16-byte vector (one work item of the vector path).
+template <typename T>
+struct EwVec;
+template <>
+struct EwVec<float> {
+    static constexpr int N = 4;
+};
+template <>
+struct EwVec<__nv_bfloat16> {
+    static constexpr int N = 8;
+};
+
+// Vector j of p (elements N*j .. N*j + N-1, 16-byte aligned) as floats, and back.
+static __device__ __forceinline__ void ew_load_vec(const float* p, unsigned j, float (&v)[4]) {
+    const float4 q = reinterpret_cast<const float4*>(p)[j];
+    v[0] = q.x;
+    v[1] = q.y;
+    v[2] = q.z;
+    v[3] = q.w;
+}
+static __device__ __forceinline__ void ew_store_vec(float* p, unsigned j, const float (&v)[4]) {
+    reinterpret_cast<float4*>(p)[j] = make_float4(v[0], v[1], v[2], v[3]);
+}
+// bf16 -> f32 is exact: the 16 bits are the top half of the float (little-endian: element 2k
+// is the low half of word k).
+static __device__ __forceinline__ void ew_load_vec(const __nv_bfloat16* p, unsigned j,
+                                                   float (&v)[8]) {
+    const uint4 q = reinterpret_cast<const uint4*>(p)[j];
+    const unsigned w[4] = {q.x, q.y, q.z, q.w};
+    SMELT_UNROLL
+    for (int k = 0; k < 4; k++) {
+        v[2 * k] = __uint_as_float(w[k] << 16);
+        v[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+    }
+}
+static __device__ __forceinline__ void ew_store_vec(__nv_bfloat16* p, unsigned j,
+                                                    const float (&v)[8]) {
+    unsigned w[4];
+    SMELT_UNROLL
+    for (int k = 0; k < 4; k++)
+        w[k] = (unsigned)__bfloat16_as_ushort(__float2bfloat16(v[2 * k])) |
+               ((unsigned)__bfloat16_as_ushort(__float2bfloat16(v[2 * k + 1])) << 16);
+    reinterpret_cast<uint4*>(p)[j] = make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// The grid-stride loop of the element-wise kernels: f.vec(j) for each vector j < n / F::VEC
+// (elements VEC*j .. VEC*j + VEC-1) when `vec` (every pointer 16-byte aligned), then f.one(i)
+// for each remaining element (all of them when !vec). Indices stay below 2^31 + stride:
+// unsigned cannot overflow.
 template <typename F>
 static __device__ __forceinline__ void elementwise_loop(int n, bool vec, const F& f) {
     const unsigned stride = blockDim.x * gridDim.x;
@@ -42,85 +103,126 @@ static __device__ __forceinline__ void elementwise_loop(int n, bool vec, const F
     const unsigned count = static_cast<unsigned>(n);
     unsigned tail = 0;
     if (vec) {
-        const unsigned groups = count / 4;
-        for (unsigned j = first; j < groups; j += stride) f.vec4(j);
-        tail = groups * 4;
+        const unsigned groups = count / F::VEC;
+        for (unsigned j = first; j < groups; j += stride) f.vec(j);
+        tail = groups * F::VEC;
     }
     for (unsigned i = tail + first; i < count; i += stride) f.one(i);
 }
 
-static __device__ __forceinline__ float4 load4(const float* p, unsigned j) {
-    return reinterpret_cast<const float4*>(p)[j];
-}
-static __device__ __forceinline__ void store4(float* p, unsigned j, float4 v) {
-    reinterpret_cast<float4*>(p)[j] = v;
-}
-
+// The functors, on storage type T (float or __nv_bfloat16); arithmetic is f32 either way.
+template <typename T>
 struct ElementwiseGeluForward {
-    float* __restrict__ out;
-    const float* __restrict__ x;
-    __device__ __forceinline__ void one(unsigned i) const { out[i] = smelt_gelu(x[i]); }
-    __device__ __forceinline__ void vec4(unsigned j) const {
-        const float4 v = load4(x, j);
-        store4(out, j, make_float4(smelt_gelu(v.x), smelt_gelu(v.y), smelt_gelu(v.z),
-                                   smelt_gelu(v.w)));
+    static constexpr int VEC = EwVec<T>::N;
+    T* __restrict__ out;
+    const T* __restrict__ x;
+    __device__ __forceinline__ void one(unsigned i) const {
+        ew_store(out, i, smelt_gelu(ew_load(x, i)));
+    }
+    __device__ __forceinline__ void vec(unsigned j) const {
+        float v[VEC];
+        ew_load_vec(x, j, v);
+        SMELT_UNROLL
+        for (int k = 0; k < VEC; k++) v[k] = smelt_gelu(v[k]);
+        ew_store_vec(out, j, v);
     }
 };
 
+template <typename T>
 struct ElementwiseGeluBackward {
-    float* __restrict__ dx;
-    const float* __restrict__ x;
-    const float* __restrict__ dout;
+    static constexpr int VEC = EwVec<T>::N;
+    T* __restrict__ dx;
+    const T* __restrict__ x;
+    const T* __restrict__ dout;
     __device__ __forceinline__ void one(unsigned i) const {
-        dx[i] = smelt_gelu_grad(x[i], dout[i]);
+        ew_store(dx, i, smelt_gelu_grad(ew_load(x, i), ew_load(dout, i)));
     }
-    __device__ __forceinline__ void vec4(unsigned j) const {
-        const float4 v = load4(x, j), d = load4(dout, j);
-        store4(dx, j, make_float4(smelt_gelu_grad(v.x, d.x), smelt_gelu_grad(v.y, d.y),
-                                  smelt_gelu_grad(v.z, d.z), smelt_gelu_grad(v.w, d.w)));
+    __device__ __forceinline__ void vec(unsigned j) const {
+        float v[VEC], d[VEC];
+        ew_load_vec(x, j, v);
+        ew_load_vec(dout, j, d);
+        SMELT_UNROLL
+        for (int k = 0; k < VEC; k++) v[k] = smelt_gelu_grad(v[k], d[k]);
+        ew_store_vec(dx, j, v);
     }
 };
 
 // a and b may be the same buffer (read only); out overlaps neither.
+template <typename T>
 struct ElementwiseAdd {
-    float* __restrict__ out;
-    const float* a;
-    const float* b;
-    __device__ __forceinline__ void one(unsigned i) const { out[i] = a[i] + b[i]; }
-    __device__ __forceinline__ void vec4(unsigned j) const {
-        const float4 u = load4(a, j), v = load4(b, j);
-        store4(out, j, make_float4(u.x + v.x, u.y + v.y, u.z + v.z, u.w + v.w));
+    static constexpr int VEC = EwVec<T>::N;
+    T* __restrict__ out;
+    const T* a;
+    const T* b;
+    __device__ __forceinline__ void one(unsigned i) const {
+        ew_store(out, i, ew_load(a, i) + ew_load(b, i));
+    }
+    __device__ __forceinline__ void vec(unsigned j) const {
+        float u[VEC], v[VEC];
+        ew_load_vec(a, j, u);
+        ew_load_vec(b, j, v);
+        SMELT_UNROLL
+        for (int k = 0; k < VEC; k++) u[k] += v[k];
+        ew_store_vec(out, j, u);
     }
 };
 
 struct ElementwiseAddInto {
+    static constexpr int VEC = 4;
     float* __restrict__ dst;
     const float* __restrict__ src;
     __device__ __forceinline__ void one(unsigned i) const { dst[i] += src[i]; }
-    __device__ __forceinline__ void vec4(unsigned j) const {
-        const float4 d = load4(dst, j), v = load4(src, j);
-        store4(dst, j, make_float4(d.x + v.x, d.y + v.y, d.z + v.z, d.w + v.w));
+    __device__ __forceinline__ void vec(unsigned j) const {
+        float d[VEC], v[VEC];
+        ew_load_vec(dst, j, d);
+        ew_load_vec(src, j, v);
+        SMELT_UNROLL
+        for (int k = 0; k < VEC; k++) d[k] += v[k];
+        ew_store_vec(dst, j, d);
     }
 };
 
 extern "C" __global__ void __launch_bounds__(256)
     gelu_forward(float* __restrict__ out, const float* __restrict__ x, int n) {
     const bool vec = smelt_aligned16(out) && smelt_aligned16(x);
-    elementwise_loop(n, vec, ElementwiseGeluForward{out, x});
+    elementwise_loop(n, vec, ElementwiseGeluForward<float>{out, x});
 }
 
 extern "C" __global__ void __launch_bounds__(256)
     gelu_backward(float* __restrict__ dx, const float* __restrict__ x,
                   const float* __restrict__ dout, int n) {
     const bool vec = smelt_aligned16(dx) && smelt_aligned16(x) && smelt_aligned16(dout);
-    elementwise_loop(n, vec, ElementwiseGeluBackward{dx, x, dout});
+    elementwise_loop(n, vec, ElementwiseGeluBackward<float>{dx, x, dout});
 }
 
 // out = a + b.
 extern "C" __global__ void __launch_bounds__(256)
     add(float* __restrict__ out, const float* a, const float* b, int n) {
     const bool vec = smelt_aligned16(out) && smelt_aligned16(a) && smelt_aligned16(b);
-    elementwise_loop(n, vec, ElementwiseAdd{out, a, b});
+    elementwise_loop(n, vec, ElementwiseAdd<float>{out, a, b});
+}
+
+// bf16 storage (8 elements per thread on the vector path): dx, x, dout as gelu_backward; out,
+// a, b as add (a and b may be the same buffer). Each result is rounded once, on the store.
+extern "C" __global__ void __launch_bounds__(256)
+    gelu_forward_bf16(__nv_bfloat16* __restrict__ out, const __nv_bfloat16* __restrict__ x,
+                      int n) {
+    const bool vec = smelt_aligned16(out) && smelt_aligned16(x);
+    elementwise_loop(n, vec, ElementwiseGeluForward<__nv_bfloat16>{out, x});
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    gelu_backward_bf16(__nv_bfloat16* __restrict__ dx, const __nv_bfloat16* __restrict__ x,
+                       const __nv_bfloat16* __restrict__ dout, int n) {
+    const bool vec = smelt_aligned16(dx) && smelt_aligned16(x) && smelt_aligned16(dout);
+    elementwise_loop(n, vec, ElementwiseGeluBackward<__nv_bfloat16>{dx, x, dout});
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    add_bf16(__nv_bfloat16* __restrict__ out, const __nv_bfloat16* a, const __nv_bfloat16* b,
+             int n) {
+    const bool vec = smelt_aligned16(out) && smelt_aligned16(a) && smelt_aligned16(b);
+    elementwise_loop(n, vec, ElementwiseAdd<__nv_bfloat16>{out, a, b});
 }
 
 // dst += src (gradient accumulation).
@@ -154,6 +256,14 @@ SMELT_EMU_EXPORT(gelu_forward, (float* out, const float* x, int n), (out, x, n))
 SMELT_EMU_EXPORT(gelu_backward, (float* dx, const float* x, const float* dout, int n),
                  (dx, x, dout, n))
 SMELT_EMU_EXPORT(add, (float* out, const float* a, const float* b, int n), (out, a, b, n))
+SMELT_EMU_EXPORT(gelu_forward_bf16, (__nv_bfloat16* out, const __nv_bfloat16* x, int n),
+                 (out, x, n))
+SMELT_EMU_EXPORT(gelu_backward_bf16,
+                 (__nv_bfloat16* dx, const __nv_bfloat16* x, const __nv_bfloat16* dout, int n),
+                 (dx, x, dout, n))
+SMELT_EMU_EXPORT(add_bf16,
+                 (__nv_bfloat16* out, const __nv_bfloat16* a, const __nv_bfloat16* b, int n),
+                 (out, a, b, n))
 SMELT_EMU_EXPORT(add_into, (float* dst, const float* src, int n), (dst, src, n))
 SMELT_EMU_EXPORT(cast_f32_to_bf16, (__nv_bfloat16* out, const float* x, int n), (out, x, n))
 SMELT_EMU_EXPORT(cast_bf16_to_f32, (float* out, const __nv_bfloat16* x, int n), (out, x, n))

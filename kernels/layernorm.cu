@@ -21,63 +21,123 @@
 //
 // dx may alias dout (each element is read and then written by the same thread); no other
 // output may alias an input.
+//
+// bf16 storage variants (`*_bf16`, same geometry, scratch and reduce as the f32 kernels): the
+// activations x, out, residual_out, dout and dx are bf16; w, b, mean, rstd, the scratch
+// partials (hence dweight/dbias from layernorm_backward_reduce) stay f32. Each bf16 value is
+// widened to f32 on load, all arithmetic is the f32 kernel's, and results are rounded to bf16
+// (to nearest even) on the store. fused_residual_layernorm_forward_bf16 normalises the ROUNDED
+// sum bf16(a + b) - the residual it stores - so it computes exactly what add_bf16 followed by
+// layernorm_forward_bf16 would.
 
-// Mean and rstd of one row (read by one warp), then the normalised, scaled, shifted row.
-static __device__ __forceinline__ void ln_row(float* __restrict__ out, float* __restrict__ mean,
-                                              float* __restrict__ rstd, const float* xr,
+// Storage helpers: element i of an f32 or bf16 buffer as a float, and a float stored back.
+static __device__ __forceinline__ float ln_load(const float* p, int i) { return p[i]; }
+static __device__ __forceinline__ float ln_load(const __nv_bfloat16* p, int i) {
+    return __bfloat162float(p[i]);
+}
+static __device__ __forceinline__ void ln_store(float* p, int i, float v) { p[i] = v; }
+static __device__ __forceinline__ void ln_store(__nv_bfloat16* p, int i, float v) {
+    p[i] = __float2bfloat16(v);
+}
+
+// Mean and rstd of one row (read by one warp), then the normalised, scaled, shifted row. T is
+// the storage type of the row and of out (float or __nv_bfloat16).
+template <typename T>
+static __device__ __forceinline__ void ln_row(T* __restrict__ out, float* __restrict__ mean,
+                                              float* __restrict__ rstd, const T* xr,
                                               const float* __restrict__ w,
                                               const float* __restrict__ b, int row, int c,
                                               float eps, int lane) {
     const float inv_c = 1.0f / (float)c;
     float s = 0.0f;
-    for (int i = lane; i < c; i += 32) s += xr[i];
+    for (int i = lane; i < c; i += 32) s += ln_load(xr, i);
     const float m = warp_reduce_sum(s) * inv_c;
     float var = 0.0f;
     for (int i = lane; i < c; i += 32) {
-        const float d = xr[i] - m;
+        const float d = ln_load(xr, i) - m;
         var += d * d;
     }
     const float r = rsqrtf(warp_reduce_sum(var) * inv_c + eps);
-    float* o = out + (long)row * c;
-    for (int i = lane; i < c; i += 32) o[i] = (xr[i] - m) * r * w[i] + b[i];
+    T* o = out + (long)row * c;
+    for (int i = lane; i < c; i += 32) ln_store(o, i, (ln_load(xr, i) - m) * r * w[i] + b[i]);
     if (lane == 0) {
         mean[row] = m;
         rstd[row] = r;
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-    layernorm_forward(float* __restrict__ out, float* __restrict__ mean, float* __restrict__ rstd,
-                      const float* __restrict__ x, const float* __restrict__ w,
-                      const float* __restrict__ b, int n, int c, float eps) {
+template <typename T>
+static __device__ __forceinline__ void ln_forward(T* __restrict__ out, float* __restrict__ mean,
+                                                  float* __restrict__ rstd,
+                                                  const T* __restrict__ x,
+                                                  const float* __restrict__ w,
+                                                  const float* __restrict__ b, int n, int c,
+                                                  float eps) {
     const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     if (row >= n) return;
     ln_row(out, mean, rstd, x + (long)row * c, w, b, row, c, eps, lane);
 }
 
-// residual_out = a + b, then its layernorm. residual_out may alias a or b (each element is
-// read and written by the same thread); out must not alias anything.
 extern "C" __global__ void __launch_bounds__(256)
-    fused_residual_layernorm_forward(float* residual_out, float* __restrict__ out,
-                                     float* __restrict__ mean, float* __restrict__ rstd,
-                                     const float* a, const float* b, const float* __restrict__ w,
-                                     const float* __restrict__ bias, int n, int c, float eps) {
+    layernorm_forward(float* __restrict__ out, float* __restrict__ mean, float* __restrict__ rstd,
+                      const float* __restrict__ x, const float* __restrict__ w,
+                      const float* __restrict__ b, int n, int c, float eps) {
+    ln_forward(out, mean, rstd, x, w, b, n, c, eps);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    layernorm_forward_bf16(__nv_bfloat16* __restrict__ out, float* __restrict__ mean,
+                           float* __restrict__ rstd, const __nv_bfloat16* __restrict__ x,
+                           const float* __restrict__ w, const float* __restrict__ b, int n,
+                           int c, float eps) {
+    ln_forward(out, mean, rstd, x, w, b, n, c, eps);
+}
+
+// residual_out = a + b (stored as T, so rounded for bf16), then the layernorm of residual_out
+// as stored. residual_out may alias a or b (each element is read and written by the same
+// thread); out must not alias anything.
+template <typename T>
+static __device__ __forceinline__ void ln_fused_residual_forward(
+    T* residual_out, T* __restrict__ out, float* __restrict__ mean, float* __restrict__ rstd,
+    const T* a, const T* b, const float* __restrict__ w, const float* __restrict__ bias, int n,
+    int c, float eps) {
     const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     if (row >= n) return;
     const long base = (long)row * c;
-    float* res = residual_out + base;
-    for (int i = lane; i < c; i += 32) res[i] = a[base + i] + b[base + i];
+    T* res = residual_out + base;
+    for (int i = lane; i < c; i += 32)
+        ln_store(res, i, ln_load(a + base, i) + ln_load(b + base, i));
     // ln_row reads back only the elements this lane wrote: no synchronisation needed.
     ln_row(out, mean, rstd, res, w, bias, row, c, eps, lane);
 }
 
 extern "C" __global__ void __launch_bounds__(256)
-    layernorm_backward(float* dx, float* __restrict__ scratch, const float* dout,
-                       const float* __restrict__ x, const float* __restrict__ w,
-                       const float* __restrict__ mean, const float* __restrict__ rstd, int n,
-                       int c) {
+    fused_residual_layernorm_forward(float* residual_out, float* __restrict__ out,
+                                     float* __restrict__ mean, float* __restrict__ rstd,
+                                     const float* a, const float* b, const float* __restrict__ w,
+                                     const float* __restrict__ bias, int n, int c, float eps) {
+    ln_fused_residual_forward(residual_out, out, mean, rstd, a, b, w, bias, n, c, eps);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    fused_residual_layernorm_forward_bf16(__nv_bfloat16* residual_out,
+                                          __nv_bfloat16* __restrict__ out,
+                                          float* __restrict__ mean, float* __restrict__ rstd,
+                                          const __nv_bfloat16* a, const __nv_bfloat16* b,
+                                          const float* __restrict__ w,
+                                          const float* __restrict__ bias, int n, int c,
+                                          float eps) {
+    ln_fused_residual_forward(residual_out, out, mean, rstd, a, b, w, bias, n, c, eps);
+}
+
+template <typename T>
+static __device__ __forceinline__ void ln_backward(T* dx, float* __restrict__ scratch,
+                                                   const T* dout, const T* __restrict__ x,
+                                                   const float* __restrict__ w,
+                                                   const float* __restrict__ mean,
+                                                   const float* __restrict__ rstd, int n, int c) {
     extern __shared__ float smem[];  // [warps][2][c]: dweight then dbias accumulators
     const int warps = blockDim.x / 32;
     const int warp = threadIdx.x / 32;
@@ -92,15 +152,15 @@ extern "C" __global__ void __launch_bounds__(256)
     const float inv_c = 1.0f / (float)c;
     for (int row = blockIdx.x * warps + warp; row < n; row += gridDim.x * warps) {
         const long base = (long)row * c;
-        const float* dr = dout + base;
-        const float* xr = x + base;
+        const T* dr = dout + base;
+        const T* xr = x + base;
         const float m = mean[row];
         const float s = rstd[row];
         float dnorm_mean = 0.0f;
         float dnorm_norm_mean = 0.0f;
         for (int i = lane; i < c; i += 32) {
-            const float d = dr[i];
-            const float norm = (xr[i] - m) * s;
+            const float d = ln_load(dr, i);
+            const float norm = (ln_load(xr, i) - m) * s;
             const float dnorm = d * w[i];
             dnorm_mean += dnorm;
             dnorm_norm_mean += dnorm * norm;
@@ -109,10 +169,10 @@ extern "C" __global__ void __launch_bounds__(256)
         }
         dnorm_mean = warp_reduce_sum(dnorm_mean) * inv_c;
         dnorm_norm_mean = warp_reduce_sum(dnorm_norm_mean) * inv_c;
-        float* dxr = dx + base;
+        T* dxr = dx + base;
         for (int i = lane; i < c; i += 32) {
-            const float norm = (xr[i] - m) * s;
-            dxr[i] = s * (dr[i] * w[i] - dnorm_mean - norm * dnorm_norm_mean);
+            const float norm = (ln_load(xr, i) - m) * s;
+            ln_store(dxr, i, s * (ln_load(dr, i) * w[i] - dnorm_mean - norm * dnorm_norm_mean));
         }
     }
     __syncthreads();
@@ -128,6 +188,24 @@ extern "C" __global__ void __launch_bounds__(256)
         part_w[j] = sw;
         part_b[j] = sb;
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    layernorm_backward(float* dx, float* __restrict__ scratch, const float* dout,
+                       const float* __restrict__ x, const float* __restrict__ w,
+                       const float* __restrict__ mean, const float* __restrict__ rstd, int n,
+                       int c) {
+    ln_backward(dx, scratch, dout, x, w, mean, rstd, n, c);
+}
+
+// bf16 dx, dout, x; the scratch partials are the f32 ones of layernorm_backward, finished by
+// layernorm_backward_reduce. dx may alias dout.
+extern "C" __global__ void __launch_bounds__(256)
+    layernorm_backward_bf16(__nv_bfloat16* dx, float* __restrict__ scratch,
+                            const __nv_bfloat16* dout, const __nv_bfloat16* __restrict__ x,
+                            const float* __restrict__ w, const float* __restrict__ mean,
+                            const float* __restrict__ rstd, int n, int c) {
+    ln_backward(dx, scratch, dout, x, w, mean, rstd, n, c);
 }
 
 // dweight[j] = Σ_k scratch[k*c + j], dbias[j] = Σ_k scratch[(num_partials + k)*c + j], k in
@@ -152,13 +230,27 @@ SMELT_EMU_EXPORT(layernorm_forward,
                  (float* out, float* mean, float* rstd, const float* x, const float* w,
                   const float* b, int n, int c, float eps),
                  (out, mean, rstd, x, w, b, n, c, eps))
+SMELT_EMU_EXPORT(layernorm_forward_bf16,
+                 (__nv_bfloat16* out, float* mean, float* rstd, const __nv_bfloat16* x,
+                  const float* w, const float* b, int n, int c, float eps),
+                 (out, mean, rstd, x, w, b, n, c, eps))
 SMELT_EMU_EXPORT(fused_residual_layernorm_forward,
                  (float* residual_out, float* out, float* mean, float* rstd, const float* a,
                   const float* b, const float* w, const float* bias, int n, int c, float eps),
                  (residual_out, out, mean, rstd, a, b, w, bias, n, c, eps))
+SMELT_EMU_EXPORT(fused_residual_layernorm_forward_bf16,
+                 (__nv_bfloat16* residual_out, __nv_bfloat16* out, float* mean, float* rstd,
+                  const __nv_bfloat16* a, const __nv_bfloat16* b, const float* w,
+                  const float* bias, int n, int c, float eps),
+                 (residual_out, out, mean, rstd, a, b, w, bias, n, c, eps))
 SMELT_EMU_EXPORT(layernorm_backward,
                  (float* dx, float* scratch, const float* dout, const float* x, const float* w,
                   const float* mean, const float* rstd, int n, int c),
+                 (dx, scratch, dout, x, w, mean, rstd, n, c))
+SMELT_EMU_EXPORT(layernorm_backward_bf16,
+                 (__nv_bfloat16* dx, float* scratch, const __nv_bfloat16* dout,
+                  const __nv_bfloat16* x, const float* w, const float* mean, const float* rstd,
+                  int n, int c),
                  (dx, scratch, dout, x, w, mean, rstd, n, c))
 SMELT_EMU_EXPORT(layernorm_backward_reduce,
                  (float* dweight, float* dbias, const float* scratch, int num_partials, int c),

@@ -2,7 +2,11 @@
 #include "tensor_core.cuh"
 
 // matmul.cu: out (m,n) f32 = op(a) (m,k) · op(b) (k,n) (+ bias (n)), bf16 inputs, f32
-// accumulation on tensor cores (mma.sync m16n8k16 + ldmatrix + cp.async).
+// accumulation on tensor cores (mma.sync m16n8k16 + ldmatrix + cp.async), with an optional
+// GELU epilogue: gelu_out (m,n) = gelu(out) when gelu_out is not null (the MLP's fc layer writes
+// its pre-activation, which the backward needs, and its activation in one pass).
+// matmul_bf16_to_bf16 is the same kernel (one templated body) with bf16 outputs: the f32 sum
+// (+ bias) rounded once to bf16, and the GELU of the unrounded f32 sum rounded to bf16.
 //
 // op(a) = a (m,k) row-major, or with trans_a a^T where a is stored (k,m) row-major;
 // op(b) = b (k,n) row-major (Conv1D weight), or with trans_b b^T where b is stored (n,k)
@@ -24,6 +28,17 @@
 // element by element with zero fill. Zero-filled rows/cols contribute nothing; the epilogue
 // writes only in-bounds elements.
 
+// GPT-2's tanh GELU, gelu(x) = 0.5 x (1 + tanh(u)) = x * sigmoid(2u), u = sqrt(2/pi) (x +
+// 0.044715 x^3): the same formula and constants as smelt_gelu in elementwise.cu (its twin; keep
+// them identical; matmul_f32.cu has a third copy). A copy rather than a call because each kernel
+// file stands alone: nvcc and the emulation both include every kernels/*.cu into one unit, in
+// file-name order, but a kernel file that depends on another's helpers breaks when files are
+// renamed or compiled alone.
+static __device__ __forceinline__ float matmul_gelu(float x) {
+    const float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+    return x * (1.0f / (1.0f + expf(-(u + u))));
+}
+
 static constexpr int MATMUL_BM = 64;
 static constexpr int MATMUL_BN = 64;
 static constexpr int MATMUL_BK = 32;
@@ -38,6 +53,19 @@ static_assert(MATMUL_TILE >= MATMUL_BK * MATMUL_RPAD, "tile buffer too small");
 static_assert(MATMUL_BM == MATMUL_BN, "both operands share the tile code");
 // Dynamic shared memory of one block (bytes): 30 KiB.
 static constexpr int MATMUL_SMEM_BYTES = MATMUL_STAGES * 2 * MATMUL_TILE * 2;
+
+// Epilogue stores by output type: one element, or the pair (v0, v1) at p (p aligned to twice
+// the element size: float2 / __nv_bfloat162). bf16 outputs are rounded to nearest even.
+static __device__ __forceinline__ void matmul_store1(float* p, float v) { *p = v; }
+static __device__ __forceinline__ void matmul_store1(__nv_bfloat16* p, float v) {
+    *p = __float2bfloat16(v);
+}
+static __device__ __forceinline__ void matmul_store2(float* p, float v0, float v1) {
+    *reinterpret_cast<float2*>(p) = make_float2(v0, v1);
+}
+static __device__ __forceinline__ void matmul_store2(__nv_bfloat16* p, float v0, float v1) {
+    *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(v0, v1);
+}
 
 // Loads the 64 x 32 (rows x k) tile at (r0, k0) of one operand into shared memory `s`.
 // KMAJOR: element (r, kk) is g[r * ld + kk] and s is [64][KPAD]; otherwise g[kk * ld + r] and
@@ -121,9 +149,12 @@ static __device__ __forceinline__ void matmul_compute_stage(const __nv_bfloat16*
     }
 }
 
-template <bool A_KMAJOR, bool B_KMAJOR>
+// The whole kernel for one transpose combination; OutT (float or __nv_bfloat16) is the type of
+// out and gelu_out, which only the epilogue's stores depend on.
+template <typename OutT, bool A_KMAJOR, bool B_KMAJOR>
 static __device__ __forceinline__ void matmul_bf16_body(__nv_bfloat16* smem_bf16,
-                                                        float* __restrict__ out,
+                                                        OutT* __restrict__ out,
+                                                        OutT* __restrict__ gelu_out,
                                                         const __nv_bfloat16* __restrict__ a,
                                                         const __nv_bfloat16* __restrict__ b,
                                                         const float* __restrict__ bias, int m,
@@ -175,9 +206,15 @@ static __device__ __forceinline__ void matmul_bf16_body(__nv_bfloat16* smem_bf16
     cp_async_wait<0>();
 
     // c[0], c[1]: row g, cols 2t, 2t+1; c[2], c[3]: row g+8.
-    // Column pairs (2t, 2t+1) are stored as one float2 when n is even and out 8-byte aligned.
+    // Column pairs (2t, 2t+1) are stored as one float2 (__nv_bfloat162) when n is even and out
+    // (and gelu_out, if any) 8-byte (4-byte) aligned. GELU is taken of the f32 value, before
+    // any rounding to bf16.
     const int g = lane >> 2, t = lane & 3;
-    const bool pairs = n % 2 == 0 && (reinterpret_cast<unsigned long long>(out) & 7) == 0;
+    const bool gelu = gelu_out != nullptr;
+    constexpr unsigned long long pair_mask = 2 * sizeof(OutT) - 1;
+    const bool pairs = n % 2 == 0 &&
+                       (reinterpret_cast<unsigned long long>(out) & pair_mask) == 0 &&
+                       (reinterpret_cast<unsigned long long>(gelu_out) & pair_mask) == 0;
     SMELT_UNROLL
     for (int mi = 0; mi < 2; ++mi)
         SMELT_UNROLL
@@ -191,37 +228,64 @@ static __device__ __forceinline__ void matmul_bf16_body(__nv_bfloat16* smem_bf16
             for (int h = 0; h < 2; ++h) {
                 const int r = row + 8 * h;
                 if (r >= m) continue;
-                float* o = out + (static_cast<size_t>(r) * n + col);
+                const size_t at = static_cast<size_t>(r) * n + col;
+                OutT* o = out + at;
                 const float v0 = acc[mi][ni][2 * h] + b0, v1 = acc[mi][ni][2 * h + 1] + b1;
                 if (pairs && col + 1 < n) {
-                    *reinterpret_cast<float2*>(o) = make_float2(v0, v1);
+                    matmul_store2(o, v0, v1);
+                    if (gelu) matmul_store2(gelu_out + at, matmul_gelu(v0), matmul_gelu(v1));
                 } else {
-                    if (col < n) o[0] = v0;
-                    if (col + 1 < n) o[1] = v1;
+                    if (col < n) matmul_store1(o, v0);
+                    if (col + 1 < n) matmul_store1(o + 1, v1);
+                    if (gelu && col < n) matmul_store1(gelu_out + at, matmul_gelu(v0));
+                    if (gelu && col + 1 < n) matmul_store1(gelu_out + at + 1, matmul_gelu(v1));
                 }
             }
         }
 }
 
-// out (m,n) = op(a) · op(b) (+ bias). Launch: grid (ceil(n/64), ceil(m/64)), block 128,
-// MATMUL_SMEM_BYTES (30720) of dynamic shared memory. out must not overlap a, b or bias.
-extern "C" __global__ void __launch_bounds__(MATMUL_THREADS, 4)
-    matmul_bf16(float* __restrict__ out, const __nv_bfloat16* __restrict__ a,
-                const __nv_bfloat16* __restrict__ b, const float* __restrict__ bias, int m, int k,
-                int n, int trans_a, int trans_b) {
-    extern __shared__ float smem[];
-    __nv_bfloat16* s = reinterpret_cast<__nv_bfloat16*>(smem);
+// Both kernels: the body for the transpose combination (trans_a, trans_b).
+template <typename OutT>
+static __device__ __forceinline__ void matmul_bf16_dispatch(
+    __nv_bfloat16* s, OutT* __restrict__ out, OutT* __restrict__ gelu_out,
+    const __nv_bfloat16* __restrict__ a, const __nv_bfloat16* __restrict__ b,
+    const float* __restrict__ bias, int m, int k, int n, int trans_a, int trans_b) {
     if (!trans_a) {
         if (trans_b)
-            matmul_bf16_body<true, true>(s, out, a, b, bias, m, k, n);
+            matmul_bf16_body<OutT, true, true>(s, out, gelu_out, a, b, bias, m, k, n);
         else
-            matmul_bf16_body<true, false>(s, out, a, b, bias, m, k, n);
+            matmul_bf16_body<OutT, true, false>(s, out, gelu_out, a, b, bias, m, k, n);
     } else {
         if (trans_b)
-            matmul_bf16_body<false, true>(s, out, a, b, bias, m, k, n);
+            matmul_bf16_body<OutT, false, true>(s, out, gelu_out, a, b, bias, m, k, n);
         else
-            matmul_bf16_body<false, false>(s, out, a, b, bias, m, k, n);
+            matmul_bf16_body<OutT, false, false>(s, out, gelu_out, a, b, bias, m, k, n);
     }
+}
+
+// out (m,n) = op(a) · op(b) (+ bias), and gelu_out (m,n) = gelu(out) unless gelu_out is null.
+// bias may be null. Launch: grid (ceil(n/64), ceil(m/64)), block 128, MATMUL_SMEM_BYTES (30720)
+// of dynamic shared memory. out and gelu_out overlap neither each other nor a, b, bias.
+extern "C" __global__ void __launch_bounds__(MATMUL_THREADS, 4)
+    matmul_bf16(float* __restrict__ out, float* __restrict__ gelu_out,
+                const __nv_bfloat16* __restrict__ a, const __nv_bfloat16* __restrict__ b,
+                const float* __restrict__ bias, int m, int k, int n, int trans_a, int trans_b) {
+    extern __shared__ float smem[];
+    __nv_bfloat16* s = reinterpret_cast<__nv_bfloat16*>(smem);
+    matmul_bf16_dispatch<float>(s, out, gelu_out, a, b, bias, m, k, n, trans_a, trans_b);
+}
+
+// matmul_bf16 with bf16 outputs: v = op(a) · op(b) (+ bias) in f32, out = bf16(v), and
+// gelu_out = bf16(gelu(v)) (of the unrounded v) unless gelu_out is null. Same launch geometry
+// (matmul_bf16_launch), shared memory and aliasing rules as matmul_bf16.
+extern "C" __global__ void __launch_bounds__(MATMUL_THREADS, 4)
+    matmul_bf16_to_bf16(__nv_bfloat16* __restrict__ out, __nv_bfloat16* __restrict__ gelu_out,
+                        const __nv_bfloat16* __restrict__ a, const __nv_bfloat16* __restrict__ b,
+                        const float* __restrict__ bias, int m, int k, int n, int trans_a,
+                        int trans_b) {
+    extern __shared__ float smem[];
+    __nv_bfloat16* s = reinterpret_cast<__nv_bfloat16*>(smem);
+    matmul_bf16_dispatch<__nv_bfloat16>(s, out, gelu_out, a, b, bias, m, k, n, trans_a, trans_b);
 }
 
 // Test of the fragment layouts alone, one warp: d (16x8) = a (16x16) · b (16x8) + c (16x8),
@@ -274,9 +338,14 @@ extern "C" __global__ void __launch_bounds__(32)
 
 #ifdef SMELT_EMULATE
 SMELT_EMU_EXPORT(matmul_bf16,
-                 (float* out, const __nv_bfloat16* a, const __nv_bfloat16* b, const float* bias,
-                  int m, int k, int n, int trans_a, int trans_b),
-                 (out, a, b, bias, m, k, n, trans_a, trans_b))
+                 (float* out, float* gelu_out, const __nv_bfloat16* a, const __nv_bfloat16* b,
+                  const float* bias, int m, int k, int n, int trans_a, int trans_b),
+                 (out, gelu_out, a, b, bias, m, k, n, trans_a, trans_b))
+SMELT_EMU_EXPORT(matmul_bf16_to_bf16,
+                 (__nv_bfloat16* out, __nv_bfloat16* gelu_out, const __nv_bfloat16* a,
+                  const __nv_bfloat16* b, const float* bias, int m, int k, int n, int trans_a,
+                  int trans_b),
+                 (out, gelu_out, a, b, bias, m, k, n, trans_a, trans_b))
 SMELT_EMU_EXPORT(mma_bf16_selftest,
                  (float* d, const __nv_bfloat16* a, const __nv_bfloat16* b, const float* c),
                  (d, a, b, c))

@@ -14,12 +14,23 @@
 //     of its column in order k = 0..G-1 (coalesced along n).
 //
 // Scratch: G · n floats. Accumulation is f32 in a fixed order.
+//
+// sum_rows_partial_bf16: the same with a bf16 x (each element widened to f32 on load), same
+// geometry and f32 partials, finished by sum_rows_final.
+
+// *p (f32 or bf16) as a float.
+static __device__ __forceinline__ float rs_load(const float* p) { return *p; }
+static __device__ __forceinline__ float rs_load(const __nv_bfloat16* p) {
+    return __bfloat162float(*p);
+}
 
 #define SUM_ROWS_COLS 32
 #define SUM_ROWS_LANES 8
 
-extern "C" __global__ void __launch_bounds__(SUM_ROWS_COLS* SUM_ROWS_LANES)
-    sum_rows_partial(float* __restrict__ partials, const float* __restrict__ x, int m, int n) {
+template <typename T>
+static __device__ __forceinline__ void sum_rows_partial_body(float* __restrict__ partials,
+                                                             const T* __restrict__ x, int m,
+                                                             int n) {
     __shared__ float lanes[SUM_ROWS_LANES][SUM_ROWS_COLS];
     const int tx = threadIdx.x, ty = threadIdx.y;
     const long j = (long)blockIdx.x * SUM_ROWS_COLS + tx;
@@ -28,8 +39,8 @@ extern "C" __global__ void __launch_bounds__(SUM_ROWS_COLS* SUM_ROWS_LANES)
     const int row1 = min(m, row0 + rows);
     float s = 0.0f;
     if (j < n) {
-        const float* col = x + j;
-        for (int i = row0 + ty; i < row1; i += SUM_ROWS_LANES) s += col[(long)i * n];
+        const T* col = x + j;
+        for (int i = row0 + ty; i < row1; i += SUM_ROWS_LANES) s += rs_load(col + (long)i * n);
     }
     lanes[ty][tx] = s;
     __syncthreads();
@@ -39,6 +50,17 @@ extern "C" __global__ void __launch_bounds__(SUM_ROWS_COLS* SUM_ROWS_LANES)
         for (int k = 1; k < SUM_ROWS_LANES; k++) t += lanes[k][tx];
         partials[(long)blockIdx.y * n + j] = t;
     }
+}
+
+extern "C" __global__ void __launch_bounds__(SUM_ROWS_COLS* SUM_ROWS_LANES)
+    sum_rows_partial(float* __restrict__ partials, const float* __restrict__ x, int m, int n) {
+    sum_rows_partial_body(partials, x, m, n);
+}
+
+extern "C" __global__ void __launch_bounds__(SUM_ROWS_COLS* SUM_ROWS_LANES)
+    sum_rows_partial_bf16(float* __restrict__ partials, const __nv_bfloat16* __restrict__ x,
+                          int m, int n) {
+    sum_rows_partial_body(partials, x, m, n);
 }
 
 extern "C" __global__ void __launch_bounds__(256)
@@ -54,6 +76,8 @@ extern "C" __global__ void __launch_bounds__(256)
 #ifdef SMELT_EMULATE
 SMELT_EMU_EXPORT(sum_rows_partial, (float* partials, const float* x, int m, int n),
                  (partials, x, m, n))
+SMELT_EMU_EXPORT(sum_rows_partial_bf16,
+                 (float* partials, const __nv_bfloat16* x, int m, int n), (partials, x, m, n))
 SMELT_EMU_EXPORT(sum_rows_final, (float* out, const float* partials, int num_partials, int n),
                  (out, partials, num_partials, n))
 #endif

@@ -406,3 +406,40 @@ fn prepare_bad_input_is_one_clear_line() {
     );
     assert!(prepare(&["--help"]).status.success());
 }
+
+#[test]
+fn the_emulated_device_trains_like_the_cpu() {
+    let dir = TempDir::new("cli-emu");
+    let corpus = sonnets_jsonl(&dir);
+    let data = dir.path("data");
+    prepared_sonnets(&corpus, &data, &[]);
+    let cfg = tiny_config(&dir);
+    let mut val_losses = Vec::new();
+    for device in ["cpu", "emu"] {
+        let out_dir = dir.path(device);
+        let out = train(&[
+            "--config",
+            &cfg,
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--device",
+            device,
+            "--precision",
+            "f32",
+            "--no-progress",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "--device {device}: {stderr}");
+        assert!(stderr.contains(&format!("device: {device}")), "{stderr}");
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+        val_losses.push(summary["val_loss"].as_f64().unwrap());
+    }
+    let (cpu, emu) = (val_losses[0], val_losses[1]);
+    assert!(
+        ((emu - cpu) / cpu).abs() < 1e-4,
+        "val loss after 5 steps: emu {emu} vs cpu {cpu}"
+    );
+}

@@ -14,6 +14,10 @@
 //! - kernels with exp/tanh/log (gelu, cross-entropy, attention): 1e-4, because nvcc builds
 //!   with `--use_fast_math` (approximate `__expf`, `tanhf`, `__logf`, division);
 //! - `matmul_bf16`: 1e-2 against the f32 CPU matmul of the unrounded inputs;
+//!   `matmul_bf16_to_bf16`: 1e-2 against the f64 CPU matmul of its bf16 inputs, rounded to bf16;
+//!   `matmul_f32`: 1e-5 (its GELU epilogue 1e-4). Matmul errors are relative to
+//!   |op(a)|·|op(b)| + |bias| (the magnitude of the summed terms, `matmul_scale`), not to the
+//!   result, so cancellation cannot fail them at random;
 //! - casts: bit for bit.
 //!
 //! Each test prints, per kernel, one line to stdout that `tools/gpu-check.sh` collects:
@@ -1129,11 +1133,17 @@ fn embedding_forward_backward() {
 // ----------------------------------------------------------------------------
 // matmul
 
-fn gpu_matmul_bf16(
+/// One launch of `matmul_bf16` (`T` = u16, bf16 bits; `O` = f32), `matmul_bf16_to_bf16` (`T`
+/// = `O` = u16) or `matmul_f32` (`T` = `O` = f32): the same parameter list, `(out, gelu_out, a,
+/// b, bias, m, k, n, trans_a, trans_b)`, null for an absent `gelu_out` or `bias`.
+fn gpu_matmul<T, O>(
     g: &Gpu,
-    out: &mut CudaSlice<f32>,
-    a: &CudaSlice<u16>,
-    b: &CudaSlice<u16>,
+    name: &str,
+    dims: LaunchDims,
+    out: &mut CudaSlice<O>,
+    gelu_out: Option<&mut CudaSlice<O>>,
+    a: &CudaSlice<T>,
+    b: &CudaSlice<T>,
     bias: Option<&CudaSlice<f32>>,
     m: usize,
     k: usize,
@@ -1143,31 +1153,193 @@ fn gpu_matmul_bf16(
 ) {
     let (mi, ki, ni) = (int(m), int(k), int(n));
     let (ta, tb) = (i32::from(trans_a), i32::from(trans_b));
-    let d = matmul::matmul_bf16_launch(m, n);
-    match bias {
-        Some(bias) => launch!(g, "matmul_bf16", d; out, a, b, bias, &mi, &ki, &ni, &ta, &tb),
-        None => {
-            let null = 0u64; // a null `const float*`
-            launch!(g, "matmul_bf16", d; out, a, b, &null, &mi, &ki, &ni, &ta, &tb)
+    let null = 0u64; // a null pointer
+    match (gelu_out, bias) {
+        (Some(gl), Some(bias)) => {
+            launch!(g, name, dims; out, gl, a, b, bias, &mi, &ki, &ni, &ta, &tb)
         }
+        (Some(gl), None) => launch!(g, name, dims; out, gl, a, b, &null, &mi, &ki, &ni, &ta, &tb),
+        (None, Some(bias)) => {
+            launch!(g, name, dims; out, &null, a, b, bias, &mi, &ki, &ni, &ta, &tb)
+        }
+        (None, None) => launch!(g, name, dims; out, &null, a, b, &null, &mi, &ki, &ni, &ta, &tb),
     }
 }
+
+fn gpu_matmul_bf16(
+    g: &Gpu,
+    out: &mut CudaSlice<f32>,
+    gelu_out: Option<&mut CudaSlice<f32>>,
+    a: &CudaSlice<u16>,
+    b: &CudaSlice<u16>,
+    bias: Option<&CudaSlice<f32>>,
+    m: usize,
+    k: usize,
+    n: usize,
+    trans_a: bool,
+    trans_b: bool,
+) {
+    let d = matmul::matmul_bf16_launch(m, n);
+    gpu_matmul(
+        g,
+        "matmul_bf16",
+        d,
+        out,
+        gelu_out,
+        a,
+        b,
+        bias,
+        m,
+        k,
+        n,
+        trans_a,
+        trans_b,
+    );
+}
+
+fn gpu_matmul_bf16_to_bf16(
+    g: &Gpu,
+    out: &mut CudaSlice<u16>,
+    gelu_out: Option<&mut CudaSlice<u16>>,
+    a: &CudaSlice<u16>,
+    b: &CudaSlice<u16>,
+    bias: Option<&CudaSlice<f32>>,
+    m: usize,
+    k: usize,
+    n: usize,
+    trans_a: bool,
+    trans_b: bool,
+) {
+    let d = matmul::matmul_bf16_launch(m, n);
+    gpu_matmul(
+        g,
+        "matmul_bf16_to_bf16",
+        d,
+        out,
+        gelu_out,
+        a,
+        b,
+        bias,
+        m,
+        k,
+        n,
+        trans_a,
+        trans_b,
+    );
+}
+
+fn gpu_matmul_f32(
+    g: &Gpu,
+    out: &mut CudaSlice<f32>,
+    gelu_out: Option<&mut CudaSlice<f32>>,
+    a: &CudaSlice<f32>,
+    b: &CudaSlice<f32>,
+    bias: Option<&CudaSlice<f32>>,
+    m: usize,
+    k: usize,
+    n: usize,
+    trans_a: bool,
+    trans_b: bool,
+) {
+    let d = smelt::backend::emu::matmul_f32::matmul_f32_launch(m, n);
+    gpu_matmul(
+        g,
+        "matmul_f32",
+        d,
+        out,
+        gelu_out,
+        a,
+        b,
+        bias,
+        m,
+        k,
+        n,
+        trans_a,
+        trans_b,
+    );
+}
+
+/// |op(a)|·|op(b)| + |bias|: the magnitude of the terms each matmul output sums. Matmul errors
+/// are measured against it (`check_scaled`), not against the result, which cancellation can
+/// make arbitrarily small (a 1×1×1 product plus a bias of opposite sign), so they cannot flake.
+fn matmul_scale(
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    m: usize,
+    k: usize,
+    n: usize,
+    trans_a: bool,
+    trans_b: bool,
+) -> Vec<f32> {
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+    let bias = bias.map(abs);
+    let mut scale = vec![f32::NAN; m * n];
+    cpu::matmul(
+        &mut scale,
+        &abs(a),
+        &abs(b),
+        bias.as_deref(),
+        m,
+        k,
+        n,
+        trans_a,
+        trans_b,
+    );
+    scale
+}
+
+/// ‖got − want‖ / ‖scale‖ (‖got − want‖ when scale is zero) asserted below `tol`, as
+/// `Inputs::check` (printed, kept in `max_err`) but relative to `matmul_scale`.
+fn check_scaled(
+    r: &mut Inputs,
+    what: &str,
+    got: &[f32],
+    want: &[f32],
+    scale: &[f32],
+    tol: f64,
+) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let diff: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w as f64).powi(2))
+        .sum();
+    let norm: f64 = scale.iter().map(|&s| (s as f64).powi(2)).sum();
+    let err = if norm > 0.0 {
+        (diff / norm).sqrt()
+    } else {
+        diff.sqrt()
+    };
+    eprintln!("{what}: relative error {err:.3e}");
+    assert!(
+        err < tol,
+        "{what}: relative error {err:e} >= {tol:e} (seed {})",
+        r.seed
+    );
+    r.max_err = r.max_err.max(err);
+    err
+}
+
+/// (m, k, n) of the matmul parity checks: single elements, partial tiles everywhere, k not a
+/// multiple of 8, 16 or 32, one exact tile, and a GPT-2 size.
+const MATMUL_SIZES: [(usize, usize, usize); 7] = [
+    (1, 1, 1),
+    (17, 33, 65),
+    (64, 64, 64),
+    (130, 200, 97),
+    (3, 7, 5),
+    (37, 19, 53),
+    (256, 768, 2304),
+];
+const TRANSPOSES: [(bool, bool); 4] = [(false, false), (false, true), (true, false), (true, true)];
 
 #[test]
 fn matmul_bf16_all_transposes() {
     let Some(g) = Gpu::get() else { return };
     let mut r = Inputs::new();
-    // (m, k, n): single elements, partial tiles everywhere, k not a multiple of 8 or 32.
-    let sizes = [
-        (1, 1, 1),
-        (17, 33, 65),
-        (64, 64, 64),
-        (130, 200, 97),
-        (3, 7, 5),
-        (256, 768, 2304),
-    ];
-    for (m, k, n) in sizes {
-        for (trans_a, trans_b) in [(false, false), (false, true), (true, false), (true, true)] {
+    for (m, k, n) in MATMUL_SIZES {
+        for (trans_a, trans_b) in TRANSPOSES {
             for with_bias in [false, true] {
                 let a = r.normal(m * k, 1.0, 0.0);
                 let b = r.normal(k * n, 1.0, 0.0);
@@ -1176,14 +1348,15 @@ fn matmul_bf16_all_transposes() {
                 let d_bias = g.up(&bias);
                 let mut out = g.nan(m * n);
                 let gb = with_bias.then_some(&d_bias);
-                gpu_matmul_bf16(&g, &mut out, &da, &db, gb, m, k, n, trans_a, trans_b);
+                gpu_matmul_bf16(&g, &mut out, None, &da, &db, gb, m, k, n, trans_a, trans_b);
                 let mut want = vec![f32::NAN; m * n];
                 let cb = with_bias.then_some(&bias[..]);
                 cpu::matmul(&mut want, &a, &b, cb, m, k, n, trans_a, trans_b);
+                let scale = matmul_scale(&a, &b, cb, m, k, n, trans_a, trans_b);
                 let tag = format!(
                     "matmul_bf16 m={m} k={k} n={n} ta={trans_a} tb={trans_b} bias={with_bias}"
                 );
-                r.check(&tag, &g.down(&out), &want, TOL_BF16);
+                check_scaled(&mut r, &tag, &g.down(&out), &want, &scale, TOL_BF16);
             }
         }
     }
@@ -1200,7 +1373,19 @@ fn matmul_bf16_all_transposes() {
         let bias = g.up(&pattern(n, 3));
         let mut out = g.nan(m * n);
         let ms = g.time_ms(|| {
-            gpu_matmul_bf16(&g, &mut out, &a, &b, Some(&bias), m, k, n, trans_a, trans_b)
+            gpu_matmul_bf16(
+                &g,
+                &mut out,
+                None,
+                &a,
+                &b,
+                Some(&bias),
+                m,
+                k,
+                n,
+                trans_a,
+                trans_b,
+            )
         });
         let tflops = 2.0 * (m * k * n) as f64 / (ms * 1e-3) / 1e12;
         // The error column of every timed shape is the largest over all parity sizes above.
@@ -1212,6 +1397,240 @@ fn matmul_bf16_all_transposes() {
             &format!("m={m} k={k} n={n} {tflops:.1}TFLOP/s"),
         );
         r.max_err = keep;
+    }
+}
+
+/// The GELU epilogue of `matmul_bf16` (with and without bias, all transposes): `out` against
+/// the f32 CPU matmul of the unrounded inputs (1e-2), `gelu_out` against the CPU GELU of it
+/// (1e-2); timed on GPT-2's MLP fc layer (out = pre-activation, gelu_out = activation).
+#[test]
+fn matmul_bf16_gelu_epilogue() {
+    let Some(g) = Gpu::get() else { return };
+    let mut r = Inputs::new();
+    for (m, k, n) in MATMUL_SIZES {
+        for (trans_a, trans_b) in TRANSPOSES {
+            for with_bias in [false, true] {
+                let a = r.normal(m * k, 1.0, 0.0);
+                let b = r.normal(k * n, 1.0, 0.0);
+                let bias = r.normal(n, 1.0, 0.0);
+                let (da, db) = (g.up(&matmul::to_bf16(&a)), g.up(&matmul::to_bf16(&b)));
+                let d_bias = g.up(&bias);
+                let (mut out, mut gelu) = (g.nan(m * n), g.nan(m * n));
+                let gb = with_bias.then_some(&d_bias);
+                gpu_matmul_bf16(
+                    &g,
+                    &mut out,
+                    Some(&mut gelu),
+                    &da,
+                    &db,
+                    gb,
+                    m,
+                    k,
+                    n,
+                    trans_a,
+                    trans_b,
+                );
+                let mut want = vec![f32::NAN; m * n];
+                let cb = with_bias.then_some(&bias[..]);
+                cpu::matmul(&mut want, &a, &b, cb, m, k, n, trans_a, trans_b);
+                let mut want_gelu = vec![f32::NAN; m * n];
+                cpu::gelu_forward(&mut want_gelu, &want);
+                let scale = matmul_scale(&a, &b, cb, m, k, n, trans_a, trans_b);
+                let tag = format!(
+                    "matmul_bf16+gelu m={m} k={k} n={n} ta={trans_a} tb={trans_b} \
+                     bias={with_bias}"
+                );
+                check_scaled(
+                    &mut r,
+                    &format!("{tag} out"),
+                    &g.down(&out),
+                    &want,
+                    &scale,
+                    TOL_BF16,
+                );
+                check_scaled(
+                    &mut r,
+                    &format!("{tag} gelu_out"),
+                    &g.down(&gelu),
+                    &want_gelu,
+                    &scale,
+                    TOL_BF16,
+                );
+            }
+        }
+    }
+    let (m, k, n) = (B * T, C, 4 * C);
+    let a = g.up(&matmul::to_bf16(&pattern(m * k, 1)));
+    let b = g.up(&matmul::to_bf16(&pattern(k * n, 2)));
+    let bias = g.up(&pattern(n, 3));
+    let (mut out, mut gelu) = (g.nan(m * n), g.nan(m * n));
+    let ms = g.time_ms(|| {
+        gpu_matmul_bf16(
+            &g,
+            &mut out,
+            Some(&mut gelu),
+            &a,
+            &b,
+            Some(&bias),
+            m,
+            k,
+            n,
+            false,
+            false,
+        )
+    });
+    let tflops = 2.0 * (m * k * n) as f64 / (ms * 1e-3) / 1e12;
+    report(
+        &mut r,
+        "matmul_bf16+gelu NN",
+        ms,
+        &format!("m={m} k={k} n={n} {tflops:.1}TFLOP/s"),
+    );
+}
+
+/// `matmul_bf16_to_bf16` (bf16 outputs; all transposes, with and without bias and GELU
+/// epilogue): `out` against the f64 CPU matmul of the same bf16 inputs rounded to bf16, and
+/// `gelu_out` against the f64 GELU of it rounded to bf16 (1e-2 both); timed on GPT-2's MLP fc
+/// layer (+ gelu) and qkv projection.
+#[test]
+fn matmul_bf16_to_bf16_all_transposes() {
+    let Some(g) = Gpu::get() else { return };
+    let mut r = Inputs::new();
+    let round = |v: &[f64]| -> Vec<f32> {
+        v.iter()
+            .map(|&x| matmul::bf16_to_f32(matmul::f32_to_bf16(x as f32)))
+            .collect()
+    };
+    let widen = |v: &[u16]| -> Vec<f32> { v.iter().map(|&x| matmul::bf16_to_f32(x)).collect() };
+    for (m, k, n) in MATMUL_SIZES {
+        for (trans_a, trans_b) in TRANSPOSES {
+            for (with_bias, with_gelu) in [(false, false), (true, false), (true, true)] {
+                let a16 = matmul::to_bf16(&r.normal(m * k, 1.0, 0.0));
+                let b16 = matmul::to_bf16(&r.normal(k * n, 1.0, 0.0));
+                let bias = r.normal(n, 1.0, 0.0);
+                let (da, db, d_bias) = (g.up(&a16), g.up(&b16), g.up(&bias));
+                let nan16 = vec![0x7fc1u16; m * n];
+                let (mut out, mut gelu) = (g.up(&nan16), g.up(&nan16));
+                let gb = with_bias.then_some(&d_bias);
+                let gl = with_gelu.then_some(&mut gelu);
+                gpu_matmul_bf16_to_bf16(&g, &mut out, gl, &da, &db, gb, m, k, n, trans_a, trans_b);
+                let (a32, b32) = (widen(&a16), widen(&b16));
+                let up64 = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
+                let bias64 = up64(&bias);
+                let mut want64 = vec![f64::NAN; m * n];
+                let cb64 = with_bias.then_some(&bias64[..]);
+                let (a64, b64) = (up64(&a32), up64(&b32));
+                cpu::matmul(&mut want64, &a64, &b64, cb64, m, k, n, trans_a, trans_b);
+                let cb = with_bias.then_some(&bias[..]);
+                let scale = matmul_scale(&a32, &b32, cb, m, k, n, trans_a, trans_b);
+                let tag = format!(
+                    "matmul_bf16_to_bf16 m={m} k={k} n={n} ta={trans_a} tb={trans_b} \
+                     bias={with_bias} gelu={with_gelu}"
+                );
+                let got = widen(&g.down(&out));
+                check_scaled(&mut r, &tag, &got, &round(&want64), &scale, TOL_BF16);
+                let got_gelu = widen(&g.down(&gelu));
+                if with_gelu {
+                    let mut want_gelu64 = vec![f64::NAN; m * n];
+                    cpu::gelu_forward(&mut want_gelu64, &want64);
+                    let tag = format!("{tag} gelu_out");
+                    let want_gelu = round(&want_gelu64);
+                    check_scaled(&mut r, &tag, &got_gelu, &want_gelu, &scale, TOL_BF16);
+                } else {
+                    assert!(
+                        got_gelu.iter().all(|v| v.is_nan()),
+                        "{tag}: gelu_out written without being asked"
+                    );
+                }
+            }
+        }
+    }
+    let (bt, c) = (B * T, C);
+    let keep = r.max_err;
+    for (m, k, n, with_gelu, name) in [
+        (bt, c, 3 * c, false, "matmul_bf16_to_bf16 NN"),
+        (bt, c, 4 * c, true, "matmul_bf16_to_bf16+gelu NN"),
+    ] {
+        let a = g.up(&matmul::to_bf16(&pattern(m * k, 1)));
+        let b = g.up(&matmul::to_bf16(&pattern(k * n, 2)));
+        let bias = g.up(&pattern(n, 3));
+        let zeros = vec![0u16; m * n];
+        let (mut out, mut gelu) = (g.up(&zeros), g.up(&zeros));
+        let ms = g.time_ms(|| {
+            let gl = with_gelu.then_some(&mut gelu);
+            gpu_matmul_bf16_to_bf16(&g, &mut out, gl, &a, &b, Some(&bias), m, k, n, false, false)
+        });
+        let tflops = 2.0 * (m * k * n) as f64 / (ms * 1e-3) / 1e12;
+        r.max_err = keep;
+        report(
+            &mut r,
+            name,
+            ms,
+            &format!("m={m} k={k} n={n} {tflops:.1}TFLOP/s"),
+        );
+    }
+}
+
+/// `matmul_f32` (all transposes, with and without bias and GELU epilogue) against the f32 CPU
+/// matmul: 1e-5 for `out`, 1e-4 for `gelu_out` (`--use_fast_math`'s expf); timed on GPT-2's qkv
+/// projection and MLP fc layer (+ gelu).
+#[test]
+fn matmul_f32_all_transposes() {
+    let Some(g) = Gpu::get() else { return };
+    let mut r = Inputs::new();
+    for (m, k, n) in MATMUL_SIZES {
+        for (trans_a, trans_b) in TRANSPOSES {
+            for (with_bias, with_gelu) in [(false, false), (true, false), (true, true)] {
+                let a = r.normal(m * k, 1.0, 0.0);
+                let b = r.normal(k * n, 1.0, 0.0);
+                let bias = r.normal(n, 1.0, 0.0);
+                let (da, db, d_bias) = (g.up(&a), g.up(&b), g.up(&bias));
+                let (mut out, mut gelu) = (g.nan(m * n), g.nan(m * n));
+                let gb = with_bias.then_some(&d_bias);
+                let gl = with_gelu.then_some(&mut gelu);
+                gpu_matmul_f32(&g, &mut out, gl, &da, &db, gb, m, k, n, trans_a, trans_b);
+                let mut want = vec![f32::NAN; m * n];
+                let cb = with_bias.then_some(&bias[..]);
+                cpu::matmul(&mut want, &a, &b, cb, m, k, n, trans_a, trans_b);
+                let scale = matmul_scale(&a, &b, cb, m, k, n, trans_a, trans_b);
+                let tag = format!(
+                    "matmul_f32 m={m} k={k} n={n} ta={trans_a} tb={trans_b} bias={with_bias} \
+                     gelu={with_gelu}"
+                );
+                check_scaled(&mut r, &tag, &g.down(&out), &want, &scale, TOL);
+                if with_gelu {
+                    let mut want_gelu = vec![f32::NAN; m * n];
+                    cpu::gelu_forward(&mut want_gelu, &want);
+                    let tag = format!("{tag} gelu_out");
+                    check_scaled(&mut r, &tag, &g.down(&gelu), &want_gelu, &scale, TOL_FAST);
+                }
+            }
+        }
+    }
+    let (bt, c) = (B * T, C);
+    let keep = r.max_err;
+    for (m, k, n, with_gelu, name) in [
+        (bt, c, 3 * c, false, "matmul_f32 NN"),
+        (bt, c, 4 * c, true, "matmul_f32+gelu NN"),
+    ] {
+        let (a, b, bias) = (
+            g.up(&pattern(m * k, 1)),
+            g.up(&pattern(k * n, 2)),
+            g.up(&pattern(n, 3)),
+        );
+        let (mut out, mut gelu) = (g.nan(m * n), g.nan(m * n));
+        let ms = g.time_ms(|| {
+            let gl = with_gelu.then_some(&mut gelu);
+            gpu_matmul_f32(&g, &mut out, gl, &a, &b, Some(&bias), m, k, n, false, false)
+        });
+        let tflops = 2.0 * (m * k * n) as f64 / (ms * 1e-3) / 1e12;
+        r.max_err = keep;
+        report(
+            &mut r,
+            name,
+            ms,
+            &format!("m={m} k={k} n={n} {tflops:.1}TFLOP/s"),
+        );
     }
 }
 
@@ -1331,4 +1750,135 @@ fn attention_forward_backward() {
 fn report(r: &mut Inputs, kernel: &str, ms: f64, bench: &str) {
     println!("GPU-KERNEL\t{kernel}\t{:.3e}\t{ms:.4}\t{bench}", r.max_err);
     r.max_err = 0.0;
+}
+
+// ----------------------------------------------------------------------------
+// attention backward on tensor cores (kernels/attention_tc_backward.cu)
+
+/// The tensor-core backward: the f32 preprocess (D from the f32 `dout_f`), then the bf16 dK/dV
+/// and dQ kernels on the bf16 `dout` and `qkv`; `dsum` holds
+/// `attention_backward_scratch_len(b, t, nh)` floats.
+fn gpu_attention_backward_bf16(
+    g: &Gpu,
+    dqkv: &mut CudaSlice<f32>,
+    dsum: &mut CudaSlice<f32>,
+    dout_f: &CudaSlice<f32>,
+    dout: &CudaSlice<u16>,
+    qkv: &CudaSlice<u16>,
+    out: &CudaSlice<f32>,
+    lse: &CudaSlice<f32>,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) {
+    use smelt::backend::emu::attention_tc;
+    let (bi, ti, ci, nhi) = (int(b), int(t), int(c), int(nh));
+    launch!(g, "attention_backward_preprocess",
+        attention::attention_backward_preprocess_launch(b, t, nh);
+        &mut *dsum, dout_f, out, &bi, &ti, &ci, &nhi);
+    launch!(g, "attention_backward_dkdv_bf16",
+        attention_tc::attention_backward_dkdv_bf16_launch(b, t, c, nh);
+        &mut *dqkv, dout, qkv, lse, &*dsum, &bi, &ti, &ci, &nhi);
+    launch!(g, "attention_backward_dq_bf16",
+        attention_tc::attention_backward_dq_bf16_launch(b, t, c, nh);
+        dqkv, dout, qkv, lse, &*dsum, &bi, &ti, &ci, &nhi);
+}
+
+/// `attention_backward_dkdv_bf16` + `attention_backward_dq_bf16` against the f32 CPU backward
+/// on the same bf16-rounded `qkv` and `dout` (and the CPU forward's `out`, `lse`): 1e-2 for
+/// the whole dqkv and for each of dQ, dK, dV; two runs give the same bits.
+#[test]
+fn attention_backward_bf16_matches_cpu() {
+    let Some(g) = Gpu::get() else { return };
+    let mut r = Inputs::new();
+    // (b, t, c, nh): head sizes 64, 16, 64, 112, 128, 64; t from 1 to 1024 (partial tiles).
+    for (b, t, c, nh) in [
+        (1, 1, 64, 1),
+        (2, 37, 48, 3),
+        (2, 130, 192, 3),
+        (1, 70, 112, 1),
+        (1, 100, 256, 2),
+        (1, 1024, 768, 12),
+    ] {
+        let qkv = matmul::to_bf16(&r.normal(b * t * 3 * c, 2.0, 0.0));
+        let dout = matmul::to_bf16(&r.normal(b * t * c, 1.0, 0.0));
+        let widen = |x: &[u16]| {
+            x.iter()
+                .map(|&v| matmul::bf16_to_f32(v))
+                .collect::<Vec<_>>()
+        };
+        let (qkv_f, dout_f) = (widen(&qkv), widen(&dout));
+        let (mut out, mut lse) = (vec![f32::NAN; b * t * c], vec![f32::NAN; b * nh * t]);
+        cpu::attention_forward(&mut out, &mut lse, &qkv_f, b, t, c, nh);
+        let mut want = vec![f32::NAN; b * t * 3 * c];
+        cpu::attention_backward(&mut want, &dout_f, &qkv_f, &out, &lse, b, t, c, nh);
+
+        let (d_qkv, d_dout, d_dout_f) = (g.up(&qkv), g.up(&dout), g.up(&dout_f));
+        let (d_out, d_lse) = (g.up(&out), g.up(&lse));
+        let run = || {
+            let (mut dqkv, mut dsum) = (
+                g.nan(b * t * 3 * c),
+                g.nan(attention::attention_backward_scratch_len(b, t, nh)),
+            );
+            gpu_attention_backward_bf16(
+                &g, &mut dqkv, &mut dsum, &d_dout_f, &d_dout, &d_qkv, &d_out, &d_lse, b, t, c, nh,
+            );
+            g.down(&dqkv)
+        };
+        let got = run();
+        let tag = format!("attention_backward_bf16 b={b} t={t} c={c} nh={nh}");
+        r.same_bits(&tag, &got, &run());
+        r.check(&format!("{tag} dqkv"), &got, &want, TOL_BF16);
+        // dQ, dK, dV each on its own (not at t = 1: dQ and dK are zero analytically there).
+        if t > 1 {
+            for (part, name) in ["dq", "dk", "dv"].iter().enumerate() {
+                let pick = |x: &[f32]| -> Vec<f32> {
+                    x.chunks_exact(3 * c)
+                        .flat_map(|row| row[part * c..][..c].to_vec())
+                        .collect()
+                };
+                r.check(
+                    &format!("{tag} {name}"),
+                    &pick(&got),
+                    &pick(&want),
+                    TOL_BF16,
+                );
+            }
+        }
+    }
+    let (b, t, c, nh) = (B, T, C, NH);
+    let bench = format!("b={b} t={t} c={c} nh={nh}");
+    let qkv_f = pattern(b * t * 3 * c, 1);
+    let qkv = g.up(&matmul::to_bf16(&qkv_f));
+    let dout_h = pattern(b * t * c, 2);
+    let (dout, dout_f) = (g.up(&matmul::to_bf16(&dout_h)), g.up(&dout_h));
+    let (mut out, mut lse) = (g.nan(b * t * c), g.nan(b * nh * t));
+    gpu_attention_forward(&g, &mut out, &mut lse, &g.up(&qkv_f), b, t, c, nh);
+    let (mut dqkv, mut dsum) = (
+        g.nan(b * t * 3 * c),
+        g.nan(attention::attention_backward_scratch_len(b, t, nh)),
+    );
+    let keep = r.max_err;
+    let ms = g.time_ms(|| {
+        gpu_attention_backward_bf16(
+            &g, &mut dqkv, &mut dsum, &dout_f, &dout, &qkv, &out, &lse, b, t, c, nh,
+        )
+    });
+    report(&mut r, "attention_backward_bf16(3 kernels)", ms, &bench);
+    // Each tensor-core kernel alone (D from the runs above), with the same error.
+    for name in ["attention_backward_dkdv_bf16", "attention_backward_dq_bf16"] {
+        use smelt::backend::emu::attention_tc;
+        let (bi, ti, ci, nhi) = (int(b), int(t), int(c), int(nh));
+        let dims = if name.contains("dkdv") {
+            attention_tc::attention_backward_dkdv_bf16_launch(b, t, c, nh)
+        } else {
+            attention_tc::attention_backward_dq_bf16_launch(b, t, c, nh)
+        };
+        let ms = g.time_ms(
+            || launch!(g, name, dims; &mut dqkv, &dout, &qkv, &lse, &dsum, &bi, &ti, &ci, &nhi),
+        );
+        r.max_err = keep;
+        report(&mut r, name, ms, &bench);
+    }
 }

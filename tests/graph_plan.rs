@@ -78,3 +78,36 @@ fn backward_pass_structure() {
     let m = gpt(2, false);
     assert_eq!(m.exec.graph.forward_len, m.exec.graph.ops.len());
 }
+
+#[test]
+fn forward_ops_are_fused_into_epilogues() {
+    let config = GptConfig {
+        n_layer: 3,
+        n_head: 2,
+        n_embd: 16,
+        block_size: 8,
+        vocab_size: 50,
+    };
+    let m = Gpt::new(CpuBackend::new(), config, 2, 8, true).unwrap();
+    let forward = &m.exec.graph.ops[..m.exec.graph.forward_len];
+    let count = |f: fn(&Op) -> bool| forward.iter().filter(|op| f(op)).count();
+    // One GELU per layer, in its c_fc matmul's epilogue; each residual add feeds the next
+    // layernorm (ln_2, the next layer's ln_1, or ln_f).
+    assert_eq!(count(|op| matches!(op, Op::MatmulGelu { .. })), 3);
+    assert_eq!(count(|op| matches!(op, Op::AddLayerNorm { .. })), 6);
+    assert_eq!(
+        count(|op| matches!(op, Op::Gelu { .. } | Op::Add { .. })),
+        0
+    );
+    // Only the first layernorm (ln_1 of layer 0, after the embedding) stands alone.
+    assert_eq!(count(|op| matches!(op, Op::LayerNorm { .. })), 1);
+    // Nothing in the backward pass is fused away.
+    let backward = &m.exec.graph.ops[m.exec.graph.forward_len..];
+    assert_eq!(
+        backward
+            .iter()
+            .filter(|op| matches!(op, Op::GeluBackward { .. }))
+            .count(),
+        3
+    );
+}

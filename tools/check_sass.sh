@@ -7,11 +7,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Kernels that must contain HMMA (the attention backward joins when its mma version lands).
+# Kernels that must contain HMMA.
 if [ $# -gt 0 ]; then
   KERNELS=("$@")
 else
-  KERNELS=(matmul_bf16 attention_forward_bf16)
+  KERNELS=(matmul_bf16 matmul_bf16_to_bf16 attention_forward_bf16 attention_backward_dkdv_bf16 attention_backward_dq_bf16)
 fi
 
 cuobjdump=$(find tools/.venv-cuda -path '*/bin/cuobjdump' -type f 2>/dev/null | head -n 1)

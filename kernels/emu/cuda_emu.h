@@ -112,7 +112,9 @@
 #include <exception>
 #include <mutex>
 #include <thread>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <sys/mman.h>
@@ -716,6 +718,24 @@ inline void launch(const char* name, smelt_dim3 grid, smelt_dim3 block, unsigned
                 [](void* p) { (*static_cast<Body*>(p))(); }, static_cast<void*>(&body));
 }
 
+// Runs `kernel` with its arguments given as cuLaunchKernel's `kernelParams`: params[i] points
+// at the value of argument i. The values are copied before the launch (as CUDA does).
+template <typename... A, std::size_t... I>
+inline void launch_params_impl(const char* name, void (*kernel)(A...), smelt_dim3 grid,
+                               smelt_dim3 block, unsigned smem_bytes, void** params,
+                               std::index_sequence<I...>) {
+    std::tuple<typename std::decay<A>::type...> args(
+        *static_cast<typename std::decay<A>::type*>(params[I])...);
+    launch(name, grid, block, smem_bytes, [&]() { std::apply(kernel, args); });
+}
+
+template <typename... A>
+inline void launch_params(const char* name, void (*kernel)(A...), smelt_dim3 grid,
+                          smelt_dim3 block, unsigned smem_bytes, void** params) {
+    launch_params_impl(name, kernel, grid, block, smem_bytes, params,
+                       std::index_sequence_for<A...>{});
+}
+
 inline uint3 thread_idx() { return worker().current->tid; }
 inline uint3 block_idx() { return worker().block_idx; }
 inline dim3 block_dim() { return worker().kernel->block; }
@@ -723,9 +743,13 @@ inline dim3 grid_dim() { return worker().kernel->grid; }
 
 }  // namespace smelt_emu
 
-// Defines `extern "C" void smelt_emu_<name>(smelt_dim3 grid, smelt_dim3 block,
-// unsigned int smem, <params>)`, which runs `name<<<grid, block, smem>>>(<args>)` to
-// completion. Usage, after the kernel:
+// Defines two launchers that run `name<<<grid, block, smem>>>(<args>)` to completion:
+// * `extern "C" void smelt_emu_<name>(smelt_dim3 grid, smelt_dim3 block, unsigned int smem,
+//   <params>)`, typed, for the kernel tests (src/backend/emu);
+// * `extern "C" void smelt_emu_params_<name>(smelt_dim3 grid, smelt_dim3 block, unsigned int
+//   smem, void** params)`, with cuLaunchKernel's argument convention, for the device backend's
+//   emulated runtime (src/backend/device/emu.rs), which launches exactly as it does on a GPU.
+// Usage, after the kernel:
 //   SMELT_EMU_EXPORT(gelu_forward, (float* out, const float* x, int n), (out, x, n))
 #define SMELT_EMU_UNPAREN(...) __VA_ARGS__
 #define SMELT_EMU_EXPORT(name, params, args)                                                     \
@@ -733,6 +757,12 @@ inline dim3 grid_dim() { return worker().kernel->grid; }
                                      unsigned int smelt_emu_smem_, SMELT_EMU_UNPAREN params) {  \
         ::smelt_emu::launch(#name, smelt_emu_grid_, smelt_emu_block_, smelt_emu_smem_,          \
                             [&]() { name args; });                                              \
+    }                                                                                            \
+    extern "C" void smelt_emu_params_##name(smelt_dim3 smelt_emu_grid_,                         \
+                                            smelt_dim3 smelt_emu_block_,                        \
+                                            unsigned int smelt_emu_smem_, void** params_) {     \
+        ::smelt_emu::launch_params(#name, &name, smelt_emu_grid_, smelt_emu_block_,             \
+                                   smelt_emu_smem_, params_);                                   \
     }
 
 // ---------------------------------------------------------------------------------------------

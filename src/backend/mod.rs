@@ -5,32 +5,78 @@
 
 pub mod cpu;
 pub mod cuda;
+// The device backend and the kernels' emulation need the launch geometry of `backend::emu`,
+// which exists when build.rs compiled the emulation (always, with a host C++ compiler).
+#[cfg(smelt_emulation)]
+pub mod device;
 #[cfg(smelt_emulation)]
 pub mod emu;
+pub mod launch;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
-/// A contiguous range of f32 elements inside an arena.
+/// How a tensor's elements are stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DType {
+    #[default]
+    F32,
+    /// bfloat16: f32's exponent, 8 significant bits. Device backends store activations in it
+    /// in mixed precision; arithmetic stays f32.
+    Bf16,
+}
+
+impl DType {
+    pub fn bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::Bf16 => 2,
+        }
+    }
+}
+
+/// A contiguous range of elements inside an arena. The arena is addressed in 4-byte words:
+/// `offset` counts words, `len` elements of `dtype` (a bf16 view of `len` elements spans
+/// `ceil(len / 2)` words). The CPU backend only ever sees f32 views.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct View {
     pub offset: usize,
     pub len: usize,
+    pub dtype: DType,
 }
 
 impl View {
+    /// An f32 view.
     pub fn new(offset: usize, len: usize) -> Self {
-        View { offset, len }
+        View {
+            offset,
+            len,
+            dtype: DType::F32,
+        }
     }
+    pub fn typed(offset: usize, len: usize, dtype: DType) -> Self {
+        View { offset, len, dtype }
+    }
+    /// The 4-byte words the view spans.
+    pub fn words(&self) -> usize {
+        (self.len * self.dtype.bytes()).div_ceil(4)
+    }
+    /// The word after the view's last.
     pub fn end(&self) -> usize {
-        self.offset + self.len
+        self.offset + self.words()
     }
     pub fn overlaps(&self, other: &View) -> bool {
         self.len > 0 && other.len > 0 && self.offset < other.end() && other.offset < self.end()
     }
-    /// The sub-range `[start, start + len)` of this view.
+    /// The sub-range `[start, start + len)` of this view (elements; for bf16, `start` must be
+    /// even so the sub-view starts on a word).
     pub fn slice(&self, start: usize, len: usize) -> View {
         assert!(start + len <= self.len, "sub-view out of range");
-        View::new(self.offset + start, len)
+        let start_bytes = start * self.dtype.bytes();
+        assert!(
+            start_bytes.is_multiple_of(4),
+            "sub-view must start on a 4-byte word"
+        );
+        View::typed(self.offset + start_bytes / 4, len, self.dtype)
     }
 }
 
@@ -85,6 +131,8 @@ pub trait Backend {
     type Arena;
     /// A buffer of token ids.
     type Indices;
+    /// A recorded sequence of kernel calls (see [`Backend::can_capture`]).
+    type Captured;
 
     fn name(&self) -> String;
 
@@ -94,6 +142,13 @@ pub trait Backend {
     fn write(&self, arena: &mut Self::Arena, dst: View, src: &[f32]) -> Result<()>;
     fn read(&self, arena: &Self::Arena, src: View, dst: &mut [f32]) -> Result<()>;
     fn fill(&self, arena: &mut Self::Arena, dst: View, value: f32);
+    /// out = x converted to out's dtype (the bf16 working copies of f32 weights).
+    fn convert(&self, arena: &mut Self::Arena, out: View, x: View);
+    /// The dtype this backend stores activations in (a graph is given that precision when
+    /// it is built for the backend).
+    fn activation_dtype(&self) -> DType {
+        DType::F32
+    }
 
     /// out (b,t,c) = wte[tokens] + wpe[position].
     #[allow(clippy::too_many_arguments)]
@@ -131,6 +186,37 @@ pub trait Backend {
         bias: Option<View>,
         shape: MatmulShape,
     );
+    /// [`Backend::matmul`] then act = gelu(out), keeping both (GELU as the matmul epilogue).
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_gelu(
+        &self,
+        arena: &mut Self::Arena,
+        out: View,
+        act: View,
+        a: View,
+        b: View,
+        bias: Option<View>,
+        shape: MatmulShape,
+    ) {
+        self.matmul(arena, out, a, b, bias, shape);
+        self.gelu_forward(arena, act, out);
+    }
+    /// sum = a + b, then [`Backend::layernorm_forward`] of sum: the residual connection and
+    /// the next layernorm. Outputs `[sum, out, mean, rstd]`, inputs `[a, b, weight, bias]`.
+    fn add_layernorm_forward(
+        &self,
+        arena: &mut Self::Arena,
+        outputs: [View; 4],
+        inputs: [View; 4],
+        n: usize,
+        c: usize,
+        eps: f32,
+    ) {
+        let [sum, out, mean, rstd] = outputs;
+        let [a, b, weight, bias] = inputs;
+        self.add(arena, sum, a, b);
+        self.layernorm_forward(arena, out, mean, rstd, sum, weight, bias, n, c, eps);
+    }
     /// out (n) = column sums of x (m,n): the bias gradient.
     fn sum_rows(&self, arena: &mut Self::Arena, out: View, x: View, m: usize, n: usize);
     /// Row-wise layernorm of x (n,c); saves mean and 1/std per row for the backward pass.
@@ -220,4 +306,26 @@ pub trait Backend {
     fn sum_squares(&self, arena: &Self::Arena, x: View) -> f64;
     /// One AdamW update of every group.
     fn adamw(&self, arena: &mut Self::Arena, groups: &[AdamWGroup], step: &AdamWStep);
+
+    /// Whether kernel calls can be recorded once ([`Backend::begin_capture`] ..
+    /// [`Backend::end_capture`]) and replayed: CUDA graphs.
+    fn can_capture(&self) -> bool {
+        false
+    }
+    /// From now on kernel calls are recorded, not run.
+    fn begin_capture(&self) -> Result<()> {
+        Err(Error::Device(format!(
+            "{} cannot record kernel calls",
+            self.name()
+        )))
+    }
+    /// The calls recorded since [`Backend::begin_capture`].
+    fn end_capture(&self) -> Result<Self::Captured>;
+    /// Runs recorded calls again, on the same memory with the same arguments.
+    fn replay(&self, captured: &Self::Captured) -> Result<()>;
+    /// Reports the first failure of an earlier kernel call. Kernel calls return nothing
+    /// because a device runs them asynchronously; a device backend keeps the failure.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -11,8 +11,7 @@ use smelt::train::{self, RunConfig};
 ///
 /// Settings come from a TOML file (--config) with sections [model] (n_layer, n_head, n_embd,
 /// block_size, vocab_size), [data] (dir, corpus, tokenizer, val_fraction, test_fraction,
-/// cache), [train] (device, out, batch_size,
-/// seq_len, grad_accum, max_steps, lr, min_lr, warmup_steps, eval_every, eval_batches, seed,
+/// cache), [train] (device, precision, out, batch_size, seq_len, grad_accum, max_steps, lr, min_lr, warmup_steps, eval_every, eval_batches, seed,
 /// sample_tokens, max_seconds, threads) and [optimizer] (beta1, beta2, eps, weight_decay,
 /// grad_clip); every key is optional. Flags override the file. The run directory receives
 /// checkpoint/ (model.safetensors, config.json, tokenizer.json) and summary.json.
@@ -40,9 +39,14 @@ struct Args {
     /// Seed for initialisation and batch order [default: 1337].
     #[arg(long)]
     seed: Option<u64>,
-    /// Compute device: auto, cpu or cuda [default: auto].
+    /// Compute device: auto (CUDA if a GPU and kernels are present, else cpu), cpu, cuda, or
+    /// emu (the CUDA kernels emulated on the CPU; slow, for testing) [default: auto].
     #[arg(long)]
     device: Option<String>,
+    /// Matmul/attention arithmetic on CUDA: auto (bf16), bf16 (tensor cores) or f32
+    /// [default: auto].
+    #[arg(long)]
+    precision: Option<String>,
     /// A data set made by `prepare`; without it, --corpus is prepared (and cached) first.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
@@ -83,6 +87,9 @@ fn main() -> ExitCode {
         }
         if let Some(v) = args.device.clone() {
             t.device = v;
+        }
+        if let Some(v) = args.precision.clone() {
+            t.precision = v;
         }
         if let Some(v) = args.corpus.clone() {
             cfg.data.corpus = v;

@@ -29,6 +29,7 @@ pub fn append_backward(graph: &mut Graph) -> Result<()> {
             name,
             shape,
             storage: Storage::GradAccum(i),
+            dtype: crate::backend::DType::F32,
         });
         let acc = TensorId(graph.tensors.len() - 1);
         graph.params[i].grad = Some(acc);
@@ -273,6 +274,12 @@ impl Autodiff<'_> {
             | Op::AccumulateGrad { .. } => {
                 return Err(Error::Config(format!(
                     "op {} has no backward rule (it belongs to a backward pass)",
+                    op.kind()
+                )))
+            }
+            Op::MatmulGelu { .. } | Op::AddLayerNorm { .. } | Op::Convert { .. } => {
+                return Err(Error::Config(format!(
+                    "op {} comes from a graph pass: differentiate the graph first",
                     op.kind()
                 )))
             }

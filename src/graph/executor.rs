@@ -16,12 +16,26 @@ pub struct Executor<B: Backend> {
     indices: Vec<B::Indices>,
     /// Per op kind: total time and calls, when profiling is on.
     profile: Option<Vec<(&'static str, Duration, usize)>>,
+    /// Record-and-replay of the forward pass and of forward + backward (CUDA graphs), on
+    /// backends that can capture.
+    capture: bool,
+    forward_pass: Replay<B::Captured>,
+    training_pass: Replay<B::Captured>,
+}
+
+/// The state of one replayable op range: run eagerly once (which sizes scratch memory and
+/// loads kernels), then recorded on its second run and replayed from then on.
+enum Replay<C> {
+    Cold,
+    Warm,
+    Captured(C),
 }
 
 impl<B: Backend> Executor<B> {
     /// Plans the graph and allocates its arena (zeroed).
     pub fn new(backend: B, graph: Graph) -> Result<Self> {
         let plan = planner::plan(&graph)?;
+        let backend_can_capture = backend.can_capture();
         let arena = backend.alloc(plan.total)?;
         let indices = graph
             .indices
@@ -35,6 +49,9 @@ impl<B: Backend> Executor<B> {
             arena,
             indices,
             profile: None,
+            capture: backend_can_capture,
+            forward_pass: Replay::Cold,
+            training_pass: Replay::Cold,
         })
     }
 
@@ -73,13 +90,65 @@ impl<B: Backend> Executor<B> {
     }
 
     /// Runs the forward ops.
-    pub fn forward(&mut self) {
-        self.run(0..self.graph.forward_len);
+    pub fn forward(&mut self) -> Result<()> {
+        let mut state = std::mem::replace(&mut self.forward_pass, Replay::Cold);
+        let result = self.run_replayable(&mut state, 0..self.graph.forward_len);
+        self.forward_pass = state;
+        result
     }
 
     /// Runs the backward ops, adding this micro-batch's gradients into the accumulators.
-    pub fn backward(&mut self) {
+    pub fn backward(&mut self) -> Result<()> {
         self.run(self.graph.forward_len..self.graph.ops.len());
+        self.backend.check()
+    }
+
+    /// Runs the forward and backward ops (one training micro-step).
+    pub fn forward_backward(&mut self) -> Result<()> {
+        let mut state = std::mem::replace(&mut self.training_pass, Replay::Cold);
+        let result = self.run_replayable(&mut state, 0..self.graph.ops.len());
+        self.training_pass = state;
+        result
+    }
+
+    /// Turns record-and-replay off (or back on, where the backend supports it). Off, every
+    /// call launches each kernel anew: for debugging and for timing kernels one by one.
+    pub fn set_capture(&mut self, on: bool) {
+        self.capture = on && self.backend.can_capture();
+        self.forward_pass = Replay::Cold;
+        self.training_pass = Replay::Cold;
+    }
+
+    /// Whether the training pass now replays a recording.
+    pub fn is_replaying(&self) -> bool {
+        matches!(self.training_pass, Replay::Captured(_))
+    }
+
+    fn run_replayable(
+        &mut self,
+        state: &mut Replay<B::Captured>,
+        range: std::ops::Range<usize>,
+    ) -> Result<()> {
+        if !self.capture || self.profile.is_some() {
+            self.run(range);
+            return self.backend.check();
+        }
+        match state {
+            Replay::Captured(recording) => self.backend.replay(recording)?,
+            Replay::Cold => {
+                self.run(range);
+                *state = Replay::Warm;
+            }
+            Replay::Warm => {
+                self.backend.begin_capture()?;
+                self.run(range);
+                let recording = self.backend.end_capture()?;
+                // Capturing records without running: run the recording now.
+                self.backend.replay(&recording)?;
+                *state = Replay::Captured(recording);
+            }
+        }
+        self.backend.check()
     }
 
     /// Zeroes the gradient accumulators (start of an optimizer step).
@@ -208,6 +277,35 @@ impl<B: Backend> Executor<B> {
                 out,
                 shape,
             } => be.matmul(arena, v(out), v(a), v(b), bias.map(v), shape),
+            Op::MatmulGelu {
+                a,
+                b,
+                bias,
+                out,
+                act,
+                shape,
+            } => be.matmul_gelu(arena, v(out), v(act), v(a), v(b), bias.map(v), shape),
+            Op::AddLayerNorm {
+                a,
+                b,
+                sum,
+                weight,
+                bias,
+                out,
+                mean,
+                rstd,
+                n,
+                c,
+                eps,
+            } => be.add_layernorm_forward(
+                arena,
+                [v(sum), v(out), v(mean), v(rstd)],
+                [v(a), v(b), v(weight), v(bias)],
+                n,
+                c,
+                eps,
+            ),
+            Op::Convert { x, out } => be.convert(arena, v(out), v(x)),
             Op::SumRows { x, out, m, n } => be.sum_rows(arena, v(out), v(x), m, n),
             Op::LayerNorm {
                 x,

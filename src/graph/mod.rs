@@ -2,13 +2,18 @@
 //!
 //! A model is built once as a [`Graph`]: tensors (with shapes and a storage class) and a
 //! list of [`Op`]s in execution order. [`autodiff::append_backward`] appends the backward
-//! ops to the same list, [`planner::plan`] gives every tensor a place in one arena (reusing
+//! ops to the same list, [`fuse::fuse_forward`] merges adjacent forward ops into single kernel
+//! calls, [`planner::plan`] gives every tensor a place in one arena (reusing
 //! memory by liveness), and [`executor::Executor`] replays the list on a backend each step.
 
 pub mod autodiff;
 pub mod executor;
+pub mod fuse;
 pub mod op;
 pub mod planner;
+pub mod precision;
+
+use crate::backend::DType;
 
 pub use op::Op;
 
@@ -38,6 +43,8 @@ pub struct Tensor {
     pub name: String,
     pub shape: Vec<usize>,
     pub storage: Storage,
+    /// f32 unless a precision pass ([`precision::store_activations_in_bf16`]) changed it.
+    pub dtype: DType,
 }
 
 impl Tensor {
@@ -99,6 +106,7 @@ impl Graph {
             name: name.into(),
             shape: shape.to_vec(),
             storage,
+            dtype: DType::F32,
         });
         TensorId(self.tensors.len() - 1)
     }

@@ -34,6 +34,38 @@ pub enum Op {
         out: TensorId,
         shape: MatmulShape,
     },
+    /// A linear layer with its GELU as the matmul's epilogue (made by [`super::fuse`]):
+    /// out = op(a) · op(b) (+ bias) and act = gelu(out), both kept (the GELU's backward reads
+    /// out).
+    MatmulGelu {
+        a: TensorId,
+        b: TensorId,
+        bias: Option<TensorId>,
+        out: TensorId,
+        act: TensorId,
+        shape: MatmulShape,
+    },
+    /// The residual connection fused with the layernorm that follows it (made by
+    /// [`super::fuse`]): sum = a + b, out = layernorm(sum), saving mean and 1/std.
+    AddLayerNorm {
+        a: TensorId,
+        b: TensorId,
+        sum: TensorId,
+        weight: TensorId,
+        bias: TensorId,
+        out: TensorId,
+        mean: TensorId,
+        rstd: TensorId,
+        n: usize,
+        c: usize,
+        eps: f32,
+    },
+    /// out = x in out's dtype: the bf16 working copy of an f32 weight (see
+    /// [`super::precision`]).
+    Convert {
+        x: TensorId,
+        out: TensorId,
+    },
     /// out (n) = Σ_rows x (m,n).
     SumRows {
         x: TensorId,
@@ -132,6 +164,13 @@ impl Op {
             Op::Matmul { a, b, bias, .. } => {
                 [Some(a), Some(b), bias].into_iter().flatten().collect()
             }
+            Op::MatmulGelu { a, b, bias, .. } => {
+                [Some(a), Some(b), bias].into_iter().flatten().collect()
+            }
+            Op::AddLayerNorm {
+                a, b, weight, bias, ..
+            } => vec![a, b, weight, bias],
+            Op::Convert { x, .. } => vec![x],
             Op::SumRows { x, .. } => vec![x],
             Op::LayerNorm {
                 x, weight, bias, ..
@@ -167,6 +206,15 @@ impl Op {
             Op::Embedding { out, .. } => vec![out],
             Op::EmbeddingBackward { dwte, dwpe, .. } => vec![dwte, dwpe],
             Op::Matmul { out, .. } => vec![out],
+            Op::MatmulGelu { out, act, .. } => vec![out, act],
+            Op::AddLayerNorm {
+                sum,
+                out,
+                mean,
+                rstd,
+                ..
+            } => vec![sum, out, mean, rstd],
+            Op::Convert { out, .. } => vec![out],
             Op::SumRows { out, .. } => vec![out],
             Op::LayerNorm {
                 out, mean, rstd, ..
@@ -191,6 +239,9 @@ impl Op {
             Op::Embedding { .. } => "embedding",
             Op::EmbeddingBackward { .. } => "embedding_backward",
             Op::Matmul { .. } => "matmul",
+            Op::MatmulGelu { .. } => "matmul_gelu",
+            Op::AddLayerNorm { .. } => "add_layernorm",
+            Op::Convert { .. } => "convert",
             Op::SumRows { .. } => "sum_rows",
             Op::LayerNorm { .. } => "layernorm",
             Op::LayerNormBackward { .. } => "layernorm_backward",

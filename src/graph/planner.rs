@@ -11,7 +11,7 @@
 //! over what it reads.
 
 use super::{Graph, Storage, TensorId};
-use crate::backend::View;
+use crate::backend::{DType, View};
 use crate::error::{Error, Result};
 
 /// Every tensor offset is a multiple of this many f32s (64 bytes: cache lines, vector loads).
@@ -61,7 +61,15 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
     let n = graph.tensors.len();
     let mut views = vec![View::new(0, 0); n];
 
-    // Parameters, then the three parallel regions.
+    // Parameters, then the three parallel regions (all f32: master weights, accumulators).
+    if let Some(t) = graph.tensors.iter().find(|t| {
+        matches!(t.storage, Storage::Param | Storage::GradAccum(_)) && t.dtype != DType::F32
+    }) {
+        return Err(Error::Config(format!(
+            "parameter or gradient '{}' must be f32 (its bf16 copy is a separate tensor)",
+            t.name
+        )));
+    }
     let mut cursor = 0;
     for p in &graph.params {
         views[p.tensor.0] = View::new(cursor, graph.numel(p.tensor));
@@ -82,8 +90,8 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
     // Outputs live for the whole run.
     for (i, t) in graph.tensors.iter().enumerate() {
         if t.storage == Storage::Output {
-            views[i] = View::new(cursor, t.numel());
-            cursor += align(t.numel());
+            views[i] = View::typed(cursor, t.numel(), t.dtype);
+            cursor += align(views[i].words());
         }
     }
 
@@ -113,7 +121,8 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
     for i in 0..n {
         if is_activation(TensorId(i)) && first_write[i] != usize::MAX {
             release_after[last_use[i]].push(TensorId(i));
-            naive += align(graph.tensors[i].numel());
+            let t = &graph.tensors[i];
+            naive += align(View::typed(0, t.numel(), t.dtype).words());
         }
     }
 
@@ -122,13 +131,14 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
     for (i, op) in graph.ops.iter().enumerate() {
         for id in op.outputs() {
             if is_activation(id) && !placed[id.0] {
-                let len = graph.numel(id);
-                views[id.0] = View::new(arena.alloc(align(len)), len);
+                let t = &graph.tensors[id.0];
+                let view = View::typed(0, t.numel(), t.dtype);
+                views[id.0] = View::typed(arena.alloc(align(view.words())), view.len, view.dtype);
                 placed[id.0] = true;
             }
         }
         for id in &release_after[i] {
-            arena.free(views[id.0].offset, align(views[id.0].len));
+            arena.free(views[id.0].offset, align(views[id.0].words()));
         }
     }
     let activation_base = cursor;

@@ -8,10 +8,11 @@
 use std::collections::HashMap;
 
 use super::config::{GptConfig, LAYER_NORM_EPS};
+use crate::backend::DType;
 use crate::backend::{AttentionShape, Backend, MatmulShape};
 use crate::error::{Error, Result};
 use crate::graph::executor::Executor;
-use crate::graph::{autodiff, Graph, IndexId, Op, TensorId};
+use crate::graph::{autodiff, fuse, precision, Graph, IndexId, Op, TensorId};
 use crate::rng::Rng;
 
 /// A named parameter tensor in Hugging Face layout (unpadded vocabulary).
@@ -202,6 +203,10 @@ impl<B: Backend> Gpt<B> {
         if training {
             autodiff::append_backward(&mut graph)?;
         }
+        fuse::fuse_forward(&mut graph);
+        if backend.activation_dtype() == DType::Bf16 {
+            precision::store_activations_in_bf16(&mut graph)?;
+        }
         let mut exec = Executor::new(backend, graph)?;
         exec.zero_optimizer_state();
         Ok(Gpt {
@@ -367,18 +372,22 @@ impl<B: Backend> Gpt<B> {
 
     /// Runs the forward pass; returns the mean loss for training graphs (NaN otherwise).
     pub fn forward(&mut self) -> Result<f32> {
-        self.exec.forward();
-        match self.loss {
-            Some(loss) => Ok(self.exec.read(loss)?[0]),
-            None => Ok(f32::NAN),
-        }
+        self.exec.forward()?;
+        self.loss()
     }
 
     /// Forward and backward; the gradients are added into the accumulators.
     pub fn forward_backward(&mut self) -> Result<f32> {
-        let loss = self.forward()?;
-        self.exec.backward();
-        Ok(loss)
+        self.exec.forward_backward()?;
+        self.loss()
+    }
+
+    /// The mean loss of the last forward pass (NaN for inference graphs).
+    fn loss(&self) -> Result<f32> {
+        match self.loss {
+            Some(loss) => Ok(self.exec.read(loss)?[0]),
+            None => Ok(f32::NAN),
+        }
     }
 
     /// The logits of the last forward pass, (batch·seq_len, padded_vocab). In a training

@@ -45,8 +45,12 @@ impl Default for DataConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    /// `auto`, `cpu` or `cuda`.
+    /// `auto` (CUDA when this build has kernels and a GPU is present, else the CPU), `cpu`,
+    /// `cuda`, or `emu` (the CUDA kernels emulated on the CPU: slow, for testing).
     pub device: String,
+    /// Matmul and attention arithmetic on CUDA: `auto` (bf16 on CUDA), `bf16` (tensor cores,
+    /// f32 storage and accumulation) or `f32`. The CPU always computes in f32.
+    pub precision: String,
     /// Run directory: checkpoint, summary.json.
     pub out: PathBuf,
     pub batch_size: usize,
@@ -76,6 +80,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             device: "auto".into(),
+            precision: "auto".into(),
             out: PathBuf::from("runs/default"),
             batch_size: 16,
             seq_len: 128,
@@ -165,10 +170,16 @@ impl RunConfig {
         {
             return bad("optimizer: beta1 and beta2 must be in [0, 1), eps > 0, weight_decay >= 0");
         }
+        if !matches!(t.precision.as_str(), "auto" | "bf16" | "f32") {
+            return Err(Error::Config(format!(
+                "train.precision '{}' is not one of auto, bf16, f32",
+                t.precision
+            )));
+        }
         match t.device.as_str() {
-            "auto" | "cpu" | "cuda" => Ok(()),
+            "auto" | "cpu" | "cuda" | "emu" => Ok(()),
             other => Err(Error::Config(format!(
-                "train.device '{other}' is not one of auto, cpu, cuda"
+                "train.device '{other}' is not one of auto, cpu, cuda, emu"
             ))),
         }
     }

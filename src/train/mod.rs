@@ -12,6 +12,9 @@ use serde::Serialize;
 pub use config::RunConfig;
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::CudaRuntime;
+use crate::backend::device::emu::EmuRuntime;
+use crate::backend::device::{DeviceBackend, Precision};
 use crate::backend::{AdamWStep, Backend};
 use crate::checkpoint;
 use crate::data::batches::Batch;
@@ -45,19 +48,43 @@ pub struct RunSummary {
     pub config: RunConfig,
 }
 
-/// The compute device a run asked for, resolved.
-fn resolve_device(requested: &str) -> Result<CpuBackend> {
+/// The matmul/attention arithmetic a run asked for, on a device backend.
+fn precision(requested: &str) -> Precision {
     match requested {
-        "cpu" | "auto" => Ok(CpuBackend::new()),
+        "f32" => Precision::F32,
+        _ => Precision::Bf16,
+    }
+}
+
+/// Resolves the run's device and trains on it.
+fn run_on_device(cfg: RunConfig, live: bool) -> Result<RunSummary> {
+    let t = &cfg.train;
+    if t.precision != "auto" && t.device == "cpu" {
+        eprintln!("note: train.precision applies to CUDA; the CPU computes in f32");
+    }
+    match t.device.as_str() {
+        "cpu" => run_on(CpuBackend::new(), cfg, live),
         "cuda" => {
-            // Say precisely what is missing: kernels, driver or GPU first; then the backend.
-            crate::backend::cuda::require()?;
-            Err(Error::Device(
-                "device cuda: a GPU is here, but the CUDA training backend is not complete yet (matmul and attention kernels pending); use --device cpu".into(),
-            ))
+            let backend = DeviceBackend::new(CudaRuntime::new(0)?, precision(&t.precision));
+            run_on(backend, cfg, live)
         }
+        "emu" => {
+            let backend = DeviceBackend::new(EmuRuntime::new(), precision(&t.precision));
+            run_on(backend, cfg, live)
+        }
+        "auto" => match crate::backend::cuda::probe() {
+            Ok(_) => {
+                let backend = DeviceBackend::new(CudaRuntime::new(0)?, precision(&t.precision));
+                eprintln!("device auto: a GPU and CUDA kernels are present: using CUDA");
+                run_on(backend, cfg, live)
+            }
+            Err(why) => {
+                eprintln!("device auto: CUDA unavailable ({why}): using the CPU");
+                run_on(CpuBackend::new(), cfg, live)
+            }
+        },
         other => Err(Error::Config(format!(
-            "device '{other}' is not one of auto, cpu, cuda"
+            "device '{other}' is not one of auto, cpu, cuda, emu"
         ))),
     }
 }
@@ -79,26 +106,22 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Runs training as configured. `live` enables the terminal progress bar.
-pub fn run(mut cfg: RunConfig, live: bool) -> Result<RunSummary> {
-    let started = Instant::now();
+pub fn run(cfg: RunConfig, live: bool) -> Result<RunSummary> {
     cfg.validate()?;
-    let backend = resolve_device(&cfg.train.device)?;
     if cfg.train.threads > 0 {
         // Fails only if a pool already exists (e.g. a second run in one process): keep it.
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.train.threads)
             .build_global();
     }
+    run_on_device(cfg, live)
+}
+
+/// Trains on `backend`.
+fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, live: bool) -> Result<RunSummary> {
+    let started = Instant::now();
     let t = cfg.train.clone();
-    if t.device == "auto" {
-        let why = match crate::backend::cuda::probe() {
-            Ok(_) => "a GPU is here, but the CUDA training backend is not complete yet".to_string(),
-            Err(why) => why,
-        };
-        eprintln!("device: {} (auto: CUDA unavailable: {why})", backend.name());
-    } else {
-        eprintln!("device: {}", backend.name());
-    }
+    eprintln!("device: {}", backend.name());
 
     let mut data = data::open(&mut cfg, live)?;
     let unigram_entropy = data.unigram_entropy;

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests (each test crate uses a part of them).
 #![allow(dead_code)]
 
+pub mod pytorch;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

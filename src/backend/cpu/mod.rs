@@ -4,7 +4,7 @@
 
 pub mod kernels;
 
-use super::{AdamWGroup, AdamWStep, AttentionShape, Backend, MatmulShape, View};
+use super::{AdamWGroup, AdamWStep, AttentionShape, Backend, DType, MatmulShape, View};
 use crate::error::Result;
 
 /// The reference backend. Its arena is one `Vec<f32>`.
@@ -27,6 +27,9 @@ fn split<const O: usize, const I: usize>(
     outs: [View; O],
     ins: [View; I],
 ) -> ([&mut [f32]; O], [&[f32]; I]) {
+    for v in outs.iter().chain(ins.iter()) {
+        assert_eq!(v.dtype, DType::F32, "the CPU backend computes in f32 only");
+    }
     for (i, o) in outs.iter().enumerate() {
         assert!(o.end() <= mem.len(), "view {o:?} outside the arena");
         for other in outs.iter().skip(i + 1).chain(ins.iter()) {
@@ -51,6 +54,8 @@ fn split<const O: usize, const I: usize>(
 impl Backend for CpuBackend {
     type Arena = Vec<f32>;
     type Indices = Vec<u32>;
+    /// The CPU runs kernels as they are called: nothing to record.
+    type Captured = ();
 
     fn name(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
@@ -77,6 +82,11 @@ impl Backend for CpuBackend {
     fn read(&self, arena: &Vec<f32>, src: View, dst: &mut [f32]) -> Result<()> {
         dst.copy_from_slice(&arena[src.offset..src.end()]);
         Ok(())
+    }
+
+    fn convert(&self, arena: &mut Vec<f32>, out: View, x: View) {
+        let ([out], [x]) = split(arena, [out], [x]);
+        out.copy_from_slice(x);
     }
 
     fn fill(&self, arena: &mut Vec<f32>, dst: View, value: f32) {
@@ -273,5 +283,17 @@ impl Backend for CpuBackend {
                 step.grad_scale,
             );
         }
+    }
+
+    fn end_capture(&self) -> Result<()> {
+        Err(crate::error::Error::Device(
+            "the CPU backend does not record kernel calls".into(),
+        ))
+    }
+
+    fn replay(&self, _: &()) -> Result<()> {
+        Err(crate::error::Error::Device(
+            "the CPU backend does not record kernel calls".into(),
+        ))
     }
 }

@@ -1,8 +1,12 @@
-//! The CUDA backend, under construction: the kernels `build.rs` compiles from `kernels/*.cu`
-//! (embedded as one fatbin) and the discovery of a usable GPU. The kernels themselves are
-//! verified on the CPU through the emulation layer (`backend::emu`); the `Backend`
-//! implementation on a device (one arena, one stream, CUDA-graph replay) comes once the
-//! tensor-core matmul and attention kernels exist.
+//! CUDA: the kernels `build.rs` compiles from `kernels/*.cu` (embedded as one fatbin), the
+//! discovery of a usable GPU, and [`CudaRuntime`], the GPU under the device backend
+//! (`backend::device::DeviceBackend<CudaRuntime>`): one context, one stream, launches through
+//! cudarc, CUDA graphs for replay.
+
+#[cfg(smelt_emulation)]
+mod runtime;
+#[cfg(smelt_emulation)]
+pub use runtime::CudaRuntime;
 
 use crate::error::{Error, Result};
 

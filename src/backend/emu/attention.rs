@@ -56,6 +56,18 @@ unsafe extern "C" {
         c: c_int,
         nh: c_int,
     );
+    fn smelt_emu_attention_backward_preprocess_bf16(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        dsum: *mut f32,
+        dout: *const u16,
+        out: *const u16,
+        b: c_int,
+        t: c_int,
+        c: c_int,
+        nh: c_int,
+    );
     fn smelt_emu_attention_backward_dkdv(
         grid: Dim3,
         block: Dim3,
@@ -290,6 +302,55 @@ pub fn attention_backward(
             ti,
             ci,
             nhi,
+        );
+    }
+}
+
+/// The first step of the backward with bf16 storage of `dout` and `out (b,t,c)` (bit
+/// patterns): `dsum[(bi·nh + h)·t + i] = Σ_d dout[bi,i,h·hs+d] · out[bi,i,h·hs+d]` in f32
+/// (`dsum` is `(b,nh,t)`, [`attention_backward_scratch_len`]). Geometry of
+/// [`attention_backward_preprocess_launch`].
+pub fn attention_backward_preprocess_bf16(
+    dsum: &mut [f32],
+    dout: &[u16],
+    out: &[u16],
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) {
+    assert!(
+        nh > 0 && c.is_multiple_of(nh),
+        "attention_backward_preprocess_bf16: c must be a multiple of nh"
+    );
+    assert!(
+        out.len() == b * t * c && dout.len() == b * t * c,
+        "attention_backward_preprocess_bf16: out, dout must be b*t*c"
+    );
+    assert_eq!(
+        dsum.len(),
+        attention_backward_scratch_len(b, t, nh),
+        "attention_backward_preprocess_bf16: dsum must be b*nh*t"
+    );
+    int(b * t * c);
+    if b * t * c == 0 {
+        return;
+    }
+    let p = attention_backward_preprocess_launch(b, t, nh);
+    // SAFETY: lengths checked above; the kernel reads dout and out (u16, the layout of
+    // __nv_bfloat16) and writes dsum[..b*nh*t] (a unique borrow); no dynamic shared memory.
+    unsafe {
+        smelt_emu_attention_backward_preprocess_bf16(
+            p.grid,
+            p.block,
+            p.smem,
+            dsum.as_mut_ptr(),
+            dout.as_ptr(),
+            out.as_ptr(),
+            int(b),
+            int(t),
+            int(c),
+            int(nh),
         );
     }
 }

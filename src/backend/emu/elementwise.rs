@@ -1,6 +1,7 @@
-//! `kernels/elementwise.cu` under emulation: GELU forward/backward, add, add_into and the
-//! f32 ↔ bf16 casts. bf16 values are their `u16` bit patterns (`__nv_bfloat16` is one
-//! `unsigned short`).
+//! `kernels/elementwise.cu` under emulation: GELU forward/backward, add, add_into, the
+//! f32 ↔ bf16 casts, and the bf16-storage GELU forward/backward and add (`*_bf16`: bf16 in
+//! memory, f32 arithmetic, results rounded to nearest even). bf16 values are their `u16` bit
+//! patterns (`__nv_bfloat16` is one `unsigned short`).
 
 use super::{Dim3, LaunchDims};
 
@@ -29,6 +30,32 @@ unsafe extern "C" {
         out: *mut f32,
         a: *const f32,
         b: *const f32,
+        n: i32,
+    );
+    fn smelt_emu_gelu_forward_bf16(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        out: *mut u16,
+        x: *const u16,
+        n: i32,
+    );
+    fn smelt_emu_gelu_backward_bf16(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        dx: *mut u16,
+        x: *const u16,
+        dout: *const u16,
+        n: i32,
+    );
+    fn smelt_emu_add_bf16(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        out: *mut u16,
+        a: *const u16,
+        b: *const u16,
         n: i32,
     );
     fn smelt_emu_add_into(
@@ -67,6 +94,10 @@ pub const MAX_BLOCKS: u32 = 1024;
 /// Elements each thread of the f32 kernels handles per loop step (float4 when aligned).
 pub const F32_PER_THREAD: usize = 4;
 
+/// Elements each thread of the bf16-storage kernels handles per loop step (one 16-byte uint4
+/// of eight bf16 when aligned).
+pub const BF16_PER_THREAD: usize = 8;
+
 /// A 1-D launch of `BLOCK` threads per block with enough threads for `items` work items (at
 /// least one block, at most `MAX_BLOCKS`).
 fn grid_for(items: usize) -> LaunchDims {
@@ -97,6 +128,21 @@ pub fn add_launch(n: usize) -> LaunchDims {
 
 pub fn add_into_launch(n: usize) -> LaunchDims {
     grid_for(n.div_ceil(F32_PER_THREAD))
+}
+
+/// `gelu_forward_bf16`: blocks of 256, one thread per 8 elements (capped at `MAX_BLOCKS`).
+pub fn gelu_forward_bf16_launch(n: usize) -> LaunchDims {
+    grid_for(n.div_ceil(BF16_PER_THREAD))
+}
+
+/// `gelu_backward_bf16`: as [`gelu_forward_bf16_launch`].
+pub fn gelu_backward_bf16_launch(n: usize) -> LaunchDims {
+    grid_for(n.div_ceil(BF16_PER_THREAD))
+}
+
+/// `add_bf16`: as [`gelu_forward_bf16_launch`].
+pub fn add_bf16_launch(n: usize) -> LaunchDims {
+    grid_for(n.div_ceil(BF16_PER_THREAD))
 }
 
 pub fn cast_f32_to_bf16_launch(n: usize) -> LaunchDims {
@@ -150,6 +196,66 @@ pub fn add(out: &mut [f32], a: &[f32], b: &[f32]) {
     // by the borrow rules), a and b are read.
     unsafe {
         smelt_emu_add(
+            d.grid,
+            d.block,
+            d.smem,
+            out.as_mut_ptr(),
+            a.as_ptr(),
+            b.as_ptr(),
+            n,
+        )
+    }
+}
+
+/// [`gelu_forward`] with bf16 storage: `out = bf16(gelu(x))`, bit patterns in and out.
+pub fn gelu_forward_bf16(out: &mut [u16], x: &[u16]) {
+    assert_eq!(
+        out.len(),
+        x.len(),
+        "gelu_forward_bf16: out and x must match"
+    );
+    let n = count(x.len());
+    let d = gelu_forward_bf16_launch(x.len());
+    // SAFETY: both slices hold n elements; u16 has the layout of __nv_bfloat16; the kernel
+    // reads x[..n] and writes out[..n].
+    unsafe { smelt_emu_gelu_forward_bf16(d.grid, d.block, d.smem, out.as_mut_ptr(), x.as_ptr(), n) }
+}
+
+/// [`gelu_backward`] with bf16 storage: `dx = bf16(gelu'(x) · dout)`.
+pub fn gelu_backward_bf16(dx: &mut [u16], x: &[u16], dout: &[u16]) {
+    assert!(
+        dx.len() == x.len() && dout.len() == x.len(),
+        "gelu_backward_bf16: dx, x, dout must match"
+    );
+    let n = count(x.len());
+    let d = gelu_backward_bf16_launch(x.len());
+    // SAFETY: all three slices hold n elements of __nv_bfloat16 layout; dx is written (a
+    // unique borrow), x and dout are read.
+    unsafe {
+        smelt_emu_gelu_backward_bf16(
+            d.grid,
+            d.block,
+            d.smem,
+            dx.as_mut_ptr(),
+            x.as_ptr(),
+            dout.as_ptr(),
+            n,
+        )
+    }
+}
+
+/// [`add`] with bf16 storage: `out = bf16(a + b)` (the sum in f32, rounded once).
+pub fn add_bf16(out: &mut [u16], a: &[u16], b: &[u16]) {
+    assert!(
+        out.len() == a.len() && b.len() == a.len(),
+        "add_bf16: out, a, b must match"
+    );
+    let n = count(a.len());
+    let d = add_bf16_launch(a.len());
+    // SAFETY: all three slices hold n elements of __nv_bfloat16 layout; out is written (and
+    // overlaps neither input, by the borrow rules), a and b are read.
+    unsafe {
+        smelt_emu_add_bf16(
             d.grid,
             d.block,
             d.smem,

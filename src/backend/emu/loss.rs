@@ -3,6 +3,10 @@
 //! at its input end, whose table `wte` is the tied LM head. Both read index buffers
 //! (targets, tokens) as C `int`s; the wrappers take `u32` ids and check them against the
 //! vocabulary first (the kernels index with them unchecked).
+//!
+//! The `*_bf16` wrappers run the bf16-storage kernels (activations as bf16 bit patterns,
+//! `u16`; tables, statistics, losses and parameter gradients f32; arithmetic f32) with the
+//! geometry of their f32 twins' `*_launch` functions.
 
 // The launchers mirror the kernels' argument lists (pointers plus sizes), so they are long.
 #![allow(clippy::too_many_arguments)]
@@ -78,6 +82,65 @@ unsafe extern "C" {
         smem: u32,
         dwte: *mut f32,
         dout: *const f32,
+        bucket_offsets: *const c_int,
+        bucket_tokens: *const c_int,
+        positions: *const c_int,
+        num_buckets: c_int,
+        c: c_int,
+    );
+    fn smelt_emu_cross_entropy_forward_bf16(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        losses: *mut f32,
+        lse: *mut f32,
+        logits: *const u16,
+        targets: *const c_int,
+        n: c_int,
+        v: c_int,
+        vp: c_int,
+    );
+    fn smelt_emu_cross_entropy_backward_bf16(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        dlogits: *mut u16,
+        logits: *const u16,
+        lse: *const f32,
+        targets: *const c_int,
+        dloss: f32,
+        n: c_int,
+        v: c_int,
+        vp: c_int,
+    );
+    fn smelt_emu_embedding_forward_bf16(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        out: *mut u16,
+        tokens: *const c_int,
+        wte: *const f32,
+        wpe: *const f32,
+        b: c_int,
+        t: c_int,
+        c: c_int,
+    );
+    fn smelt_emu_embedding_backward_wpe_bf16(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        dwpe: *mut f32,
+        dout: *const u16,
+        b: c_int,
+        t: c_int,
+        c: c_int,
+    );
+    fn smelt_emu_embedding_backward_wte_bf16(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        dwte: *mut f32,
+        dout: *const u16,
         bucket_offsets: *const c_int,
         bucket_tokens: *const c_int,
         positions: *const c_int,
@@ -511,6 +574,323 @@ pub fn embedding_backward(
             int(c),
         );
         smelt_emu_embedding_backward_wpe(
+            wpe.grid,
+            wpe.block,
+            wpe.smem,
+            dwpe.as_mut_ptr(),
+            dout.as_ptr(),
+            int(b),
+            int(t),
+            int(c),
+        );
+    }
+}
+
+// ----------------------------------------------------------------------------
+// bf16 storage
+
+/// [`cross_entropy_forward`] on bf16 `logits (n,vp)` (bit patterns): the per-row `losses (n)`
+/// and `lse (n)` (f32, from `cross_entropy_forward_bf16`), then their mean into `loss[0]`
+/// (`mean_reduce`). Geometry of [`cross_entropy_forward_launch`].
+pub fn cross_entropy_forward_bf16(
+    loss: &mut [f32],
+    losses: &mut [f32],
+    lse: &mut [f32],
+    logits: &[u16],
+    targets: &[u32],
+    n: usize,
+    v: usize,
+    vp: usize,
+) {
+    check_cross_entropy(
+        "cross_entropy_forward_bf16",
+        logits.len(),
+        lse.len(),
+        targets.len(),
+        n,
+        v,
+        vp,
+    );
+    assert_eq!(
+        loss.len(),
+        1,
+        "cross_entropy_forward_bf16: loss must have length 1"
+    );
+    assert_eq!(
+        losses.len(),
+        n,
+        "cross_entropy_forward_bf16: losses must be n"
+    );
+    let targets = ids_as_int(targets, v, "cross_entropy_forward_bf16: targets");
+    let d = cross_entropy_forward_launch(n);
+    let r = mean_reduce_launch();
+    // SAFETY: lengths checked above (logits n*vp bf16 as u16, the layout of __nv_bfloat16;
+    // lse, targets, losses n; loss 1); every target is < v <= vp. Outputs are unique borrows.
+    unsafe {
+        smelt_emu_cross_entropy_forward_bf16(
+            d.grid,
+            d.block,
+            d.smem,
+            losses.as_mut_ptr(),
+            lse.as_mut_ptr(),
+            logits.as_ptr(),
+            targets.as_ptr(),
+            int(n),
+            int(v),
+            int(vp),
+        );
+        smelt_emu_mean_reduce(
+            r.grid,
+            r.block,
+            r.smem,
+            loss.as_mut_ptr(),
+            losses.as_ptr(),
+            int(n),
+        );
+    }
+}
+
+/// [`cross_entropy_backward`] with bf16 `logits` and `dlogits (n,vp)` (bit patterns; the
+/// padded columns `v..vp` get 0), f32 `lse`. Geometry of [`cross_entropy_backward_launch`].
+pub fn cross_entropy_backward_bf16(
+    dlogits: &mut [u16],
+    logits: &[u16],
+    lse: &[f32],
+    targets: &[u32],
+    dloss: f32,
+    n: usize,
+    v: usize,
+    vp: usize,
+) {
+    check_cross_entropy(
+        "cross_entropy_backward_bf16",
+        logits.len(),
+        lse.len(),
+        targets.len(),
+        n,
+        v,
+        vp,
+    );
+    assert_eq!(
+        dlogits.len(),
+        n * vp,
+        "cross_entropy_backward_bf16: dlogits must be n*vp"
+    );
+    let targets = ids_as_int(targets, v, "cross_entropy_backward_bf16: targets");
+    let d = cross_entropy_backward_launch(n);
+    // SAFETY: lengths checked above; bf16 as u16 (the layout of __nv_bfloat16); dlogits is a
+    // unique borrow.
+    unsafe {
+        smelt_emu_cross_entropy_backward_bf16(
+            d.grid,
+            d.block,
+            d.smem,
+            dlogits.as_mut_ptr(),
+            logits.as_ptr(),
+            lse.as_ptr(),
+            targets.as_ptr(),
+            dloss,
+            int(n),
+            int(v),
+            int(vp),
+        );
+    }
+}
+
+/// [`cross_entropy_backward_bf16`] writing the gradient over the bf16 logits themselves.
+pub fn cross_entropy_backward_bf16_in_place(
+    logits: &mut [u16],
+    lse: &[f32],
+    targets: &[u32],
+    dloss: f32,
+    n: usize,
+    v: usize,
+    vp: usize,
+) {
+    check_cross_entropy(
+        "cross_entropy_backward_bf16",
+        logits.len(),
+        lse.len(),
+        targets.len(),
+        n,
+        v,
+        vp,
+    );
+    let targets = ids_as_int(targets, v, "cross_entropy_backward_bf16: targets");
+    let d = cross_entropy_backward_launch(n);
+    let ptr = logits.as_mut_ptr();
+    // SAFETY: lengths checked above. dlogits and logits are the same buffer, which the kernel
+    // allows: each element is read and then written by the same thread.
+    unsafe {
+        smelt_emu_cross_entropy_backward_bf16(
+            d.grid,
+            d.block,
+            d.smem,
+            ptr,
+            ptr,
+            lse.as_ptr(),
+            targets.as_ptr(),
+            dloss,
+            int(n),
+            int(v),
+            int(vp),
+        );
+    }
+}
+
+/// [`embedding_forward`] into a bf16 `out (b,t,c)` (bit patterns): `bf16(wte[token] +
+/// wpe[position])`, the sum in f32. Geometry of [`embedding_forward_launch`].
+pub fn embedding_forward_bf16(
+    out: &mut [u16],
+    tokens: &[u32],
+    wte: &[f32],
+    wpe: &[f32],
+    b: usize,
+    t: usize,
+    c: usize,
+) {
+    assert_eq!(
+        out.len(),
+        b * t * c,
+        "embedding_forward_bf16: out must be b*t*c"
+    );
+    assert_eq!(
+        tokens.len(),
+        b * t,
+        "embedding_forward_bf16: tokens must be b*t"
+    );
+    if c == 0 {
+        return;
+    }
+    assert!(
+        wte.len().is_multiple_of(c) && wpe.len() >= t * c,
+        "embedding_forward_bf16: wte must be vocab*c, wpe needs at least t rows"
+    );
+    int(b * t * c);
+    let tokens = ids_as_int(tokens, wte.len() / c, "embedding_forward_bf16: tokens");
+    let d = embedding_forward_launch(b, t, c);
+    // SAFETY: lengths checked above; every token is a row of wte; out (u16, the layout of
+    // __nv_bfloat16) is a unique borrow.
+    unsafe {
+        smelt_emu_embedding_forward_bf16(
+            d.grid,
+            d.block,
+            d.smem,
+            out.as_mut_ptr(),
+            tokens.as_ptr(),
+            wte.as_ptr(),
+            wpe.as_ptr(),
+            int(b),
+            int(t),
+            int(c),
+        );
+    }
+}
+
+/// `embedding_backward_wte_bf16` alone, on explicit buckets (CSR as [`token_buckets`]):
+/// for each bucket `k` with `bucket_tokens[k] >= 0`, `dwte[token, :] = Σ dout[p, :]` (f32,
+/// positions in the given order) over `positions[offsets[k]..offsets[k + 1]]`; buckets with a
+/// negative token are padding and write nothing, and rows of `dwte` in no bucket are left as
+/// they are. `dout` is `(rows, c)` bf16 bit patterns. Geometry of
+/// [`embedding_backward_wte_launch`].
+pub fn embedding_backward_wte_bf16(
+    dwte: &mut [f32],
+    dout: &[u16],
+    bucket_offsets: &[i32],
+    bucket_tokens: &[i32],
+    positions: &[i32],
+    c: usize,
+) {
+    assert!(
+        c > 0 && dwte.len().is_multiple_of(c) && dout.len().is_multiple_of(c),
+        "embedding_backward_wte_bf16: dwte must be vocab*c, dout rows*c"
+    );
+    let (vocab, rows) = (dwte.len() / c, dout.len() / c);
+    let nb = bucket_tokens.len();
+    assert_eq!(
+        bucket_offsets.len(),
+        nb + 1,
+        "embedding_backward_wte_bf16: bucket_offsets must have one entry per bucket, plus one"
+    );
+    assert!(
+        bucket_offsets[0] >= 0
+            && bucket_offsets.windows(2).all(|w| w[0] <= w[1])
+            && bucket_offsets[nb] as usize <= positions.len(),
+        "embedding_backward_wte_bf16: bucket_offsets must increase within positions"
+    );
+    assert!(
+        positions.iter().all(|&p| p >= 0 && (p as usize) < rows),
+        "embedding_backward_wte_bf16: position out of range"
+    );
+    assert!(
+        bucket_tokens.iter().all(|&tok| (tok as i64) < vocab as i64),
+        "embedding_backward_wte_bf16: token >= vocab"
+    );
+    int(dout.len());
+    if nb == 0 {
+        return;
+    }
+    let d = embedding_backward_wte_launch(nb, c);
+    // SAFETY: checked above: offsets has nb + 1 non-decreasing entries within positions,
+    // every position is a row of dout and every non-negative bucket token a row of dwte
+    // (negative ones write nothing); dout is u16, the layout of __nv_bfloat16.
+    unsafe {
+        smelt_emu_embedding_backward_wte_bf16(
+            d.grid,
+            d.block,
+            d.smem,
+            dwte.as_mut_ptr(),
+            dout.as_ptr(),
+            bucket_offsets.as_ptr(),
+            bucket_tokens.as_ptr(),
+            positions.as_ptr(),
+            int(nb),
+            int(c),
+        );
+    }
+}
+
+/// [`embedding_backward`] from a bf16 `dout (b,t,c)` (bit patterns): `dwte (vocab,c)` and
+/// `dwpe (max_t,c)` in f32, both fully overwritten (`fill`, then
+/// `embedding_backward_wte_bf16` on [`token_buckets`] and `embedding_backward_wpe_bf16`).
+pub fn embedding_backward_bf16(
+    dwte: &mut [f32],
+    dwpe: &mut [f32],
+    dout: &[u16],
+    tokens: &[u32],
+    b: usize,
+    t: usize,
+    c: usize,
+) {
+    assert_eq!(
+        dout.len(),
+        b * t * c,
+        "embedding_backward_bf16: dout must be b*t*c"
+    );
+    assert_eq!(
+        tokens.len(),
+        b * t,
+        "embedding_backward_bf16: tokens must be b*t"
+    );
+    assert!(
+        c > 0 && dwte.len().is_multiple_of(c),
+        "embedding_backward_bf16: dwte must be vocab*c"
+    );
+    assert!(
+        dwpe.len().is_multiple_of(c) && dwpe.len() >= t * c,
+        "embedding_backward_bf16: dwpe needs >= t rows"
+    );
+    int(b * t * c);
+    let vocab = dwte.len() / c;
+    let (offsets, bucket_tokens, positions) = token_buckets(tokens, vocab);
+    fill(dwte, 0.0);
+    fill(&mut dwpe[t * c..], 0.0);
+    embedding_backward_wte_bf16(dwte, dout, &offsets, &bucket_tokens, &positions, c);
+    let wpe = embedding_backward_wpe_launch(t, c);
+    // SAFETY: lengths checked above: dout holds b*t*c bf16 (u16) and dwpe's first t rows
+    // exist; the kernel writes dwpe[..t*c] only.
+    unsafe {
+        smelt_emu_embedding_backward_wpe_bf16(
             wpe.grid,
             wpe.block,
             wpe.smem,

@@ -1,5 +1,7 @@
 //! `kernels/matmul.cu` under emulation: the tensor-core matmul `out = op(a) · op(b) (+ bias)`
-//! with bf16 inputs and f32 accumulation, and the self-tests of the tensor-core wrappers
+//! with bf16 inputs and f32 accumulation (and optionally `gelu_out = gelu(out)` in the same
+//! pass), with f32 outputs (`matmul_bf16`) or bf16 outputs (`matmul_bf16_to_bf16`), and the
+//! self-tests of the tensor-core wrappers
 //! (`kernels/tensor_core.cuh`: mma.sync fragment layout, ldmatrix). bf16 values are their
 //! `u16` bit patterns (`__nv_bfloat16` is one `unsigned short`).
 
@@ -11,6 +13,22 @@ unsafe extern "C" {
         block: Dim3,
         smem: u32,
         out: *mut f32,
+        gelu_out: *mut f32,
+        a: *const u16,
+        b: *const u16,
+        bias: *const f32,
+        m: i32,
+        k: i32,
+        n: i32,
+        trans_a: i32,
+        trans_b: i32,
+    );
+    fn smelt_emu_matmul_bf16_to_bf16(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        out: *mut u16,
+        gelu_out: *mut u16,
         a: *const u16,
         b: *const u16,
         bias: *const f32,
@@ -85,15 +103,55 @@ pub fn to_bf16(x: &[f32]) -> Vec<u16> {
     x.iter().map(|&v| f32_to_bf16(v)).collect()
 }
 
-fn dim(len: usize, what: &str) -> i32 {
-    i32::try_from(len).unwrap_or_else(|_| panic!("matmul_bf16: {what} must be below 2^31"))
+fn dim(kernel: &str, len: usize, what: &str) -> i32 {
+    i32::try_from(len).unwrap_or_else(|_| panic!("{kernel}: {what} must be below 2^31"))
+}
+
+/// The checks both matmul wrappers make on their arguments' lengths; returns `(m, k, n)` as
+/// the kernel's `int`s and the launch, or `None` when the output is empty (nothing to launch).
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    kernel: &str,
+    out_len: usize,
+    gelu_len: Option<usize>,
+    a_len: usize,
+    b_len: usize,
+    bias: Option<&[f32]>,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Option<([i32; 3], LaunchDims)> {
+    assert_eq!(out_len, m * n, "{kernel}: out must be m*n");
+    if let Some(g) = gelu_len {
+        assert_eq!(g, m * n, "{kernel}: gelu_out must be m*n");
+    }
+    assert_eq!(a_len, m * k, "{kernel}: a must be m*k");
+    assert_eq!(b_len, k * n, "{kernel}: b must be k*n");
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), n, "{kernel}: bias must be n");
+    }
+    let mkn = [
+        dim(kernel, m, "m"),
+        dim(kernel, k, "k"),
+        dim(kernel, n, "n"),
+    ];
+    dim(kernel, m * k, "m*k");
+    dim(kernel, k * n, "k*n");
+    dim(kernel, m * n, "m*n");
+    if m == 0 || n == 0 {
+        return None;
+    }
+    Some((mkn, matmul_bf16_launch(m, n)))
 }
 
 /// `out (m,n) = op(a) · op(b) (+ bias)`: `a` is `(m,k)` row-major, or `(k,m)` with `trans_a`;
-/// `b` is `(k,n)`, or `(n,k)` with `trans_b` (bf16 bit patterns); f32 accumulation.
+/// `b` is `(k,n)`, or `(n,k)` with `trans_b` (bf16 bit patterns); f32 accumulation. With
+/// `gelu_out` (`m*n`), the epilogue also writes `gelu_out = gelu(out)` (GPT-2's tanh GELU, the
+/// formula of `gelu_forward`), `out` keeping the pre-activation.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_bf16(
     out: &mut [f32],
+    gelu_out: Option<&mut [f32]>,
     a: &[u16],
     b: &[u16],
     bias: Option<&[f32]>,
@@ -103,29 +161,86 @@ pub fn matmul_bf16(
     trans_a: bool,
     trans_b: bool,
 ) {
-    assert_eq!(out.len(), m * n, "matmul_bf16: out must be m*n");
-    assert_eq!(a.len(), m * k, "matmul_bf16: a must be m*k");
-    assert_eq!(b.len(), k * n, "matmul_bf16: b must be k*n");
-    if let Some(bias) = bias {
-        assert_eq!(bias.len(), n, "matmul_bf16: bias must be n");
-    }
-    let (mi, ki, ni) = (dim(m, "m"), dim(k, "k"), dim(n, "n"));
-    dim(m * k, "m*k");
-    dim(k * n, "k*n");
-    dim(m * n, "m*n");
-    if m == 0 || n == 0 {
+    let gelu_len = gelu_out.as_ref().map(|g| g.len());
+    let Some(([mi, ki, ni], d)) = prepare(
+        "matmul_bf16",
+        out.len(),
+        gelu_len,
+        a.len(),
+        b.len(),
+        bias,
+        m,
+        k,
+        n,
+    ) else {
         return;
-    }
-    let d = matmul_bf16_launch(m, n);
+    };
     let bias_ptr = bias.map_or(std::ptr::null(), <[f32]>::as_ptr);
-    // SAFETY: out holds m*n elements (written, and disjoint from the inputs by the borrow
-    // rules), a m*k, b k*n, bias n or null (read); u16 has the layout of __nv_bfloat16.
+    let gelu_ptr = gelu_out.map_or(std::ptr::null_mut(), <[f32]>::as_mut_ptr);
+    // SAFETY: out and gelu_out (or null) hold m*n elements (written, and disjoint from each
+    // other and from the inputs by the borrow rules), a m*k, b k*n, bias n or null (read); u16
+    // has the layout of __nv_bfloat16.
     unsafe {
         smelt_emu_matmul_bf16(
             d.grid,
             d.block,
             d.smem,
             out.as_mut_ptr(),
+            gelu_ptr,
+            a.as_ptr(),
+            b.as_ptr(),
+            bias_ptr,
+            mi,
+            ki,
+            ni,
+            i32::from(trans_a),
+            i32::from(trans_b),
+        )
+    }
+}
+
+/// [`matmul_bf16`] with bf16 outputs (bit patterns): the f32 sum `v = op(a) · op(b) (+ bias)`
+/// is rounded to nearest even into `out`, and with `gelu_out` (`m*n`) `gelu(v)` of the unrounded
+/// `v`, rounded, into `gelu_out`. Same launch as `matmul_bf16` ([`matmul_bf16_launch`]).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_bf16_to_bf16(
+    out: &mut [u16],
+    gelu_out: Option<&mut [u16]>,
+    a: &[u16],
+    b: &[u16],
+    bias: Option<&[f32]>,
+    m: usize,
+    k: usize,
+    n: usize,
+    trans_a: bool,
+    trans_b: bool,
+) {
+    let gelu_len = gelu_out.as_ref().map(|g| g.len());
+    let Some(([mi, ki, ni], d)) = prepare(
+        "matmul_bf16_to_bf16",
+        out.len(),
+        gelu_len,
+        a.len(),
+        b.len(),
+        bias,
+        m,
+        k,
+        n,
+    ) else {
+        return;
+    };
+    let bias_ptr = bias.map_or(std::ptr::null(), <[f32]>::as_ptr);
+    let gelu_ptr = gelu_out.map_or(std::ptr::null_mut(), <[u16]>::as_mut_ptr);
+    // SAFETY: out and gelu_out (or null) hold m*n elements (written, and disjoint from each
+    // other and from the inputs by the borrow rules), a m*k, b k*n, bias n or null (read); u16
+    // has the layout of __nv_bfloat16.
+    unsafe {
+        smelt_emu_matmul_bf16_to_bf16(
+            d.grid,
+            d.block,
+            d.smem,
+            out.as_mut_ptr(),
+            gelu_ptr,
             a.as_ptr(),
             b.as_ptr(),
             bias_ptr,
@@ -142,6 +257,7 @@ pub fn matmul_bf16(
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_bf16_f32(
     out: &mut [f32],
+    gelu_out: Option<&mut [f32]>,
     a: &[f32],
     b: &[f32],
     bias: Option<&[f32]>,
@@ -153,6 +269,7 @@ pub fn matmul_bf16_f32(
 ) {
     matmul_bf16(
         out,
+        gelu_out,
         &to_bf16(a),
         &to_bf16(b),
         bias,

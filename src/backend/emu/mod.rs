@@ -8,32 +8,13 @@
 //! (the same geometry the CUDA backend will use).
 
 pub mod attention;
+pub mod attention_tc;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;
+pub mod matmul_f32;
 pub mod norm;
 pub mod optim;
 pub mod reduce;
 
-/// CUDA's `dim3`, as the emulated launchers take it.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Dim3 {
-    pub x: u32,
-    pub y: u32,
-    pub z: u32,
-}
-
-impl Dim3 {
-    pub fn x(x: u32) -> Self {
-        Dim3 { x, y: 1, z: 1 }
-    }
-}
-
-/// Grid, block and dynamic shared memory (bytes) of one launch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LaunchDims {
-    pub grid: Dim3,
-    pub block: Dim3,
-    pub smem: u32,
-}
+pub use super::launch::{Dim3, LaunchDims};

@@ -1,6 +1,11 @@
 //! LayerNorm kernels of `kernels/layernorm.cu`: forward, fused residual + forward, and the
 //! deterministic two-kernel backward (per-block partial sums of dweight/dbias into a scratch
 //! buffer, then a fixed-order sum over the partials).
+//!
+//! The `*_bf16` wrappers run the bf16-storage kernels: activations (`x`, `out`,
+//! `residual_out`, `dout`, `dx`) are bf16 bit patterns (`u16`), while `w`, `b`, `mean`,
+//! `rstd`, the scratch partials and `dweight`/`dbias` stay f32; arithmetic is f32. They use
+//! the f32 kernels' geometry ([`layernorm_forward_launch`], [`layernorm_backward_launch`], ...).
 
 // The launchers mirror the kernels' argument lists (pointers plus sizes), so they are long.
 #![allow(clippy::too_many_arguments)]
@@ -57,6 +62,50 @@ unsafe extern "C" {
         scratch: *mut f32,
         dout: *const f32,
         x: *const f32,
+        w: *const f32,
+        mean: *const f32,
+        rstd: *const f32,
+        n: c_int,
+        c: c_int,
+    );
+    fn smelt_emu_layernorm_forward_bf16(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        out: *mut u16,
+        mean: *mut f32,
+        rstd: *mut f32,
+        x: *const u16,
+        w: *const f32,
+        b: *const f32,
+        n: c_int,
+        c: c_int,
+        eps: f32,
+    );
+    fn smelt_emu_fused_residual_layernorm_forward_bf16(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        residual_out: *mut u16,
+        out: *mut u16,
+        mean: *mut f32,
+        rstd: *mut f32,
+        a: *const u16,
+        b: *const u16,
+        w: *const f32,
+        bias: *const f32,
+        n: c_int,
+        c: c_int,
+        eps: f32,
+    );
+    fn smelt_emu_layernorm_backward_bf16(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        dx: *mut u16,
+        scratch: *mut f32,
+        dout: *const u16,
+        x: *const u16,
         w: *const f32,
         mean: *const f32,
         rstd: *const f32,
@@ -273,6 +322,176 @@ pub fn layernorm_backward(
     // shared memory matches the block's warps × 2 × c floats.
     unsafe {
         smelt_emu_layernorm_backward(
+            d.grid,
+            d.block,
+            d.smem,
+            dx.as_mut_ptr(),
+            scratch.as_mut_ptr(),
+            dout.as_ptr(),
+            x.as_ptr(),
+            w.as_ptr(),
+            mean.as_ptr(),
+            rstd.as_ptr(),
+            int(n),
+            int(c),
+        );
+        smelt_emu_layernorm_backward_reduce(
+            r.grid,
+            r.block,
+            r.smem,
+            dweight.as_mut_ptr(),
+            dbias.as_mut_ptr(),
+            scratch.as_ptr(),
+            d.grid.x as c_int,
+            int(c),
+        );
+    }
+}
+
+/// [`layernorm_forward`] with bf16 storage: `x` and `out (n,c)` are bf16 bit patterns, `w`,
+/// `b`, `mean (n)` and `rstd (n)` f32. Geometry of [`layernorm_forward_launch`].
+pub fn layernorm_forward_bf16(
+    out: &mut [u16],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    x: &[u16],
+    w: &[f32],
+    b: &[f32],
+    n: usize,
+    c: usize,
+    eps: f32,
+) {
+    assert!(
+        out.len() == n * c && x.len() == n * c,
+        "layernorm_forward_bf16: out, x must be n*c"
+    );
+    assert!(
+        mean.len() == n && rstd.len() == n,
+        "layernorm_forward_bf16: mean, rstd must be n"
+    );
+    assert!(
+        w.len() == c && b.len() == c,
+        "layernorm_forward_bf16: w, b must be c"
+    );
+    if c == 0 {
+        return;
+    }
+    let d = layernorm_forward_launch(n);
+    // SAFETY: the kernel reads x (n*c bf16, u16 has the layout of __nv_bfloat16), w, b (c)
+    // and writes out (n*c), mean, rstd (n): lengths checked above; outputs are unique borrows.
+    unsafe {
+        smelt_emu_layernorm_forward_bf16(
+            d.grid,
+            d.block,
+            d.smem,
+            out.as_mut_ptr(),
+            mean.as_mut_ptr(),
+            rstd.as_mut_ptr(),
+            x.as_ptr(),
+            w.as_ptr(),
+            b.as_ptr(),
+            int(n),
+            int(c),
+            eps,
+        );
+    }
+}
+
+/// [`fused_residual_layernorm_forward`] with bf16 storage: `residual_out = bf16(a + b)`, then
+/// the LayerNorm of that ROUNDED residual into `out` (bf16), `mean`, `rstd` (f32): exactly
+/// `add_bf16` followed by [`layernorm_forward_bf16`].
+pub fn fused_residual_layernorm_forward_bf16(
+    residual_out: &mut [u16],
+    out: &mut [u16],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    a: &[u16],
+    b: &[u16],
+    w: &[f32],
+    bias: &[f32],
+    n: usize,
+    c: usize,
+    eps: f32,
+) {
+    assert!(
+        [residual_out.len(), out.len(), a.len(), b.len()]
+            .iter()
+            .all(|&len| len == n * c),
+        "fused_residual_layernorm_forward_bf16: residual_out, out, a, b must be n*c"
+    );
+    assert!(
+        mean.len() == n && rstd.len() == n,
+        "fused_residual_layernorm_forward_bf16: mean, rstd must be n"
+    );
+    assert!(
+        w.len() == c && bias.len() == c,
+        "fused_residual_layernorm_forward_bf16: w, bias must be c"
+    );
+    if c == 0 {
+        return;
+    }
+    let d = fused_residual_layernorm_forward_launch(n);
+    // SAFETY: lengths checked above; bf16 buffers are u16 (the layout of __nv_bfloat16);
+    // every output is a unique borrow.
+    unsafe {
+        smelt_emu_fused_residual_layernorm_forward_bf16(
+            d.grid,
+            d.block,
+            d.smem,
+            residual_out.as_mut_ptr(),
+            out.as_mut_ptr(),
+            mean.as_mut_ptr(),
+            rstd.as_mut_ptr(),
+            a.as_ptr(),
+            b.as_ptr(),
+            w.as_ptr(),
+            bias.as_ptr(),
+            int(n),
+            int(c),
+            eps,
+        );
+    }
+}
+
+/// [`layernorm_backward`] with bf16 storage: `dx`, `dout`, `x (n,c)` bf16 bit patterns;
+/// `dweight (c)`, `dbias (c)` f32, from the f32 scratch partials that
+/// `layernorm_backward_bf16` writes and `layernorm_backward_reduce` sums (the f32 geometry
+/// and scratch, [`layernorm_backward_scratch_len`]).
+pub fn layernorm_backward_bf16(
+    dx: &mut [u16],
+    dweight: &mut [f32],
+    dbias: &mut [f32],
+    dout: &[u16],
+    x: &[u16],
+    w: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    n: usize,
+    c: usize,
+) {
+    assert!(
+        dx.len() == n * c && dout.len() == n * c && x.len() == n * c,
+        "layernorm_backward_bf16: dx, dout, x must be n*c"
+    );
+    assert!(
+        dweight.len() == c && dbias.len() == c && w.len() == c,
+        "layernorm_backward_bf16: dweight, dbias, w must be c"
+    );
+    assert!(
+        mean.len() == n && rstd.len() == n,
+        "layernorm_backward_bf16: mean, rstd must be n"
+    );
+    if c == 0 {
+        return;
+    }
+    let d = layernorm_backward_launch(n, c);
+    let mut scratch = vec![f32::NAN; layernorm_backward_scratch_len(n, c)];
+    let r = layernorm_backward_reduce_launch(c);
+    // SAFETY: lengths checked above (bf16 as u16, the layout of __nv_bfloat16); the scratch
+    // holds 2 × grid × c floats, all written by the first kernel; the dynamic shared memory
+    // matches the block's warps × 2 × c floats.
+    unsafe {
+        smelt_emu_layernorm_backward_bf16(
             d.grid,
             d.block,
             d.smem,

@@ -1,5 +1,7 @@
 //! Column sums of `kernels/reduce.cu` (the bias gradient): `out[j] = Σ_i x[i, j]`,
 //! deterministic in two kernels (per-chunk partials, then a fixed-order final sum).
+//! [`sum_rows_bf16`] reads a bf16 `x` (`sum_rows_partial_bf16`, same geometry and f32
+//! partials), the sums staying f32.
 
 use std::ffi::c_int;
 
@@ -25,6 +27,15 @@ unsafe extern "C" {
         smem: u32,
         partials: *mut f32,
         x: *const f32,
+        m: c_int,
+        n: c_int,
+    );
+    fn smelt_emu_sum_rows_partial_bf16(
+        grid: Dim3,
+        block: Dim3,
+        smem: u32,
+        partials: *mut f32,
+        x: *const u16,
         m: c_int,
         n: c_int,
     );
@@ -101,6 +112,42 @@ pub fn sum_rows(out: &mut [f32], x: &[f32], m: usize, n: usize) {
     // those and writes out[..n].
     unsafe {
         smelt_emu_sum_rows_partial(
+            p.grid,
+            p.block,
+            p.smem,
+            partials.as_mut_ptr(),
+            x.as_ptr(),
+            int(m),
+            int(n),
+        );
+        smelt_emu_sum_rows_final(
+            f.grid,
+            f.block,
+            f.smem,
+            out.as_mut_ptr(),
+            partials.as_ptr(),
+            int(chunks),
+            int(n),
+        );
+    }
+}
+
+/// [`sum_rows`] of a bf16 `x (m,n)` (bit patterns) into an f32 `out (n)`: each element widened
+/// to f32, the sums in f32 and the same fixed order ([`sum_rows_partial_launch`] geometry).
+pub fn sum_rows_bf16(out: &mut [f32], x: &[u16], m: usize, n: usize) {
+    assert_eq!(out.len(), n, "sum_rows_bf16: out must be n");
+    assert_eq!(x.len(), m * n, "sum_rows_bf16: x must be m*n");
+    if n == 0 {
+        return;
+    }
+    let p = sum_rows_partial_launch(m, n);
+    let f = sum_rows_final_launch(n);
+    let chunks = p.grid.y as usize;
+    let mut partials = vec![f32::NAN; sum_rows_scratch_len(m, n)];
+    // SAFETY: the first kernel reads x[..m·n] (u16, the layout of __nv_bfloat16) and writes
+    // partials[..G·n]; the second reads those and writes out[..n].
+    unsafe {
+        smelt_emu_sum_rows_partial_bf16(
             p.grid,
             p.block,
             p.smem,

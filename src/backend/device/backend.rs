@@ -1,0 +1,1218 @@
+//! [`DeviceBackend`]: the [`Backend`] trait on a device runtime. Every method is a short
+//! sequence of launches of the kernels of `kernels/*.cu` with the geometry of their emulated
+//! launchers (`backend::emu::*_launch`), plus the scratch memory some of them need. The same
+//! code drives a GPU (`CudaRuntime`) and the CPU emulation (`EmuRuntime`), so `cargo test`
+//! checks it against the CPU backend without a GPU.
+//!
+//! Kernel calls return nothing (they are queued on a stream); the first failure is kept and
+//! reported by [`Backend::check`], `read` and `sum_squares`.
+
+use std::cell::{Cell, RefCell};
+
+use super::{Arg, Kernel, Runtime};
+use crate::backend::emu::{
+    attention, attention_tc, elementwise, loss, matmul, matmul_f32, norm, optim, reduce,
+};
+use crate::backend::launch::LaunchDims;
+use crate::backend::{AdamWGroup, AdamWStep, AttentionShape, Backend, DType, MatmulShape, View};
+use crate::error::{Error, Result};
+
+/// The arithmetic of the matmuls and attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// Everything in f32 (SIMT matmul, f32 attention): for parity with the CPU backend.
+    F32,
+    /// Matmuls and attention on tensor cores: their f32 operands are cast to bf16 (into
+    /// scratch memory) for the product, accumulation and results stay f32 — autocast, as in
+    /// `torch.autocast(dtype=bfloat16)`. Parameters, gradients, optimizer state and stored
+    /// activations stay f32.
+    Bf16,
+}
+
+/// One f32 arena on the device.
+pub struct DeviceArena<B> {
+    buf: B,
+    len: usize,
+}
+
+/// Token ids on the device, with what `embedding_backward_wte` needs: the positions grouped by
+/// token (CSR, padded to `len` buckets so that every batch launches the same grid), computed on
+/// the host when the ids are written.
+pub struct DeviceIndices<B> {
+    ids: B,
+    /// `offsets (len+1) | bucket tokens (len; -1 = padding) | positions (len)`, i32.
+    buckets: B,
+    len: usize,
+    /// The ids, to check them against the table they index before a launch.
+    host: Vec<u32>,
+}
+
+/// A C `int` argument; sizes in a graph are far below 2^31 (the planner's arena is in f32s).
+fn int(x: usize) -> Arg {
+    Arg::I32(i32::try_from(x).expect("kernel size argument does not fit a C int"))
+}
+
+fn long(x: usize) -> Arg {
+    Arg::I64(i64::try_from(x).expect("kernel size argument does not fit a C long"))
+}
+
+/// Addresses for one call's operands (see `DeviceBackend::staged`).
+struct Staged {
+    extra: Vec<u64>,
+    inputs: Vec<u64>,
+    outputs: Vec<u64>,
+}
+
+/// `adamw_multi`'s tables on the device, with the (end, weight decay) list they hold.
+type AdamWTables<B> = (Vec<(usize, f32)>, B);
+
+/// Scratch regions start at multiples of this many bytes.
+const SCRATCH_ALIGN: usize = 256;
+
+pub struct DeviceBackend<R: Runtime> {
+    rt: R,
+    precision: Precision,
+    /// Temporary memory of the kernel sequences (partial sums, bf16 casts), grown on demand.
+    scratch: RefCell<Option<(R::Buffer, usize)>>,
+    /// The AdamW tables (tensor ends, weight decays) of the last parameter layout seen.
+    adamw_tables: RefCell<Option<AdamWTables<R::Buffer>>>,
+    capturing: Cell<bool>,
+    error: RefCell<Option<Error>>,
+}
+
+impl<R: Runtime> DeviceBackend<R> {
+    pub fn new(rt: R, precision: Precision) -> Self {
+        DeviceBackend {
+            rt,
+            precision,
+            scratch: RefCell::new(None),
+            adamw_tables: RefCell::new(None),
+            capturing: Cell::new(false),
+            error: RefCell::new(None),
+        }
+    }
+
+    pub fn runtime(&self) -> &R {
+        &self.rt
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Keeps the first failure; later ones are usually its consequences.
+    fn fail(&self, e: Error) {
+        let mut slot = self.error.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.error.borrow().is_some()
+    }
+
+    fn addr(&self, arena: &DeviceArena<R::Buffer>, v: View) -> u64 {
+        assert!(v.end() <= arena.len, "view {v:?} outside the arena");
+        self.rt.address(&arena.buf) + 4 * v.offset as u64
+    }
+
+    fn ptr(&self, arena: &DeviceArena<R::Buffer>, v: View) -> Arg {
+        Arg::Ptr(self.addr(arena, v))
+    }
+
+    /// Addresses of scratch regions of the given byte sizes, valid until the next call.
+    /// Growing the scratch during a capture would free memory the recording uses: an error.
+    fn scratch(&self, sizes: &[usize]) -> Option<Vec<u64>> {
+        let total: usize = sizes
+            .iter()
+            .map(|s| s.next_multiple_of(SCRATCH_ALIGN))
+            .sum();
+        let mut slot = self.scratch.borrow_mut();
+        if slot.as_ref().is_none_or(|(_, len)| *len < total) {
+            if self.capturing.get() {
+                self.fail(Error::Device(
+                    "scratch memory grew during graph capture (run the step once first)".into(),
+                ));
+                return None;
+            }
+            let len = total.max(slot.as_ref().map_or(0, |s| s.1 * 2)).max(1 << 20);
+            match self.rt.alloc(len) {
+                Ok(buf) => *slot = Some((buf, len)),
+                Err(e) => {
+                    self.fail(e);
+                    return None;
+                }
+            }
+        }
+        let base = self.rt.address(&slot.as_ref().expect("allocated above").0);
+        let mut offset = 0u64;
+        Some(
+            sizes
+                .iter()
+                .map(|s| {
+                    let at = base + offset;
+                    offset += s.next_multiple_of(SCRATCH_ALIGN) as u64;
+                    at
+                })
+                .collect(),
+        )
+    }
+
+    fn launch(&self, kernel: Kernel, dims: LaunchDims, args: &[Arg]) {
+        if self.failed() {
+            return;
+        }
+        // SAFETY: every call site passes the kernel's parameter list (kernels/*.cu, the same
+        // list its emulated launcher in backend::emu declares) with addresses of views checked
+        // against their arena or of scratch regions sized for the call, and the geometry of
+        // the kernel's `*_launch` function for these sizes.
+        if let Err(e) = unsafe { self.rt.launch(kernel, dims, args) } {
+            self.fail(e);
+        }
+    }
+
+    fn fill_at(&self, dst: Arg, value: f32, n: usize) {
+        if n > 0 {
+            self.launch(
+                Kernel::Fill,
+                loss::fill_launch(n),
+                &[dst, Arg::F32(value), long(n)],
+            );
+        }
+    }
+
+    /// Checks that every id is below `limit` (a device kernel would read out of bounds).
+    fn check_ids(&self, ids: &DeviceIndices<R::Buffer>, limit: usize, what: &str) -> bool {
+        match ids.host.iter().find(|&&id| id as usize >= limit) {
+            Some(id) => {
+                self.fail(Error::Data(format!(
+                    "{what} id {id} is out of range (at most {})",
+                    limit.saturating_sub(1)
+                )));
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// `out = op(a) · op(b) (+ bias)`, and `act = gelu(out)` when given, in one launch. In
+    /// bf16 precision the operands go to the tensor cores as bf16 (f32 ones cast first) and
+    /// the result is stored in out's dtype.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_epilogue(
+        &self,
+        arena: &DeviceArena<R::Buffer>,
+        out: View,
+        act: Option<View>,
+        a: View,
+        b: View,
+        bias: Option<View>,
+        s: MatmulShape,
+    ) {
+        if s.m == 0 || s.n == 0 {
+            return;
+        }
+        if bias.is_some_and(|v| v.dtype != DType::F32) || act.is_some_and(|v| v.dtype != out.dtype)
+        {
+            return self.fail(Error::Device(
+                "matmul: bias must be f32 and the GELU output of out's dtype".into(),
+            ));
+        }
+        let gelu_out = act.map_or(Arg::Ptr(0), |v| self.ptr(arena, v));
+        let bias = bias.map_or(Arg::Ptr(0), |v| self.ptr(arena, v));
+        let tail = [
+            bias,
+            int(s.m),
+            int(s.k),
+            int(s.n),
+            Arg::I32(s.trans_a as i32),
+            Arg::I32(s.trans_b as i32),
+        ];
+        let out_ptr = self.ptr(arena, out);
+        match self.precision {
+            Precision::F32 => {
+                if !self.require_f32("matmul (f32 precision)", &[out, a, b]) {
+                    return;
+                }
+                let (a, b) = (self.ptr(arena, a), self.ptr(arena, b));
+                let args = [&[out_ptr, gelu_out, a, b][..], &tail].concat();
+                self.launch(
+                    Kernel::MatmulF32,
+                    matmul_f32::matmul_f32_launch(s.m, s.n),
+                    &args,
+                );
+            }
+            Precision::Bf16 => {
+                let operands = [(a, DType::Bf16), (b, DType::Bf16)];
+                let Some(Staged { inputs: ins, .. }) = self.staged(arena, &[], &operands, &[])
+                else {
+                    return;
+                };
+                let kernel = match out.dtype {
+                    DType::F32 => Kernel::MatmulBf16,
+                    DType::Bf16 => Kernel::MatmulBf16ToBf16,
+                };
+                let args = [
+                    &[out_ptr, gelu_out, Arg::Ptr(ins[0]), Arg::Ptr(ins[1])][..],
+                    &tail,
+                ]
+                .concat();
+                self.launch(kernel, matmul::matmul_bf16_launch(s.m, s.n), &args);
+            }
+        }
+    }
+
+    /// The kernel for `views`' common dtype; a failure if they differ.
+    fn pick(&self, what: &str, views: &[View], f32: Kernel, bf16: Kernel) -> Option<Kernel> {
+        let dtype = views.first().map_or(DType::F32, |v| v.dtype);
+        if views.iter().any(|v| v.dtype != dtype) {
+            let dtypes: Vec<DType> = views.iter().map(|v| v.dtype).collect();
+            self.fail(Error::Device(format!("{what}: mixed dtypes {dtypes:?}")));
+            return None;
+        }
+        Some(match dtype {
+            DType::F32 => f32,
+            DType::Bf16 => bf16,
+        })
+    }
+
+    /// Fails unless every view is f32 (kernels without a bf16 variant).
+    fn require_f32(&self, what: &str, views: &[View]) -> bool {
+        if views.iter().all(|v| v.dtype == DType::F32) {
+            return true;
+        }
+        self.fail(Error::Device(format!("{what}: f32 views only")));
+        false
+    }
+
+    /// Scratch for the operands of one call that must change dtype: for each `(view, want)`,
+    /// the address of `view`'s data in dtype `want` — the view itself, or a scratch copy
+    /// converted now (inputs). Outputs get scratch of the wanted dtype without conversion;
+    /// `finish_outputs` converts them into their views afterwards.
+    /// `extra`: sizes (bytes) of plain scratch regions wanted too, returned first.
+    fn staged(
+        &self,
+        arena: &DeviceArena<R::Buffer>,
+        extra: &[usize],
+        inputs: &[(View, DType)],
+        outputs: &[(View, DType)],
+    ) -> Option<Staged> {
+        let staged = |&(v, want): &(View, DType)| v.dtype != want;
+        let sizes: Vec<usize> = extra
+            .iter()
+            .copied()
+            .chain(
+                inputs
+                    .iter()
+                    .chain(outputs)
+                    .filter(|x| staged(x))
+                    .map(|&(v, want)| v.len * want.bytes()),
+            )
+            .collect();
+        let mut regions = self.scratch(&sizes)?.into_iter();
+        let extra: Vec<u64> = regions.by_ref().take(extra.len()).collect();
+        let mut place = |list: &[(View, DType)], convert: bool| -> Vec<u64> {
+            list.iter()
+                .map(|x| {
+                    let (v, want) = *x;
+                    if !staged(x) {
+                        return self.addr(arena, v);
+                    }
+                    let at = regions.next().expect("one region per staged operand");
+                    if convert {
+                        self.convert_at(at, want, self.ptr(arena, v), v.dtype, v.len);
+                    }
+                    at
+                })
+                .collect()
+        };
+        let inputs = place(inputs, true);
+        let outputs = place(outputs, false);
+        Some(Staged {
+            extra,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// Converts staged outputs (see [`Self::staged`]) into their views.
+    fn finish_outputs(
+        &self,
+        arena: &DeviceArena<R::Buffer>,
+        outputs: &[(View, DType)],
+        at: &[u64],
+    ) {
+        for (&(v, have), &addr) in outputs.iter().zip(at) {
+            if v.dtype != have {
+                self.convert_at(self.addr(arena, v), v.dtype, Arg::Ptr(addr), have, v.len);
+            }
+        }
+    }
+
+    /// `dst (to) = src (from)`, n elements.
+    fn convert_at(&self, dst: u64, to: DType, src: Arg, from: DType, n: usize) {
+        let kernel = match (from, to) {
+            (DType::F32, DType::Bf16) => Kernel::CastF32ToBf16,
+            (DType::Bf16, DType::F32) => Kernel::CastBf16ToF32,
+            _ => return self.fail(Error::Device(format!("convert {from:?} to {to:?}"))),
+        };
+        self.launch(
+            kernel,
+            elementwise::cast_f32_to_bf16_launch(n),
+            &[Arg::Ptr(dst), src, int(n)],
+        );
+    }
+
+    fn upload_f32(&self, buf: &mut R::Buffer, offset: usize, data: &[f32]) -> Result<()> {
+        self.rt.upload(buf, offset, bytemuck::cast_slice(data))
+    }
+}
+
+impl<R: Runtime> Backend for DeviceBackend<R> {
+    type Arena = DeviceArena<R::Buffer>;
+    type Indices = DeviceIndices<R::Buffer>;
+    type Captured = R::Graph;
+
+    fn name(&self) -> String {
+        let precision = match self.precision {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16 tensor cores, f32 storage",
+        };
+        format!("{} [{precision}]", self.rt.name())
+    }
+
+    fn alloc(&self, len: usize) -> Result<Self::Arena> {
+        Ok(DeviceArena {
+            buf: self.rt.alloc(len * 4)?,
+            len,
+        })
+    }
+
+    fn alloc_indices(&self, len: usize) -> Result<Self::Indices> {
+        Ok(DeviceIndices {
+            ids: self.rt.alloc(len * 4)?,
+            buckets: self.rt.alloc((3 * len + 1) * 4)?,
+            len,
+            host: vec![0; len],
+        })
+    }
+
+    fn write_indices(&self, dst: &mut Self::Indices, src: &[u32]) -> Result<()> {
+        if src.len() != dst.len {
+            return Err(Error::Data(format!(
+                "{} ids for an input of {}",
+                src.len(),
+                dst.len
+            )));
+        }
+        if let Some(id) = src.iter().find(|&&id| id > i32::MAX as u32) {
+            return Err(Error::Data(format!("token id {id} does not fit a C int")));
+        }
+        self.rt.upload(&mut dst.ids, 0, bytemuck::cast_slice(src))?;
+        let (mut offsets, mut tokens, positions) = loss::token_buckets(src, i32::MAX as usize);
+        let n = dst.len as i32;
+        offsets.resize(dst.len + 1, n);
+        tokens.resize(dst.len, -1);
+        let table: Vec<i32> = [offsets, tokens, positions].concat();
+        self.rt
+            .upload(&mut dst.buckets, 0, bytemuck::cast_slice(&table))?;
+        dst.host.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write(&self, arena: &mut Self::Arena, dst: View, src: &[f32]) -> Result<()> {
+        assert!(dst.end() <= arena.len && src.len() == dst.len);
+        match dst.dtype {
+            DType::F32 => self.upload_f32(&mut arena.buf, dst.offset * 4, src),
+            DType::Bf16 => {
+                let bits = matmul::to_bf16(src);
+                self.rt
+                    .upload(&mut arena.buf, dst.offset * 4, bytemuck::cast_slice(&bits))
+            }
+        }
+    }
+
+    fn read(&self, arena: &Self::Arena, src: View, dst: &mut [f32]) -> Result<()> {
+        assert!(src.end() <= arena.len && dst.len() == src.len);
+        self.check()?;
+        match src.dtype {
+            DType::F32 => {
+                self.rt
+                    .download(&arena.buf, src.offset * 4, bytemuck::cast_slice_mut(dst))
+            }
+            DType::Bf16 => {
+                let mut bits = vec![0u16; src.len];
+                self.rt.download(
+                    &arena.buf,
+                    src.offset * 4,
+                    bytemuck::cast_slice_mut(&mut bits),
+                )?;
+                for (d, b) in dst.iter_mut().zip(bits) {
+                    *d = matmul::bf16_to_f32(b);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn fill(&self, arena: &mut Self::Arena, dst: View, value: f32) {
+        match dst.dtype {
+            DType::F32 => self.fill_at(self.ptr(arena, dst), value, dst.len),
+            // Zero has the same bits in both: fill the view's words.
+            DType::Bf16 if value == 0.0 => self.fill_at(self.ptr(arena, dst), 0.0, dst.words()),
+            DType::Bf16 => self.fail(Error::Device("fill: bf16 views take 0 only".into())),
+        }
+    }
+
+    fn convert(&self, arena: &mut Self::Arena, out: View, x: View) {
+        self.convert_at(
+            self.addr(arena, out),
+            out.dtype,
+            self.ptr(arena, x),
+            x.dtype,
+            x.len,
+        );
+    }
+
+    fn activation_dtype(&self) -> DType {
+        match self.precision {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::Bf16,
+        }
+    }
+
+    fn embedding_forward(
+        &self,
+        arena: &mut Self::Arena,
+        out: View,
+        tokens: &Self::Indices,
+        wte: View,
+        wpe: View,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) {
+        if !self.check_ids(tokens, wte.len / c, "token")
+            || !self.require_f32("embedding", &[wte, wpe])
+        {
+            return;
+        }
+        let kernel = match out.dtype {
+            DType::F32 => Kernel::EmbeddingForward,
+            DType::Bf16 => Kernel::EmbeddingForwardBf16,
+        };
+        self.launch(
+            kernel,
+            loss::embedding_forward_launch(b, t, c),
+            &[
+                self.ptr(arena, out),
+                Arg::Ptr(self.rt.address(&tokens.ids)),
+                self.ptr(arena, wte),
+                self.ptr(arena, wpe),
+                int(b),
+                int(t),
+                int(c),
+            ],
+        );
+    }
+
+    fn embedding_backward(
+        &self,
+        arena: &mut Self::Arena,
+        dwte: View,
+        dwpe: View,
+        dout: View,
+        tokens: &Self::Indices,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) {
+        if !self.check_ids(tokens, dwte.len / c, "token")
+            || !self.require_f32("embedding backward", &[dwte, dwpe])
+        {
+            return;
+        }
+        let (wte_kernel, wpe_kernel) = match dout.dtype {
+            DType::F32 => (Kernel::EmbeddingBackwardWte, Kernel::EmbeddingBackwardWpe),
+            DType::Bf16 => (
+                Kernel::EmbeddingBackwardWteBf16,
+                Kernel::EmbeddingBackwardWpeBf16,
+            ),
+        };
+        self.fill(arena, dwte, 0.0);
+        self.fill(arena, dwpe.slice(t * c, dwpe.len - t * c), 0.0);
+        let n = b * t;
+        let table = self.rt.address(&tokens.buckets);
+        self.launch(
+            wte_kernel,
+            loss::embedding_backward_wte_launch(n, c),
+            &[
+                self.ptr(arena, dwte),
+                self.ptr(arena, dout),
+                Arg::Ptr(table),
+                Arg::Ptr(table + 4 * (n as u64 + 1)),
+                Arg::Ptr(table + 4 * (2 * n as u64 + 1)),
+                int(n),
+                int(c),
+            ],
+        );
+        self.launch(
+            wpe_kernel,
+            loss::embedding_backward_wpe_launch(t, c),
+            &[
+                self.ptr(arena, dwpe),
+                self.ptr(arena, dout),
+                int(b),
+                int(t),
+                int(c),
+            ],
+        );
+    }
+
+    fn matmul(
+        &self,
+        arena: &mut Self::Arena,
+        out: View,
+        a: View,
+        b: View,
+        bias: Option<View>,
+        s: MatmulShape,
+    ) {
+        self.matmul_epilogue(arena, out, None, a, b, bias, s);
+    }
+
+    fn matmul_gelu(
+        &self,
+        arena: &mut Self::Arena,
+        out: View,
+        act: View,
+        a: View,
+        b: View,
+        bias: Option<View>,
+        s: MatmulShape,
+    ) {
+        self.matmul_epilogue(arena, out, Some(act), a, b, bias, s);
+    }
+
+    fn add_layernorm_forward(
+        &self,
+        arena: &mut Self::Arena,
+        [sum, out, mean, rstd]: [View; 4],
+        [a, b, weight, bias]: [View; 4],
+        n: usize,
+        c: usize,
+        eps: f32,
+    ) {
+        let Some(kernel) = self.pick(
+            "add+layernorm",
+            &[sum, out, a, b],
+            Kernel::FusedResidualLayernormForward,
+            Kernel::FusedResidualLayernormForwardBf16,
+        ) else {
+            return;
+        };
+        self.launch(
+            kernel,
+            norm::fused_residual_layernorm_forward_launch(n),
+            &[
+                self.ptr(arena, sum),
+                self.ptr(arena, out),
+                self.ptr(arena, mean),
+                self.ptr(arena, rstd),
+                self.ptr(arena, a),
+                self.ptr(arena, b),
+                self.ptr(arena, weight),
+                self.ptr(arena, bias),
+                int(n),
+                int(c),
+                Arg::F32(eps),
+            ],
+        );
+    }
+
+    fn sum_rows(&self, arena: &mut Self::Arena, out: View, x: View, m: usize, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let Some(partials) = self.scratch(&[4 * reduce::sum_rows_scratch_len(m, n)]) else {
+            return;
+        };
+        if !self.require_f32("sum_rows output", &[out]) {
+            return;
+        }
+        let partial = match x.dtype {
+            DType::F32 => Kernel::SumRowsPartial,
+            DType::Bf16 => Kernel::SumRowsPartialBf16,
+        };
+        let p = reduce::sum_rows_partial_launch(m, n);
+        self.launch(
+            partial,
+            p,
+            &[Arg::Ptr(partials[0]), self.ptr(arena, x), int(m), int(n)],
+        );
+        self.launch(
+            Kernel::SumRowsFinal,
+            reduce::sum_rows_final_launch(n),
+            &[
+                self.ptr(arena, out),
+                Arg::Ptr(partials[0]),
+                Arg::I32(p.grid.y as i32),
+                int(n),
+            ],
+        );
+    }
+
+    fn layernorm_forward(
+        &self,
+        arena: &mut Self::Arena,
+        out: View,
+        mean: View,
+        rstd: View,
+        x: View,
+        weight: View,
+        bias: View,
+        n: usize,
+        c: usize,
+        eps: f32,
+    ) {
+        let Some(kernel) = self.pick(
+            "layernorm",
+            &[out, x],
+            Kernel::LayernormForward,
+            Kernel::LayernormForwardBf16,
+        ) else {
+            return;
+        };
+        self.launch(
+            kernel,
+            norm::layernorm_forward_launch(n),
+            &[
+                self.ptr(arena, out),
+                self.ptr(arena, mean),
+                self.ptr(arena, rstd),
+                self.ptr(arena, x),
+                self.ptr(arena, weight),
+                self.ptr(arena, bias),
+                int(n),
+                int(c),
+                Arg::F32(eps),
+            ],
+        );
+    }
+
+    fn layernorm_backward(
+        &self,
+        arena: &mut Self::Arena,
+        dx: View,
+        dweight: View,
+        dbias: View,
+        dout: View,
+        x: View,
+        weight: View,
+        mean: View,
+        rstd: View,
+        n: usize,
+        c: usize,
+    ) {
+        let Some(partials) = self.scratch(&[4 * norm::layernorm_backward_scratch_len(n, c)]) else {
+            return;
+        };
+        let Some(kernel) = self.pick(
+            "layernorm backward",
+            &[dx, dout, x],
+            Kernel::LayernormBackward,
+            Kernel::LayernormBackwardBf16,
+        ) else {
+            return;
+        };
+        let d = norm::layernorm_backward_launch(n, c);
+        self.launch(
+            kernel,
+            d,
+            &[
+                self.ptr(arena, dx),
+                Arg::Ptr(partials[0]),
+                self.ptr(arena, dout),
+                self.ptr(arena, x),
+                self.ptr(arena, weight),
+                self.ptr(arena, mean),
+                self.ptr(arena, rstd),
+                int(n),
+                int(c),
+            ],
+        );
+        self.launch(
+            Kernel::LayernormBackwardReduce,
+            norm::layernorm_backward_reduce_launch(c),
+            &[
+                self.ptr(arena, dweight),
+                self.ptr(arena, dbias),
+                Arg::Ptr(partials[0]),
+                Arg::I32(d.grid.x as i32),
+                int(c),
+            ],
+        );
+    }
+
+    fn gelu_forward(&self, arena: &mut Self::Arena, out: View, x: View) {
+        let Some(kernel) = self.pick(
+            "gelu",
+            &[out, x],
+            Kernel::GeluForward,
+            Kernel::GeluForwardBf16,
+        ) else {
+            return;
+        };
+        let dims = match x.dtype {
+            DType::F32 => elementwise::gelu_forward_launch(x.len),
+            DType::Bf16 => elementwise::gelu_forward_bf16_launch(x.len),
+        };
+        self.launch(
+            kernel,
+            dims,
+            &[self.ptr(arena, out), self.ptr(arena, x), int(x.len)],
+        );
+    }
+
+    fn gelu_backward(&self, arena: &mut Self::Arena, dx: View, x: View, dout: View) {
+        let Some(kernel) = self.pick(
+            "gelu backward",
+            &[dx, x, dout],
+            Kernel::GeluBackward,
+            Kernel::GeluBackwardBf16,
+        ) else {
+            return;
+        };
+        let dims = match x.dtype {
+            DType::F32 => elementwise::gelu_backward_launch(x.len),
+            DType::Bf16 => elementwise::gelu_backward_bf16_launch(x.len),
+        };
+        self.launch(
+            kernel,
+            dims,
+            &[
+                self.ptr(arena, dx),
+                self.ptr(arena, x),
+                self.ptr(arena, dout),
+                int(x.len),
+            ],
+        );
+    }
+
+    fn add(&self, arena: &mut Self::Arena, out: View, a: View, b: View) {
+        let Some(kernel) = self.pick("add", &[out, a, b], Kernel::Add, Kernel::AddBf16) else {
+            return;
+        };
+        let dims = match out.dtype {
+            DType::F32 => elementwise::add_launch(out.len),
+            DType::Bf16 => elementwise::add_bf16_launch(out.len),
+        };
+        self.launch(
+            kernel,
+            dims,
+            &[
+                self.ptr(arena, out),
+                self.ptr(arena, a),
+                self.ptr(arena, b),
+                int(out.len),
+            ],
+        );
+    }
+
+    fn add_into(&self, arena: &mut Self::Arena, dst: View, src: View) {
+        if !self.require_f32("add_into", &[dst, src]) {
+            return;
+        }
+        self.launch(
+            Kernel::AddInto,
+            elementwise::add_into_launch(dst.len),
+            &[self.ptr(arena, dst), self.ptr(arena, src), int(dst.len)],
+        );
+    }
+
+    fn attention_forward(
+        &self,
+        arena: &mut Self::Arena,
+        out: View,
+        lse: View,
+        qkv: View,
+        s: AttentionShape,
+    ) {
+        if !self.require_f32("attention lse", &[lse]) {
+            return;
+        }
+        let sizes = [int(s.b), int(s.t), int(s.c), int(s.n_head)];
+        // Tensor cores take bf16 Q, K, V; both kernels write f32 out (converted after when
+        // out is bf16).
+        let tensor_cores = self.precision == Precision::Bf16
+            && attention::attention_forward_bf16_supports(s.c / s.n_head);
+        let qkv_dtype = if tensor_cores {
+            DType::Bf16
+        } else {
+            DType::F32
+        };
+        let outputs = [(out, DType::F32)];
+        let Some(Staged {
+            inputs: ins,
+            outputs: outs,
+            ..
+        }) = self.staged(arena, &[], &[(qkv, qkv_dtype)], &outputs)
+        else {
+            return;
+        };
+        let args = [
+            &[Arg::Ptr(outs[0]), self.ptr(arena, lse), Arg::Ptr(ins[0])][..],
+            &sizes,
+        ]
+        .concat();
+        if tensor_cores {
+            self.launch(
+                Kernel::AttentionForwardBf16,
+                attention::attention_forward_bf16_launch(s.b, s.t, s.c, s.n_head),
+                &args,
+            );
+        } else {
+            self.launch(
+                Kernel::AttentionForward,
+                attention::attention_forward_launch(s.b, s.t, s.c, s.n_head),
+                &args,
+            );
+        }
+        self.finish_outputs(arena, &outputs, &outs);
+    }
+
+    fn attention_backward(
+        &self,
+        arena: &mut Self::Arena,
+        dqkv: View,
+        dout: View,
+        qkv: View,
+        out: View,
+        lse: View,
+        s: AttentionShape,
+    ) {
+        if !self.require_f32("attention lse", &[lse]) {
+            return;
+        }
+        let sizes = [int(s.b), int(s.t), int(s.c), int(s.n_head)];
+        let dsum_bytes = 4 * attention::attention_backward_scratch_len(s.b, s.t, s.n_head);
+        let tensor_cores = self.precision == Precision::Bf16
+            && attention_tc::attention_backward_bf16_supports(s.c / s.n_head);
+        let operand = if tensor_cores {
+            DType::Bf16
+        } else {
+            DType::F32
+        };
+        // D = rowsum(dO ∘ O) reads dout and out in one dtype.
+        let pre_dtype = if dout.dtype == out.dtype {
+            dout.dtype
+        } else {
+            DType::F32
+        };
+        let inputs = [
+            (dout, pre_dtype),
+            (out, pre_dtype),
+            (dout, operand),
+            (qkv, operand),
+        ];
+        // Both backward kernels write f32 dqkv (converted after when dqkv is bf16).
+        let outputs = [(dqkv, DType::F32)];
+        let Some(Staged {
+            extra,
+            inputs: ins,
+            outputs: outs,
+        }) = self.staged(arena, &[dsum_bytes], &inputs, &outputs)
+        else {
+            return;
+        };
+        let dsum = extra[0];
+        let preprocess = match pre_dtype {
+            DType::F32 => Kernel::AttentionBackwardPreprocess,
+            DType::Bf16 => Kernel::AttentionBackwardPreprocessBf16,
+        };
+        let pre_args = [
+            &[Arg::Ptr(dsum), Arg::Ptr(ins[0]), Arg::Ptr(ins[1])][..],
+            &sizes,
+        ]
+        .concat();
+        self.launch(
+            preprocess,
+            attention::attention_backward_preprocess_launch(s.b, s.t, s.n_head),
+            &pre_args,
+        );
+        let args = [
+            &[
+                Arg::Ptr(outs[0]),
+                Arg::Ptr(ins[2]),
+                Arg::Ptr(ins[3]),
+                self.ptr(arena, lse),
+                Arg::Ptr(dsum),
+            ][..],
+            &sizes,
+        ]
+        .concat();
+        if tensor_cores {
+            self.launch(
+                Kernel::AttentionBackwardDkdvBf16,
+                attention_tc::attention_backward_dkdv_bf16_launch(s.b, s.t, s.c, s.n_head),
+                &args,
+            );
+            self.launch(
+                Kernel::AttentionBackwardDqBf16,
+                attention_tc::attention_backward_dq_bf16_launch(s.b, s.t, s.c, s.n_head),
+                &args,
+            );
+        } else {
+            self.launch(
+                Kernel::AttentionBackwardDkdv,
+                attention::attention_backward_dkdv_launch(s.b, s.t, s.c, s.n_head),
+                &args,
+            );
+            self.launch(
+                Kernel::AttentionBackwardDq,
+                attention::attention_backward_dq_launch(s.b, s.t, s.c, s.n_head),
+                &args,
+            );
+        }
+        self.finish_outputs(arena, &outputs, &outs);
+    }
+
+    fn cross_entropy_forward(
+        &self,
+        arena: &mut Self::Arena,
+        loss: View,
+        lse: View,
+        logits: View,
+        targets: &Self::Indices,
+        n: usize,
+        v: usize,
+        vp: usize,
+    ) {
+        if !self.check_ids(targets, v, "target") {
+            return;
+        }
+        let Some(losses) = self.scratch(&[4 * n]) else {
+            return;
+        };
+        let kernel = match logits.dtype {
+            DType::F32 => Kernel::CrossEntropyForward,
+            DType::Bf16 => Kernel::CrossEntropyForwardBf16,
+        };
+        self.launch(
+            kernel,
+            loss::cross_entropy_forward_launch(n),
+            &[
+                Arg::Ptr(losses[0]),
+                self.ptr(arena, lse),
+                self.ptr(arena, logits),
+                Arg::Ptr(self.rt.address(&targets.ids)),
+                int(n),
+                int(v),
+                int(vp),
+            ],
+        );
+        self.launch(
+            Kernel::MeanReduce,
+            loss::mean_reduce_launch(),
+            &[self.ptr(arena, loss), Arg::Ptr(losses[0]), int(n)],
+        );
+    }
+
+    fn cross_entropy_backward(
+        &self,
+        arena: &mut Self::Arena,
+        dlogits: View,
+        logits: View,
+        lse: View,
+        targets: &Self::Indices,
+        dloss: f32,
+        n: usize,
+        v: usize,
+        vp: usize,
+    ) {
+        if !self.check_ids(targets, v, "target") {
+            return;
+        }
+        let Some(kernel) = self.pick(
+            "cross-entropy backward",
+            &[dlogits, logits],
+            Kernel::CrossEntropyBackward,
+            Kernel::CrossEntropyBackwardBf16,
+        ) else {
+            return;
+        };
+        self.launch(
+            kernel,
+            loss::cross_entropy_backward_launch(n),
+            &[
+                self.ptr(arena, dlogits),
+                self.ptr(arena, logits),
+                self.ptr(arena, lse),
+                Arg::Ptr(self.rt.address(&targets.ids)),
+                Arg::F32(dloss),
+                int(n),
+                int(v),
+                int(vp),
+            ],
+        );
+    }
+
+    fn sum_squares(&self, arena: &Self::Arena, x: View) -> f64 {
+        let p = optim::sum_squares_partial_launch(x.len);
+        let Some(scratch) = self.scratch(&[4 * p.grid.x as usize, 4]) else {
+            return f64::NAN;
+        };
+        self.launch(
+            Kernel::SumSquaresPartial,
+            p,
+            &[Arg::Ptr(scratch[0]), self.ptr(arena, x), long(x.len)],
+        );
+        self.launch(
+            Kernel::SumSquaresFinal,
+            optim::sum_squares_final_launch(),
+            &[
+                Arg::Ptr(scratch[1]),
+                Arg::Ptr(scratch[0]),
+                Arg::I32(p.grid.x as i32),
+            ],
+        );
+        // The total is read back from the scratch's second region.
+        let slot = self.scratch.borrow();
+        let (buf, _) = slot.as_ref().expect("scratch allocated above");
+        let offset = (scratch[1] - self.rt.address(buf)) as usize;
+        let mut total = [0f32];
+        let read = self.check().and_then(|()| {
+            self.rt
+                .download(buf, offset, bytemuck::cast_slice_mut(&mut total))
+        });
+        match read {
+            Ok(()) => f64::from(total[0]),
+            Err(e) => {
+                drop(slot);
+                self.fail(e);
+                f64::NAN
+            }
+        }
+    }
+
+    fn adamw(&self, arena: &mut Self::Arena, groups: &[AdamWGroup], step: &AdamWStep) {
+        let Some(first) = groups.first() else {
+            return;
+        };
+        let (bc1, bc2) = optim::adamw_bias_corrections(step.beta1, step.beta2, step.step);
+        let hyper = |wd: Option<f32>| {
+            let mut h = vec![
+                Arg::F32(step.lr),
+                Arg::F32(step.beta1),
+                Arg::F32(step.beta2),
+            ];
+            h.push(Arg::F32(step.eps));
+            if let Some(wd) = wd {
+                h.push(Arg::F32(wd));
+            }
+            h.extend([Arg::F32(bc1), Arg::F32(bc2), Arg::F32(step.grad_scale)]);
+            h
+        };
+        // One launch when the groups tile one range with grads, m, v parallel to it (the
+        // planner's layout); each group covers up to the next one (alignment padding holds
+        // zero gradients and stays zero).
+        let base = first.param.offset;
+        let parallel = groups
+            .windows(2)
+            .all(|w| w[0].param.end() <= w[1].param.offset)
+            && groups.iter().all(|g| {
+                g.grad.offset - g.param.offset == first.grad.offset - base
+                    && g.m.offset - g.param.offset == first.m.offset - base
+                    && g.v.offset - g.param.offset == first.v.offset - base
+            });
+        if !parallel {
+            for g in groups {
+                let head = [
+                    self.ptr(arena, g.param),
+                    self.ptr(arena, g.grad),
+                    self.ptr(arena, g.m),
+                    self.ptr(arena, g.v),
+                    long(g.param.len),
+                ];
+                let args = [&head[..], &hyper(Some(g.weight_decay))].concat();
+                self.launch(Kernel::Adamw, optim::adamw_launch(g.param.len), &args);
+            }
+            return;
+        }
+        let ends: Vec<(usize, f32)> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let end = groups
+                    .get(i + 1)
+                    .map_or(g.param.end(), |next| next.param.offset);
+                (end - base, g.weight_decay)
+            })
+            .collect();
+        let n = ends.last().expect("at least one group").0;
+        let mut tables = self.adamw_tables.borrow_mut();
+        if tables.as_ref().is_none_or(|(key, _)| *key != ends) {
+            let table_ends: Vec<i64> = ends.iter().map(|e| e.0 as i64).collect();
+            let decays: Vec<f32> = ends.iter().map(|e| e.1).collect();
+            let upload = self.rt.alloc(12 * ends.len()).and_then(|mut buf| {
+                self.rt
+                    .upload(&mut buf, 0, bytemuck::cast_slice(&table_ends))?;
+                self.rt
+                    .upload(&mut buf, 8 * ends.len(), bytemuck::cast_slice(&decays))?;
+                Ok(buf)
+            });
+            match upload {
+                Ok(buf) => *tables = Some((ends.clone(), buf)),
+                Err(e) => return self.fail(e),
+            }
+        }
+        let table = self.rt.address(&tables.as_ref().expect("uploaded above").1);
+        let span = |v: View| View::new(v.offset, n);
+        let head = [
+            self.ptr(arena, span(first.param)),
+            self.ptr(arena, span(first.grad)),
+            self.ptr(arena, span(first.m)),
+            self.ptr(arena, span(first.v)),
+            long(n),
+            Arg::Ptr(table),
+            Arg::Ptr(table + 8 * ends.len() as u64),
+            int(ends.len()),
+        ];
+        let args = [&head[..], &hyper(None)].concat();
+        self.launch(Kernel::AdamwMulti, optim::adamw_multi_launch(n), &args);
+    }
+
+    fn can_capture(&self) -> bool {
+        true
+    }
+
+    fn begin_capture(&self) -> Result<()> {
+        self.check()?;
+        self.rt.begin_capture()?;
+        self.capturing.set(true);
+        Ok(())
+    }
+
+    fn end_capture(&self) -> Result<R::Graph> {
+        self.capturing.set(false);
+        let graph = self.rt.end_capture()?;
+        self.check()?;
+        Ok(graph)
+    }
+
+    fn replay(&self, graph: &R::Graph) -> Result<()> {
+        self.check()?;
+        self.rt.replay(graph)
+    }
+
+    fn check(&self) -> Result<()> {
+        match self.error.borrow().as_ref() {
+            Some(e) => Err(Error::Device(format!(
+                "{} failed earlier: {e}",
+                self.rt.name()
+            ))),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! What the device backend needs from a device: memory, kernel launches with CUDA's argument
+//! convention, and recording launches for replay. [`super::emu::EmuRuntime`] provides it on
+//! the CPU through the kernel emulation; `crate::backend::cuda::CudaRuntime` on a GPU.
+
+use super::Kernel;
+use crate::backend::launch::LaunchDims;
+use crate::error::Result;
+
+/// One kernel argument, as the kernel's C parameter sees it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Arg {
+    /// A device address (`T*`); 0 is a null pointer.
+    Ptr(u64),
+    /// `int`.
+    I32(i32),
+    /// `long` (64-bit on the platforms we build for).
+    I64(i64),
+    /// `float`.
+    F32(f32),
+}
+
+impl Arg {
+    /// The argument as the 8-byte slot cuLaunchKernel's `kernelParams` points at: the value's
+    /// bytes first (little-endian), the rest zero.
+    pub fn slot(self) -> u64 {
+        match self {
+            Arg::Ptr(p) => p,
+            Arg::I32(v) => u64::from(v as u32),
+            Arg::I64(v) => v as u64,
+            Arg::F32(v) => u64::from(v.to_bits()),
+        }
+    }
+}
+
+/// A device: byte buffers, launches of the kernels of `kernels/*.cu`, graph capture.
+///
+/// Launches and copies are ordered (one stream); copies to the host wait for the launches
+/// before them. A runtime may run launches asynchronously, so a failure can surface at a
+/// later call.
+pub trait Runtime {
+    /// A block of device memory.
+    type Buffer;
+    /// A recorded sequence of launches.
+    type Graph;
+
+    /// The device, for the log ("cuda: NVIDIA H200 (...)").
+    fn name(&self) -> String;
+    /// `bytes` of zeroed device memory, aligned to at least 16 bytes.
+    fn alloc(&self, bytes: usize) -> Result<Self::Buffer>;
+    /// The device address of the buffer's first byte.
+    fn address(&self, buf: &Self::Buffer) -> u64;
+    /// Copies `src` into the buffer at byte `offset`.
+    fn upload(&self, buf: &mut Self::Buffer, offset: usize, src: &[u8]) -> Result<()>;
+    /// Copies from the buffer at byte `offset` into `dst`, after every earlier launch.
+    fn download(&self, buf: &Self::Buffer, offset: usize, dst: &mut [u8]) -> Result<()>;
+    /// Launches `kernel` over `dims` with `args` (its parameter list, in order).
+    ///
+    /// # Safety
+    /// `args` must match the kernel's parameters in number and type, every pointer must
+    /// address device memory of this runtime large enough for what the kernel touches at
+    /// these sizes, and `dims` must be the kernel's launch geometry for them.
+    unsafe fn launch(&self, kernel: Kernel, dims: LaunchDims, args: &[Arg]) -> Result<()>;
+    /// From now on, launches are recorded instead of run, until [`Runtime::end_capture`].
+    fn begin_capture(&self) -> Result<()>;
+    fn end_capture(&self) -> Result<Self::Graph>;
+    /// Runs a recorded sequence again, with the arguments it was recorded with.
+    fn replay(&self, graph: &Self::Graph) -> Result<()>;
+    /// Waits for every launch so far; reports a failure of any of them.
+    fn synchronize(&self) -> Result<()>;
+}

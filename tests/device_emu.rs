@@ -1,0 +1,355 @@
+//! The device backend (`DeviceBackend`) on the emulated runtime: whole GPT training steps of
+//! the CUDA kernels (launched by name, with the argument lists, scratch memory and geometry a
+//! GPU gets, the forward and training passes recorded and replayed as CUDA graphs) against the
+//! CPU backend. Tolerances from DESIGN.md: f32, a whole step within 1e-4 relative; bf16, the
+//! loss within 1e-2 absolute.
+#![cfg(smelt_emulation)]
+
+use smelt::backend::cpu::CpuBackend;
+use smelt::backend::device::emu::EmuRuntime;
+use smelt::backend::device::{DeviceBackend, Kernel, Precision, Runtime};
+use smelt::backend::launch::{Dim3, LaunchDims};
+use smelt::backend::{AdamWStep, Backend};
+use smelt::model::{Gpt, GptConfig};
+use smelt::rng::Rng;
+
+fn seed() -> u64 {
+    match std::env::var("SMELT_SEED") {
+        Ok(s) => s.parse().expect("SMELT_SEED must be a u64"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
+    }
+}
+
+/// Head size 16 (a tensor-core size), odd sequence length and vocabulary.
+const CONFIG: GptConfig = GptConfig {
+    n_layer: 2,
+    n_head: 2,
+    n_embd: 32,
+    block_size: 16,
+    vocab_size: 77,
+};
+const B: usize = 2;
+const T: usize = 13;
+
+fn rel_err(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let diff: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (*g as f64 - *w as f64).powi(2))
+        .sum();
+    let norm: f64 = want.iter().map(|w| (*w as f64).powi(2)).sum();
+    if got.iter().any(|g| !g.is_finite()) {
+        return f64::INFINITY;
+    }
+    (diff / norm.max(1e-30)).sqrt()
+}
+
+/// One optimizer step as the trainer takes it: grads zeroed, one micro-batch, the global
+/// norm, AdamW. Returns (loss, grad norm).
+fn train_step<B2: Backend>(m: &mut Gpt<B2>, ids: &[u32], targets: &[u32], step: u64) -> (f32, f64) {
+    m.exec.zero_grads();
+    m.set_batch(ids, Some(targets)).unwrap();
+    let loss = m.forward_backward().unwrap();
+    let norm = m.exec.grad_norm();
+    m.exec.adamw(
+        &AdamWStep {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            step,
+            grad_scale: 1.0,
+        },
+        0.1,
+    );
+    (loss, norm)
+}
+
+struct Run {
+    losses: Vec<f32>,
+    norms: Vec<f64>,
+    first_grads: Vec<(String, Vec<f32>)>,
+    params: Vec<(String, Vec<f32>)>,
+}
+
+fn run<B2: Backend>(backend: B2, seed: u64, steps: usize) -> (Run, Gpt<B2>) {
+    let mut rng = Rng::new(seed);
+    let mut m = Gpt::new(backend, CONFIG, B, T, true).unwrap();
+    m.init_gpt2(seed).unwrap();
+    let mut out = Run {
+        losses: vec![],
+        norms: vec![],
+        first_grads: vec![],
+        params: vec![],
+    };
+    for step in 1..=steps {
+        let ids: Vec<u32> = (0..B * T).map(|_| rng.below(77) as u32).collect();
+        let targets: Vec<u32> = (0..B * T).map(|_| rng.below(77) as u32).collect();
+        let (loss, norm) = train_step(&mut m, &ids, &targets, step as u64);
+        if step == 1 {
+            out.first_grads = m
+                .grads()
+                .unwrap()
+                .into_iter()
+                .map(|t| (t.name, t.data))
+                .collect();
+        }
+        out.losses.push(loss);
+        out.norms.push(norm);
+    }
+    out.params = m
+        .state()
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name, t.data))
+        .collect();
+    (out, m)
+}
+
+#[test]
+fn f32_training_steps_match_the_cpu_backend_through_graph_replay() {
+    let seed = seed();
+    let steps = 4;
+    let (cpu, _) = run(CpuBackend::new(), seed, steps);
+    let (dev, m) = run(
+        DeviceBackend::new(EmuRuntime::new(), Precision::F32),
+        seed,
+        steps,
+    );
+    // Step 1 ran eagerly, step 2 was recorded (then replayed), steps 3-4 replayed.
+    assert!(
+        m.exec.is_replaying(),
+        "the training pass was never captured"
+    );
+    assert!(m.exec.backend.runtime().launches_run() > 0);
+    for (i, (d, c)) in dev.losses.iter().zip(&cpu.losses).enumerate() {
+        let rel = ((d - c) / c).abs();
+        assert!(
+            rel < 1e-4,
+            "step {}: loss {d} vs cpu {c} (seed {seed})",
+            i + 1
+        );
+    }
+    for (i, (d, c)) in dev.norms.iter().zip(&cpu.norms).enumerate() {
+        let rel = ((d - c) / c).abs();
+        assert!(
+            rel < 1e-4,
+            "step {}: grad norm {d} vs cpu {c} (seed {seed})",
+            i + 1
+        );
+    }
+    for ((name, d), (_, c)) in dev.first_grads.iter().zip(&cpu.first_grads) {
+        let e = rel_err(d, c);
+        assert!(e < 1e-4, "grad {name}: rel err {e:e} (seed {seed})");
+    }
+    // Parameters after the steps. The key bias (the middle third of c_attn.bias) has a
+    // gradient that is zero up to rounding (softmax ignores a per-row constant), which AdamW
+    // turns into ±lr updates of either sign: it is compared by size only.
+    let c = CONFIG.n_embd;
+    for ((name, d), (_, cp)) in dev.params.iter().zip(&cpu.params) {
+        let (mut d, mut cp) = (d.clone(), cp.clone());
+        if name.ends_with("c_attn.bias") {
+            let key_bias = |x: &mut Vec<f32>| x.drain(c..2 * c).collect::<Vec<f32>>();
+            let (dk, ck) = (key_bias(&mut d), key_bias(&mut cp));
+            let bound = 1e-3 * steps as f32 * 1.01;
+            assert!(
+                dk.iter().chain(&ck).all(|x| x.abs() <= bound),
+                "key bias moved more than lr per step (seed {seed})"
+            );
+        }
+        let e = rel_err(&d, &cp);
+        assert!(
+            e < 1e-4,
+            "param {name} after {steps} steps: rel err {e:e} (seed {seed})"
+        );
+    }
+}
+
+#[test]
+fn bf16_tensor_core_steps_stay_close_to_the_cpu_backend() {
+    let seed = seed();
+    let steps = 3;
+    let (cpu, _) = run(CpuBackend::new(), seed, steps);
+    let (dev, _) = run(
+        DeviceBackend::new(EmuRuntime::new(), Precision::Bf16),
+        seed,
+        steps,
+    );
+    for (i, (d, c)) in dev.losses.iter().zip(&cpu.losses).enumerate() {
+        assert!(
+            (d - c).abs() < 1e-2,
+            "step {}: loss {d} vs cpu {c} (seed {seed})",
+            i + 1
+        );
+    }
+    for ((name, d), (_, c)) in dev.first_grads.iter().zip(&cpu.first_grads) {
+        let e = rel_err(d, c);
+        assert!(e < 5e-2, "grad {name}: rel err {e:e} (seed {seed})");
+    }
+}
+
+#[test]
+fn evaluation_forward_replays_and_matches() {
+    let seed = seed();
+    let mut rng = Rng::new(seed);
+    let mut cpu = Gpt::new(CpuBackend::new(), CONFIG, B, T, true).unwrap();
+    cpu.init_gpt2(seed).unwrap();
+    let dev_backend = DeviceBackend::new(EmuRuntime::new(), Precision::F32);
+    let mut dev = Gpt::new(dev_backend, CONFIG, B, T, true).unwrap();
+    dev.copy_params_from(&cpu).unwrap();
+    for _ in 0..3 {
+        let ids: Vec<u32> = (0..B * T).map(|_| rng.below(77) as u32).collect();
+        let targets: Vec<u32> = (0..B * T).map(|_| rng.below(77) as u32).collect();
+        cpu.set_batch(&ids, Some(&targets)).unwrap();
+        dev.set_batch(&ids, Some(&targets)).unwrap();
+        let (c, d) = (cpu.forward().unwrap(), dev.forward().unwrap());
+        assert!(((d - c) / c).abs() < 1e-5, "loss {d} vs {c} (seed {seed})");
+        let e = rel_err(&dev.logits().unwrap(), &cpu.logits().unwrap());
+        assert!(e < 1e-5, "logits rel err {e:e} (seed {seed})");
+    }
+}
+
+#[test]
+fn a_capture_records_without_running_and_a_replay_runs() {
+    let rt = EmuRuntime::new();
+    let mut buf = rt.alloc(4 * 100).unwrap();
+    let addr = rt.address(&buf);
+    let dims = LaunchDims {
+        grid: Dim3::x(1),
+        block: Dim3::x(256),
+        smem: 0,
+    };
+    use smelt::backend::device::Arg;
+    let args = [Arg::Ptr(addr), Arg::F32(2.5), Arg::I64(100)];
+    rt.begin_capture().unwrap();
+    // SAFETY: `fill(float* x, float value, long n)` over the 100 floats of `buf`.
+    unsafe { rt.launch(Kernel::Fill, dims, &args).unwrap() };
+    assert!(
+        rt.upload(&mut buf, 0, &[0u8; 4]).is_err(),
+        "copies during a capture must be refused"
+    );
+    let graph = rt.end_capture().unwrap();
+    let mut host = [0f32; 100];
+    rt.download(&buf, 0, bytemuck::cast_slice_mut(&mut host))
+        .unwrap();
+    assert!(host.iter().all(|&x| x == 0.0), "a capture ran a kernel");
+    rt.replay(&graph).unwrap();
+    rt.download(&buf, 0, bytemuck::cast_slice_mut(&mut host))
+        .unwrap();
+    assert!(
+        host.iter().all(|&x| x == 2.5),
+        "the replay did not run the kernel"
+    );
+    assert!(rt.end_capture().is_err(), "end without begin must fail");
+}
+
+/// Losses of `steps` training steps on random batches, with or without graph replay.
+fn replay_losses(capture: bool, seed: u64, steps: usize) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    let backend = DeviceBackend::new(EmuRuntime::new(), Precision::Bf16);
+    let mut m = Gpt::new(backend, CONFIG, B, T, true).unwrap();
+    m.exec.set_capture(capture);
+    m.init_gpt2(seed).unwrap();
+    (1..=steps as u64)
+        .map(|step| {
+            let ids: Vec<u32> = (0..B * T).map(|_| rng.below(77) as u32).collect();
+            let targets: Vec<u32> = (0..B * T).map(|_| rng.below(77) as u32).collect();
+            let loss = train_step(&mut m, &ids, &targets, step).0;
+            assert_eq!(m.exec.is_replaying(), capture && step >= 2);
+            loss
+        })
+        .collect()
+}
+
+#[test]
+fn graph_replay_equals_eager_launches_bit_for_bit() {
+    // The kernels are deterministic (fixed reduction orders, no float atomics), so recording
+    // and replaying must change nothing.
+    let seed = seed();
+    assert_eq!(
+        replay_losses(false, seed, 4),
+        replay_losses(true, seed, 4),
+        "seed {seed}"
+    );
+}
+
+#[test]
+fn bf16_precision_stores_activations_in_half_the_memory() {
+    use smelt::backend::DType;
+    use smelt::graph::{Op, Storage};
+    let backend = DeviceBackend::new(EmuRuntime::new(), Precision::Bf16);
+    let m = Gpt::new(backend, CONFIG, B, T, true).unwrap();
+    let g = &m.exec.graph;
+    let dtype = |id: smelt::graph::TensorId| g.tensor(id).dtype;
+    for t in &g.tensors {
+        if matches!(t.storage, Storage::Param | Storage::GradAccum(_)) {
+            assert_eq!(t.dtype, DType::F32, "{} must stay f32", t.name);
+        }
+    }
+    let mut converts = 0;
+    for op in &g.ops {
+        match *op {
+            Op::LayerNorm {
+                out, mean, rstd, ..
+            }
+            | Op::AddLayerNorm {
+                out, mean, rstd, ..
+            } => {
+                assert_eq!(dtype(out), DType::Bf16);
+                assert_eq!((dtype(mean), dtype(rstd)), (DType::F32, DType::F32));
+            }
+            Op::Attention { out, lse, .. } => {
+                assert_eq!((dtype(out), dtype(lse)), (DType::Bf16, DType::F32));
+            }
+            Op::CrossEntropy { logits, loss, .. } => {
+                assert_eq!((dtype(logits), dtype(loss)), (DType::Bf16, DType::F32));
+            }
+            // Weights reach the tensor cores as bf16 copies; parameter gradients are f32.
+            Op::Matmul { a, b, out, .. } | Op::MatmulGelu { a, b, out, .. } => {
+                assert_eq!((dtype(a), dtype(b)), (DType::Bf16, DType::Bf16));
+                let param_grad = g
+                    .ops
+                    .iter()
+                    .any(|o| matches!(*o, Op::AccumulateGrad { grad, .. } if grad == out));
+                let want = if param_grad { DType::F32 } else { DType::Bf16 };
+                assert_eq!(dtype(out), want, "{}", g.tensor(out).name);
+            }
+            Op::Convert { x, out } => {
+                assert_eq!(g.tensor(x).storage, Storage::Param);
+                assert_eq!(dtype(out), DType::Bf16);
+                converts += 1;
+            }
+            _ => {}
+        }
+    }
+    // c_attn, c_proj, c_fc, mlp c_proj per layer, and the tied wte for the LM head.
+    assert_eq!(converts, 4 * CONFIG.n_layer + 1);
+    // Memory, at a size where activations (not weight copies) dominate.
+    let big = GptConfig {
+        n_layer: 2,
+        n_head: 4,
+        n_embd: 128,
+        block_size: 256,
+        vocab_size: 500,
+    };
+    let bf16_model = Gpt::new(
+        DeviceBackend::new(EmuRuntime::new(), Precision::Bf16),
+        big,
+        8,
+        256,
+        true,
+    )
+    .unwrap();
+    let f32_model = Gpt::new(CpuBackend::new(), big, 8, 256, true).unwrap();
+    let (bf16_bytes, _) = bf16_model.exec.plan.activation_bytes();
+    let (f32_bytes, _) = f32_model.exec.plan.activation_bytes();
+    eprintln!("activations: bf16 {bf16_bytes} B vs f32 {f32_bytes} B");
+    assert!(
+        (bf16_bytes as f64) < 0.65 * f32_bytes as f64,
+        "bf16 activations take {bf16_bytes} B against {f32_bytes} B in f32"
+    );
+}
