@@ -18,7 +18,14 @@
 //!   `matmul_f32`: 1e-5 (its GELU epilogue 1e-4). Matmul errors are relative to
 //!   |op(a)|·|op(b)| + |bias| (the magnitude of the summed terms, `matmul_scale`), not to the
 //!   result, so cancellation cannot fail them at random;
-//! - casts: bit for bit.
+//! - casts: bit for bit;
+//! - bf16-storage kernels (`*_bf16` outside the matmuls: bf16 activations, f32 parameters,
+//!   statistics and gradients of parameters), as `tests/emu_bf16_storage.rs` checks their
+//!   emulation: against the f32 CPU kernels on the same bf16-rounded inputs; bf16 outputs
+//!   1e-2 against the CPU result rounded to bf16, f32 outputs 1e-5 (1e-4 through exp/log:
+//!   lse, losses, loss); exact operations (`add_bf16`, the fused residual, the embedding sum,
+//!   padded logit columns, in place vs out of place) bit for bit. Outputs are poisoned with
+//!   bf16 NaN (0xffff).
 //!
 //! Each test prints, per kernel, one line to stdout that `tools/gpu-check.sh` collects:
 //! `GPU-KERNEL\t<name>\t<max rel err over all sizes>\t<ms per launch>\t<bench size>`, where
@@ -35,8 +42,8 @@ use std::sync::Arc;
 
 use cudarc::driver::sys::{CUevent_flags, CUfunction_attribute_enum};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig,
-    PushKernelArg,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, CudaViewMut,
+    DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
 use smelt::backend::cpu::kernels as cpu;
@@ -1881,4 +1888,927 @@ fn attention_backward_bf16_matches_cpu() {
         r.max_err = keep;
         report(&mut r, name, ms, &bench);
     }
+}
+
+// ----------------------------------------------------------------------------
+// bf16 storage
+//
+// The `*_bf16` kernels of kernels/{elementwise,layernorm,cross_entropy,embedding,reduce,
+// attention}.cu (activations in bf16, parameters, statistics and parameter gradients in f32,
+// arithmetic in f32) against the f32 CPU kernels run on the SAME bf16-rounded inputs, as
+// tests/emu_bf16_storage.rs checks their emulation: bf16 outputs against the CPU result rounded
+// to bf16 (`TOL_BF16`), f32 outputs `TOL` (`TOL_FAST` through exp/log), exact operations (one
+// f32 sum rounded once, padded columns, in place vs out of place) bit for bit. bf16 device
+// buffers are `CudaSlice<u16>` of bit patterns; bf16 outputs are poisoned with bf16 NaN.
+
+/// bf16 NaN: the poison of bf16 outputs.
+const NAN_BF16: u16 = 0xffff;
+/// Canary around the element-wise bf16 views (bf16 1234.0), to catch out-of-bounds writes.
+const CANARY: u16 = 0x449a;
+
+impl Gpu {
+    /// A device buffer of `len` bf16 NaNs.
+    fn nan_bf16(&self, len: usize) -> CudaSlice<u16> {
+        self.up(&vec![NAN_BF16; len])
+    }
+}
+
+/// `len` normals (scale, shift) rounded to bf16: the bit patterns and their exact f32 values.
+fn bf16_normal(r: &mut Inputs, len: usize, scale: f64, shift: f64) -> (Vec<u16>, Vec<f32>) {
+    let bits = matmul::to_bf16(&r.normal(len, scale, shift));
+    let vals = widen(&bits);
+    (bits, vals)
+}
+
+fn widen(x: &[u16]) -> Vec<f32> {
+    x.iter().map(|&v| matmul::bf16_to_f32(v)).collect()
+}
+
+/// The f32 reference rounded to bf16 and back (what a bf16 output should hold).
+fn rounded(x: &[f32]) -> Vec<f32> {
+    widen(&matmul::to_bf16(x))
+}
+
+/// A bf16 kernel output against the f32 reference rounded to bf16.
+fn check_bf16(r: &mut Inputs, what: &str, got: &[u16], want_f32: &[f32]) -> f64 {
+    r.check(what, &widen(got), &rounded(want_f32), TOL_BF16)
+}
+
+fn assert_bits(r: &Inputs, what: &str, got: &[u16], want: &[u16]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+        panic!(
+            "{what}: element {i}: {:#06x} != {:#06x} (seed {})",
+            got[i], want[i], r.seed
+        );
+    }
+}
+
+/// A device buffer of `x.len() + 2` bf16 holding `x` from element `off` (0: 16-byte aligned,
+/// the kernels' vector path; 1: 2 bytes past, the scalar path), `CANARY` around it.
+fn up_at(g: &Gpu, x: &[u16], off: usize) -> CudaSlice<u16> {
+    let mut h = vec![CANARY; x.len() + 2];
+    h[off..off + x.len()].copy_from_slice(x);
+    g.up(&h)
+}
+
+/// The `n` elements at `off` of a buffer of [`up_at`], after asserting its canaries.
+fn down_at(
+    g: &Gpu,
+    r: &Inputs,
+    what: &str,
+    buf: &CudaSlice<u16>,
+    off: usize,
+    n: usize,
+) -> Vec<u16> {
+    let h = g.down(buf);
+    assert!(
+        h[..off].iter().chain(&h[off + n..]).all(|&v| v == CANARY),
+        "{what}: wrote outside its output (seed {})",
+        r.seed
+    );
+    h[off..off + n].to_vec()
+}
+
+/// Element counts of the bf16 element-wise kernels: `ELEMENTWISE_SIZES` and one past a full
+/// grid (`MAX_BLOCKS` blocks, 8 elements per thread), so that the grid-stride loop wraps.
+fn bf16_elementwise_sizes() -> [usize; 7] {
+    let grid = elementwise::MAX_BLOCKS as usize
+        * elementwise::BLOCK as usize
+        * elementwise::BF16_PER_THREAD;
+    let [a, b, c, d, e, f] = ELEMENTWISE_SIZES;
+    [a, b, c, d, e, f, grid + 4099]
+}
+
+fn gpu_gelu_forward_bf16(g: &Gpu, out: &mut CudaViewMut<u16>, x: &CudaView<u16>, n: usize) {
+    let ni = int(n);
+    launch!(g, "gelu_forward_bf16", elementwise::gelu_forward_bf16_launch(n); out, x, &ni);
+}
+
+fn gpu_gelu_backward_bf16(
+    g: &Gpu,
+    dx: &mut CudaViewMut<u16>,
+    x: &CudaView<u16>,
+    dout: &CudaView<u16>,
+    n: usize,
+) {
+    let ni = int(n);
+    launch!(g, "gelu_backward_bf16", elementwise::gelu_backward_bf16_launch(n); dx, x, dout, &ni);
+}
+
+fn gpu_add_bf16(
+    g: &Gpu,
+    out: &mut CudaViewMut<u16>,
+    a: &CudaView<u16>,
+    b: &CudaView<u16>,
+    n: usize,
+) {
+    let ni = int(n);
+    launch!(g, "add_bf16", elementwise::add_bf16_launch(n); out, a, b, &ni);
+}
+
+/// `gelu_forward_bf16`, `gelu_backward_bf16`: bf16 outputs 1e-2 against the CPU on the
+/// bf16 inputs, on aligned (vector) and 2-byte-offset (scalar) views, no write outside them.
+#[test]
+fn gelu_forward_backward_bf16() {
+    let Some(g) = Gpu::get() else { return };
+    let mut r = Inputs::new();
+    for n in bf16_elementwise_sizes() {
+        for off in [0, 1] {
+            let (x, xf) = bf16_normal(&mut r, n, 2.0, 0.0);
+            let d_x = up_at(&g, &x, off);
+            let mut out = up_at(&g, &vec![NAN_BF16; n], off);
+            let span = off..off + n;
+            gpu_gelu_forward_bf16(&g, &mut out.slice_mut(span.clone()), &d_x.slice(span), n);
+            let mut want = vec![f32::NAN; n];
+            cpu::gelu_forward(&mut want, &xf);
+            let what = format!("gelu_forward_bf16 n={n} offset={off}");
+            let got = down_at(&g, &r, &what, &out, off, n);
+            check_bf16(&mut r, &what, &got, &want);
+        }
+    }
+    let n = B * T * 4 * C;
+    let (x, mut out) = (g.up(&matmul::to_bf16(&pattern(n, 1))), g.nan_bf16(n));
+    let ms = g.time_ms(|| gpu_gelu_forward_bf16(&g, &mut out.slice_mut(..), &x.slice(..), n));
+    report(&mut r, "gelu_forward_bf16", ms, &format!("n={n}"));
+
+    for n in bf16_elementwise_sizes() {
+        for off in [0, 1] {
+            let (x, xf) = bf16_normal(&mut r, n, 2.0, 0.0);
+            let (dout, doutf) = bf16_normal(&mut r, n, 1.0, 0.0);
+            let (d_x, d_dout) = (up_at(&g, &x, off), up_at(&g, &dout, off));
+            let mut dx = up_at(&g, &vec![NAN_BF16; n], off);
+            let span = off..off + n;
+            gpu_gelu_backward_bf16(
+                &g,
+                &mut dx.slice_mut(span.clone()),
+                &d_x.slice(span.clone()),
+                &d_dout.slice(span),
+                n,
+            );
+            let mut want = vec![f32::NAN; n];
+            cpu::gelu_backward(&mut want, &xf, &doutf);
+            let what = format!("gelu_backward_bf16 n={n} offset={off}");
+            let got = down_at(&g, &r, &what, &dx, off, n);
+            check_bf16(&mut r, &what, &got, &want);
+        }
+    }
+    let dout = g.up(&matmul::to_bf16(&pattern(n, 2)));
+    let ms = g.time_ms(|| {
+        gpu_gelu_backward_bf16(&g, &mut out.slice_mut(..), &x.slice(..), &dout.slice(..), n)
+    });
+    report(&mut r, "gelu_backward_bf16", ms, &format!("n={n}"));
+}
+
+/// `add_bf16`: 1e-2, and bit for bit (one f32 sum rounded once), also with a and b the same
+/// buffer; aligned and offset views, no write outside them.
+#[test]
+fn add_bf16_bit_exact() {
+    let Some(g) = Gpu::get() else { return };
+    let mut r = Inputs::new();
+    for n in bf16_elementwise_sizes() {
+        for off in [0, 1] {
+            let (a, af) = bf16_normal(&mut r, n, 1.0, 0.0);
+            let (b, bf) = bf16_normal(&mut r, n, 3.0, 1.0);
+            let (d_a, d_b) = (up_at(&g, &a, off), up_at(&g, &b, off));
+            let mut out = up_at(&g, &vec![NAN_BF16; n], off);
+            let span = off..off + n;
+            gpu_add_bf16(
+                &g,
+                &mut out.slice_mut(span.clone()),
+                &d_a.slice(span.clone()),
+                &d_b.slice(span.clone()),
+                n,
+            );
+            let mut want = vec![f32::NAN; n];
+            cpu::add(&mut want, &af, &bf);
+            let what = format!("add_bf16 n={n} offset={off}");
+            let got = down_at(&g, &r, &what, &out, off, n);
+            check_bf16(&mut r, &what, &got, &want);
+            assert_bits(&r, &what, &got, &matmul::to_bf16(&want));
+
+            let a_view = d_a.slice(span.clone());
+            gpu_add_bf16(&g, &mut out.slice_mut(span), &a_view, &a_view, n);
+            cpu::add(&mut want, &af, &af);
+            let what = format!("{what} a=b");
+            let got = down_at(&g, &r, &what, &out, off, n);
+            assert_bits(&r, &what, &got, &matmul::to_bf16(&want));
+        }
+    }
+    let n = B * T * C;
+    let a = g.up(&matmul::to_bf16(&pattern(n, 1)));
+    let b = g.up(&matmul::to_bf16(&pattern(n, 2)));
+    let mut out = g.nan_bf16(n);
+    let ms = g.time_ms(|| gpu_add_bf16(&g, &mut out.slice_mut(..), &a.slice(..), &b.slice(..), n));
+    report(&mut r, "add_bf16", ms, &format!("n={n}"));
+}
+
+fn gpu_layernorm_forward_bf16(
+    g: &Gpu,
+    out: &mut CudaSlice<u16>,
+    mean: &mut CudaSlice<f32>,
+    rstd: &mut CudaSlice<f32>,
+    x: &CudaSlice<u16>,
+    w: &CudaSlice<f32>,
+    b: &CudaSlice<f32>,
+    n: usize,
+    c: usize,
+) {
+    let (ni, ci) = (int(n), int(c));
+    launch!(g, "layernorm_forward_bf16", norm::layernorm_forward_launch(n);
+        out, mean, rstd, x, w, b, &ni, &ci, &EPS);
+}
+
+/// `layernorm_backward_bf16` then `layernorm_backward_reduce`; `scratch` holds
+/// `layernorm_backward_scratch_len(n, c)` floats.
+fn gpu_layernorm_backward_bf16(
+    g: &Gpu,
+    dx: &mut CudaSlice<u16>,
+    dw: &mut CudaSlice<f32>,
+    db: &mut CudaSlice<f32>,
+    scratch: &mut CudaSlice<f32>,
+    dout: &CudaSlice<u16>,
+    x: &CudaSlice<u16>,
+    w: &CudaSlice<f32>,
+    mean: &CudaSlice<f32>,
+    rstd: &CudaSlice<f32>,
+    n: usize,
+    c: usize,
+) {
+    let (ni, ci) = (int(n), int(c));
+    let d = norm::layernorm_backward_launch(n, c);
+    let partials = d.grid.x as i32;
+    launch!(g, "layernorm_backward_bf16", d;
+        dx, &mut *scratch, dout, x, w, mean, rstd, &ni, &ci);
+    launch!(g, "layernorm_backward_reduce", norm::layernorm_backward_reduce_launch(c);
+        dw, db, &*scratch, &partials, &ci);
+}
+
+/// `layernorm_forward_bf16` (out bf16 1e-2, mean and rstd f32 1e-5) and
+/// `layernorm_backward_bf16` + `layernorm_backward_reduce` (dx bf16 1e-2, dweight and dbias
+/// f32 1e-5), against the CPU on the same bf16 x and dout.
+#[test]
+fn layernorm_forward_backward_bf16() {
+    let Some(g) = Gpu::get() else { return };
+    let mut r = Inputs::new();
+    for (n, c) in NORM_SIZES {
+        let (x, xf) = bf16_normal(&mut r, n * c, 2.0, 0.5);
+        let w = r.normal(c, 1.0, 1.0);
+        let b = r.normal(c, 1.0, 0.0);
+        let (mut out, mut mean, mut rstd) = (g.nan_bf16(n * c), g.nan(n), g.nan(n));
+        let (d_x, d_w, d_b) = (g.up(&x), g.up(&w), g.up(&b));
+        gpu_layernorm_forward_bf16(&g, &mut out, &mut mean, &mut rstd, &d_x, &d_w, &d_b, n, c);
+        let mut want = (vec![f32::NAN; n * c], vec![f32::NAN; n], vec![f32::NAN; n]);
+        cpu::layernorm_forward(
+            &mut want.0,
+            &mut want.1,
+            &mut want.2,
+            &xf,
+            &w,
+            &b,
+            n,
+            c,
+            EPS,
+        );
+        let tag = format!("layernorm_forward_bf16 n={n} c={c}");
+        check_bf16(&mut r, &format!("{tag} out"), &g.down(&out), &want.0);
+        r.check(&format!("{tag} mean"), &g.down(&mean), &want.1, TOL);
+        r.check(&format!("{tag} rstd"), &g.down(&rstd), &want.2, TOL);
+    }
+    let (n, c) = (B * T, C);
+    let x = g.up(&matmul::to_bf16(&pattern(n * c, 1)));
+    let (w, b) = (g.up(&pattern(c, 2)), g.up(&pattern(c, 3)));
+    let (mut out, mut mean, mut rstd) = (g.nan_bf16(n * c), g.nan(n), g.nan(n));
+    let ms = g.time_ms(|| {
+        gpu_layernorm_forward_bf16(&g, &mut out, &mut mean, &mut rstd, &x, &w, &b, n, c)
+    });
+    report(
+        &mut r,
+        "layernorm_forward_bf16",
+        ms,
+        &format!("n={n} c={c}"),
+    );
+
+    for (n, c) in NORM_SIZES {
+        let (x, xf) = bf16_normal(&mut r, n * c, 2.0, 0.5);
+        let (dout, doutf) = bf16_normal(&mut r, n * c, 1.0, 0.0);
+        let w = r.normal(c, 1.0, 1.0);
+        let b = r.normal(c, 1.0, 0.0);
+        // The saved statistics (f32), shared by both sides.
+        let (mut y, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+        cpu::layernorm_forward(&mut y, &mut mean, &mut rstd, &xf, &w, &b, n, c, EPS);
+        let mut want = (vec![f32::NAN; n * c], vec![f32::NAN; c], vec![f32::NAN; c]);
+        cpu::layernorm_backward(
+            &mut want.0,
+            &mut want.1,
+            &mut want.2,
+            &doutf,
+            &xf,
+            &w,
+            &mean,
+            &rstd,
+            n,
+            c,
+        );
+        let (mut ddx, mut ddw, mut ddb) = (g.nan_bf16(n * c), g.nan(c), g.nan(c));
+        let mut scratch = g.nan(norm::layernorm_backward_scratch_len(n, c));
+        gpu_layernorm_backward_bf16(
+            &g,
+            &mut ddx,
+            &mut ddw,
+            &mut ddb,
+            &mut scratch,
+            &g.up(&dout),
+            &g.up(&x),
+            &g.up(&w),
+            &g.up(&mean),
+            &g.up(&rstd),
+            n,
+            c,
+        );
+        let tag = format!("layernorm_backward_bf16 n={n} c={c}");
+        check_bf16(&mut r, &format!("{tag} dx"), &g.down(&ddx), &want.0);
+        r.check(&format!("{tag} dweight"), &g.down(&ddw), &want.1, TOL);
+        r.check(&format!("{tag} dbias"), &g.down(&ddb), &want.2, TOL);
+    }
+    let dout = g.up(&matmul::to_bf16(&pattern(n * c, 4)));
+    let (mut ddx, mut ddw, mut ddb) = (g.nan_bf16(n * c), g.nan(c), g.nan(c));
+    let mut scratch = g.nan(norm::layernorm_backward_scratch_len(n, c));
+    let ms = g.time_ms(|| {
+        gpu_layernorm_backward_bf16(
+            &g,
+            &mut ddx,
+            &mut ddw,
+            &mut ddb,
+            &mut scratch,
+            &dout,
+            &x,
+            &w,
+            &mean,
+            &rstd,
+            n,
+            c,
+        )
+    });
+    report(
+        &mut r,
+        "layernorm_backward_bf16+reduce",
+        ms,
+        &format!("n={n} c={c}"),
+    );
+}
+
+/// `fused_residual_layernorm_forward_bf16`: the residual bit for bit (bf16 of the f32 sum),
+/// out bf16 1e-2 against the CPU layernorm of that rounded sum, mean and rstd f32 1e-5.
+#[test]
+fn fused_residual_layernorm_forward_bf16() {
+    let Some(g) = Gpu::get() else { return };
+    let mut r = Inputs::new();
+    let run = |g: &Gpu,
+               res: &mut CudaSlice<u16>,
+               out: &mut CudaSlice<u16>,
+               mean: &mut CudaSlice<f32>,
+               rstd: &mut CudaSlice<f32>,
+               a: &CudaSlice<u16>,
+               b: &CudaSlice<u16>,
+               w: &CudaSlice<f32>,
+               bias: &CudaSlice<f32>,
+               n: usize,
+               c: usize| {
+        let (ni, ci) = (int(n), int(c));
+        launch!(g, "fused_residual_layernorm_forward_bf16",
+            norm::fused_residual_layernorm_forward_launch(n);
+            res, out, mean, rstd, a, b, w, bias, &ni, &ci, &EPS);
+    };
+    for (n, c) in NORM_SIZES {
+        let (a, af) = bf16_normal(&mut r, n * c, 1.0, 0.3);
+        let (b, bf) = bf16_normal(&mut r, n * c, 1.5, -0.1);
+        let w = r.normal(c, 1.0, 1.0);
+        let bias = r.normal(c, 1.0, 0.0);
+        let (mut res, mut out) = (g.nan_bf16(n * c), g.nan_bf16(n * c));
+        let (mut mean, mut rstd) = (g.nan(n), g.nan(n));
+        let (da, db, dw, dbias) = (g.up(&a), g.up(&b), g.up(&w), g.up(&bias));
+        run(
+            &g, &mut res, &mut out, &mut mean, &mut rstd, &da, &db, &dw, &dbias, n, c,
+        );
+        // Reference: the f32 sum rounded to bf16 (add_bf16), then the layernorm of THAT.
+        let mut sum = vec![f32::NAN; n * c];
+        cpu::add(&mut sum, &af, &bf);
+        let sum_bits = matmul::to_bf16(&sum);
+        let mut want = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+        cpu::layernorm_forward(
+            &mut want.0,
+            &mut want.1,
+            &mut want.2,
+            &widen(&sum_bits),
+            &w,
+            &bias,
+            n,
+            c,
+            EPS,
+        );
+        let tag = format!("fused_residual_layernorm_forward_bf16 n={n} c={c}");
+        let got_res = g.down(&res);
+        check_bf16(&mut r, &format!("{tag} residual"), &got_res, &sum);
+        assert_bits(&r, &format!("{tag} residual"), &got_res, &sum_bits);
+        check_bf16(&mut r, &format!("{tag} out"), &g.down(&out), &want.0);
+        r.check(&format!("{tag} mean"), &g.down(&mean), &want.1, TOL);
+        r.check(&format!("{tag} rstd"), &g.down(&rstd), &want.2, TOL);
+    }
+    let (n, c) = (B * T, C);
+    let a = g.up(&matmul::to_bf16(&pattern(n * c, 1)));
+    let b = g.up(&matmul::to_bf16(&pattern(n * c, 2)));
+    let (w, bias) = (g.up(&pattern(c, 3)), g.up(&pattern(c, 4)));
+    let (mut res, mut out) = (g.nan_bf16(n * c), g.nan_bf16(n * c));
+    let (mut mean, mut rstd) = (g.nan(n), g.nan(n));
+    let ms = g.time_ms(|| {
+        run(
+            &g, &mut res, &mut out, &mut mean, &mut rstd, &a, &b, &w, &bias, n, c,
+        )
+    });
+    report(
+        &mut r,
+        "fused_residual_layernorm_forward_bf16",
+        ms,
+        &format!("n={n} c={c}"),
+    );
+}
+
+/// `cross_entropy_forward_bf16` (per-row losses into `losses`) then `mean_reduce` into `loss`.
+fn gpu_cross_entropy_forward_bf16(
+    g: &Gpu,
+    loss: &mut CudaSlice<f32>,
+    losses: &mut CudaSlice<f32>,
+    lse: &mut CudaSlice<f32>,
+    logits: &CudaSlice<u16>,
+    targets: &CudaSlice<i32>,
+    n: usize,
+    v: usize,
+    vp: usize,
+) {
+    let (ni, vi, vpi) = (int(n), int(v), int(vp));
+    launch!(g, "cross_entropy_forward_bf16", loss::cross_entropy_forward_launch(n);
+        &mut *losses, lse, logits, targets, &ni, &vi, &vpi);
+    launch!(g, "mean_reduce", loss::mean_reduce_launch(); loss, &*losses, &ni);
+}
+
+fn gpu_cross_entropy_backward_bf16(
+    g: &Gpu,
+    dlogits: &mut CudaSlice<u16>,
+    logits: &CudaSlice<u16>,
+    lse: &CudaSlice<f32>,
+    targets: &CudaSlice<i32>,
+    dloss: f32,
+    n: usize,
+    v: usize,
+    vp: usize,
+) {
+    let (ni, vi, vpi) = (int(n), int(v), int(vp));
+    launch!(g, "cross_entropy_backward_bf16", loss::cross_entropy_backward_launch(n);
+        dlogits, logits, lse, targets, &dloss, &ni, &vi, &vpi);
+}
+
+/// `cross_entropy_backward_bf16` with `dlogits` = `logits`: the gradient over the logits.
+fn gpu_cross_entropy_backward_bf16_in_place(
+    g: &Gpu,
+    logits: &mut CudaSlice<u16>,
+    lse: &CudaSlice<f32>,
+    targets: &CudaSlice<i32>,
+    dloss: f32,
+    n: usize,
+    v: usize,
+    vp: usize,
+) {
+    let (ni, vi, vpi) = (int(n), int(v), int(vp));
+    // The same device pointer for both parameters (the kernel allows it: each element is read
+    // and then written by the same thread); `_written` records the write after the launch.
+    let (ptr, _written) = logits.device_ptr_mut(&g.stream);
+    launch!(g, "cross_entropy_backward_bf16", loss::cross_entropy_backward_launch(n);
+        &ptr, &ptr, lse, targets, &dloss, &ni, &vi, &vpi);
+}
+
+/// `cross_entropy_forward_bf16` + `mean_reduce` (lse, losses, loss f32 1e-4) and
+/// `cross_entropy_backward_bf16` (dlogits bf16 1e-2, padded columns exactly 0, in place the
+/// same bits), against the CPU on the same bf16 logits.
+#[test]
+fn cross_entropy_forward_backward_bf16() {
+    let Some(g) = Gpu::get() else { return };
+    let mut r = Inputs::new();
+    let (mut e_fwd, mut e_bwd) = (0.0f64, 0.0f64);
+    // (n, v, vp): padded and unpadded rows, rows shorter and longer than a block.
+    for (n, v, vp) in [
+        (1, 1, 1),
+        (3, 10, 16),
+        (37, 300, 301),
+        (64, 5000, 5056),
+        (5, 50257, 50304),
+    ] {
+        let (logits, logitsf) = bf16_normal(&mut r, n * vp, 3.0, 0.0);
+        let targets = r.ids(n, v);
+        let d_logits = g.up(&logits);
+        let d_targets = g.up(&ids_i32(&targets));
+        let (mut loss, mut losses, mut lse) = (g.nan(1), g.nan(n), g.nan(n));
+        gpu_cross_entropy_forward_bf16(
+            &g,
+            &mut loss,
+            &mut losses,
+            &mut lse,
+            &d_logits,
+            &d_targets,
+            n,
+            v,
+            vp,
+        );
+        let (mut want_loss, mut want_lse) = (vec![f32::NAN; 1], vec![f32::NAN; n]);
+        cpu::cross_entropy_forward(&mut want_loss, &mut want_lse, &logitsf, &targets, n, v, vp);
+        let want_losses: Vec<f32> = (0..n)
+            .map(|i| want_lse[i] - logitsf[i * vp + targets[i] as usize])
+            .collect();
+        let tag = format!("cross_entropy_bf16 n={n} v={v} vp={vp}");
+        for (name, got, want) in [
+            ("loss", &loss, &want_loss),
+            ("losses", &losses, &want_losses),
+            ("lse", &lse, &want_lse),
+        ] {
+            let e = r.check(&format!("{tag} {name}"), &g.down(got), want, TOL_FAST);
+            e_fwd = e_fwd.max(e);
+        }
+
+        let dloss = 1.7f32;
+        let mut dlogits = g.nan_bf16(n * vp);
+        gpu_cross_entropy_backward_bf16(
+            &g,
+            &mut dlogits,
+            &d_logits,
+            &lse,
+            &d_targets,
+            dloss,
+            n,
+            v,
+            vp,
+        );
+        let mut want = vec![f32::NAN; n * vp];
+        cpu::cross_entropy_backward(&mut want, &logitsf, &want_lse, &targets, dloss, n, v, vp);
+        let got = g.down(&dlogits);
+        e_bwd = e_bwd.max(check_bf16(&mut r, &format!("{tag} dlogits"), &got, &want));
+        let pads: Vec<u16> = (0..n)
+            .flat_map(|i| got[i * vp + v..][..vp - v].to_vec())
+            .collect();
+        assert_bits(&r, &format!("{tag} padding"), &pads, &vec![0; pads.len()]);
+
+        let mut inplace = g.up(&logits);
+        gpu_cross_entropy_backward_bf16_in_place(
+            &g,
+            &mut inplace,
+            &lse,
+            &d_targets,
+            dloss,
+            n,
+            v,
+            vp,
+        );
+        assert_bits(&r, &format!("{tag} in place"), &g.down(&inplace), &got);
+    }
+    let n = B * T;
+    let logits = g.up(&matmul::to_bf16(&pattern(n * VP, 1)));
+    let targets: Vec<i32> = (0..n).map(|i| ((i * 7919) % V) as i32).collect();
+    let targets = g.up(&targets);
+    let (mut loss, mut losses, mut lse) = (g.nan(1), g.nan(n), g.nan(n));
+    let bench = format!("n={n} v={V} vp={VP}");
+    let ms = g.time_ms(|| {
+        gpu_cross_entropy_forward_bf16(
+            &g,
+            &mut loss,
+            &mut losses,
+            &mut lse,
+            &logits,
+            &targets,
+            n,
+            V,
+            VP,
+        )
+    });
+    r.max_err = e_fwd;
+    report(&mut r, "cross_entropy_forward_bf16+mean", ms, &bench);
+    let mut dlogits = g.nan_bf16(n * VP);
+    let ms = g.time_ms(|| {
+        gpu_cross_entropy_backward_bf16(&g, &mut dlogits, &logits, &lse, &targets, 1.0, n, V, VP)
+    });
+    r.max_err = e_bwd;
+    report(&mut r, "cross_entropy_backward_bf16", ms, &bench);
+    // In place over a copy of the logits (later runs see the gradient: the same work).
+    let mut grad = logits;
+    let ms = g.time_ms(|| {
+        gpu_cross_entropy_backward_bf16_in_place(&g, &mut grad, &lse, &targets, 1.0, n, V, VP)
+    });
+    r.max_err = e_bwd;
+    report(&mut r, "cross_entropy_backward_bf16(in place)", ms, &bench);
+}
+
+fn gpu_embedding_forward_bf16(
+    g: &Gpu,
+    out: &mut CudaSlice<u16>,
+    tokens: &CudaSlice<i32>,
+    wte: &CudaSlice<f32>,
+    wpe: &CudaSlice<f32>,
+    b: usize,
+    t: usize,
+    c: usize,
+) {
+    let (bi, ti, ci) = (int(b), int(t), int(c));
+    launch!(g, "embedding_forward_bf16", loss::embedding_forward_launch(b, t, c);
+        out, tokens, wte, wpe, &bi, &ti, &ci);
+}
+
+impl Buckets {
+    /// As [`Buckets::new`], then padding buckets (token -1, empty ranges) up to `total`, as the
+    /// device backend launches them (b*t buckets every step).
+    fn padded(g: &Gpu, tokens: &[u32], vocab: usize, total: usize) -> Self {
+        let (mut offsets, mut bucket_tokens, positions) = loss::token_buckets(tokens, vocab);
+        let last = *offsets
+            .last()
+            .expect("token_buckets: offsets starts with 0");
+        while bucket_tokens.len() < total {
+            bucket_tokens.push(-1);
+            offsets.push(last);
+        }
+        Buckets {
+            count: bucket_tokens.len(),
+            offsets: g.up(&offsets),
+            tokens: g.up(&bucket_tokens),
+            positions: g.up(&positions),
+        }
+    }
+}
+
+fn gpu_embedding_backward_wte_bf16(
+    g: &Gpu,
+    dwte: &mut CudaViewMut<f32>,
+    dout: &CudaSlice<u16>,
+    buckets: &Buckets,
+    c: usize,
+) {
+    let (ci, nb) = (int(c), int(buckets.count));
+    launch!(g, "embedding_backward_wte_bf16",
+        loss::embedding_backward_wte_launch(buckets.count, c);
+        dwte, dout, &buckets.offsets, &buckets.tokens, &buckets.positions, &nb, &ci);
+}
+
+fn gpu_embedding_backward_wpe_bf16(
+    g: &Gpu,
+    dwpe: &mut CudaSlice<f32>,
+    dout: &CudaSlice<u16>,
+    b: usize,
+    t: usize,
+    c: usize,
+) {
+    let (bi, ti, ci) = (int(b), int(t), int(c));
+    launch!(g, "embedding_backward_wpe_bf16", loss::embedding_backward_wpe_launch(t, c);
+        dwpe, dout, &bi, &ti, &ci);
+}
+
+/// `embedding_forward_bf16` (bf16 1e-2 and bit for bit: one f32 sum rounded once),
+/// `embedding_backward_wte_bf16` (f32 1e-5; also padded with token -1 buckets to b*t, which
+/// write nothing: absent rows keep their value, guard rows around dwte untouched) and
+/// `embedding_backward_wpe_bf16` (f32 1e-5), against the CPU on the same bf16 dout.
+#[test]
+fn embedding_forward_backward_bf16() {
+    let Some(g) = Gpu::get() else { return };
+    let mut r = Inputs::new();
+    const KEEP: f32 = 7.25;
+    let (mut e_fwd, mut e_wte, mut e_wpe) = (0.0f64, 0.0f64, 0.0f64);
+    // (b, t, c, vocab, max_t): few tokens (many repeats) and many; c below and above a block.
+    for (b, t, c, vocab, max_t) in [
+        (1, 1, 1, 1, 1),
+        (2, 5, 33, 3, 7),
+        (3, 17, 100, 1000, 20),
+        (4, 64, 768, 50, 64),
+        (2, 129, 300, 5000, 200),
+    ] {
+        let tokens = r.ids(b * t, vocab);
+        let wte = r.normal(vocab * c, 1.0, 0.0);
+        let wpe = r.normal(max_t * c, 1.0, 0.0);
+        let d_tokens = g.up(&ids_i32(&tokens));
+        let mut out = g.nan_bf16(b * t * c);
+        gpu_embedding_forward_bf16(&g, &mut out, &d_tokens, &g.up(&wte), &g.up(&wpe), b, t, c);
+        let mut want = vec![f32::NAN; b * t * c];
+        cpu::embedding_forward(&mut want, &tokens, &wte, &wpe, b, t, c);
+        let tag = format!("embedding_bf16 b={b} t={t} c={c} vocab={vocab}");
+        let got = g.down(&out);
+        e_fwd = e_fwd.max(check_bf16(&mut r, &format!("{tag} forward"), &got, &want));
+        assert_bits(&r, &format!("{tag} forward"), &got, &matmul::to_bf16(&want));
+
+        // Backward: dwte zeroed (`fill`), then the wte kernel on the real buckets; dwpe's rows
+        // from t zeroed, its first t rows (NaN) written by the wpe kernel.
+        let (dout, doutf) = bf16_normal(&mut r, b * t * c, 1.0, 0.0);
+        let d_dout = g.up(&dout);
+        let (mut dwte, mut dwpe) = (g.nan(vocab * c), g.nan(max_t * c));
+        let zero = 0.0f32;
+        let wte_len = long(vocab * c);
+        launch!(g, "fill", loss::fill_launch(vocab * c); &mut dwte, &zero, &wte_len);
+        if max_t > t {
+            let rest = (max_t - t) * c;
+            let rest_len = long(rest);
+            let mut rows = dwpe.slice_mut(t * c..);
+            launch!(g, "fill", loss::fill_launch(rest); &mut rows, &zero, &rest_len);
+        }
+        let buckets = Buckets::new(&g, &tokens, vocab);
+        gpu_embedding_backward_wte_bf16(&g, &mut dwte.slice_mut(..), &d_dout, &buckets, c);
+        gpu_embedding_backward_wpe_bf16(&g, &mut dwpe, &d_dout, b, t, c);
+        let (mut want_wte, mut want_wpe) = (vec![f32::NAN; vocab * c], vec![f32::NAN; max_t * c]);
+        cpu::embedding_backward(&mut want_wte, &mut want_wpe, &doutf, &tokens, b, t, c);
+        let e = r.check(&format!("{tag} dwte"), &g.down(&dwte), &want_wte, TOL);
+        e_wte = e_wte.max(e);
+        let e = r.check(&format!("{tag} dwpe"), &g.down(&dwpe), &want_wpe, TOL);
+        e_wpe = e_wpe.max(e);
+
+        // The wte kernel alone over b*t buckets (padding with token -1), 3 tokens absent, on
+        // a dwte of KEEP with a guard row before and after.
+        let vocab = vocab + 3;
+        let tokens = r.ids(b * t, vocab - 3);
+        let (dout, doutf) = bf16_normal(&mut r, b * t * c, 1.0, 0.0);
+        let buckets = Buckets::padded(&g, &tokens, vocab, b * t);
+        let mut big = g.up(&vec![KEEP; (vocab + 2) * c]);
+        gpu_embedding_backward_wte_bf16(
+            &g,
+            &mut big.slice_mut(c..(vocab + 1) * c),
+            &g.up(&dout),
+            &buckets,
+            c,
+        );
+        let (mut want_wte, mut want_wpe) = (vec![f32::NAN; vocab * c], vec![f32::NAN; t * c]);
+        cpu::embedding_backward(&mut want_wte, &mut want_wpe, &doutf, &tokens, b, t, c);
+        for tok in 0..vocab {
+            if !tokens.contains(&(tok as u32)) {
+                want_wte[tok * c..][..c].fill(KEEP);
+            }
+        }
+        let got = g.down(&big);
+        let what = format!("{tag} dwte (padded to {} buckets)", b * t);
+        let e = r.check(&what, &got[c..(vocab + 1) * c], &want_wte, TOL);
+        e_wte = e_wte.max(e);
+        assert!(
+            got[..c]
+                .iter()
+                .chain(&got[(vocab + 1) * c..])
+                .all(|&v| v == KEEP),
+            "{what}: a padding bucket wrote (seed {})",
+            r.seed
+        );
+    }
+    let tokens: Vec<u32> = (0..B * T).map(|i| ((i * 7919) % V) as u32).collect();
+    let d_tokens = g.up(&ids_i32(&tokens));
+    let (wte, wpe) = (g.up(&pattern(VP * C, 1)), g.up(&pattern(T * C, 2)));
+    let mut out = g.nan_bf16(B * T * C);
+    let ms = g.time_ms(|| gpu_embedding_forward_bf16(&g, &mut out, &d_tokens, &wte, &wpe, B, T, C));
+    let bench = format!("b={B} t={T} c={C} vocab={VP}");
+    r.max_err = e_fwd;
+    report(&mut r, "embedding_forward_bf16", ms, &bench);
+    let buckets = Buckets::padded(&g, &tokens, VP, B * T);
+    let (mut dwte, mut dwpe) = (g.nan(VP * C), g.nan(T * C));
+    let ms = g.time_ms(|| {
+        gpu_embedding_backward_wte_bf16(&g, &mut dwte.slice_mut(..), &out, &buckets, C)
+    });
+    r.max_err = e_wte;
+    report(
+        &mut r,
+        "embedding_backward_wte_bf16",
+        ms,
+        &format!("{bench} buckets={}", B * T),
+    );
+    let ms = g.time_ms(|| gpu_embedding_backward_wpe_bf16(&g, &mut dwpe, &out, B, T, C));
+    r.max_err = e_wpe;
+    report(&mut r, "embedding_backward_wpe_bf16", ms, &bench);
+}
+
+fn gpu_sum_rows_bf16(
+    g: &Gpu,
+    out: &mut CudaSlice<f32>,
+    partials: &mut CudaSlice<f32>,
+    x: &CudaSlice<u16>,
+    m: usize,
+    n: usize,
+) {
+    let p = reduce::sum_rows_partial_launch(m, n);
+    let (mi, ni, chunks) = (int(m), int(n), p.grid.y as i32);
+    launch!(g, "sum_rows_partial_bf16", p; &mut *partials, x, &mi, &ni);
+    launch!(g, "sum_rows_final", reduce::sum_rows_final_launch(n); out, &*partials, &chunks, &ni);
+}
+
+/// `sum_rows_partial_bf16` + `sum_rows_final`: f32 1e-5 against the CPU on the same bf16 x.
+#[test]
+fn sum_rows_bf16_matches_cpu() {
+    let Some(g) = Gpu::get() else { return };
+    let mut r = Inputs::new();
+    for (m, n) in [
+        (1, 1),
+        (3, 33),
+        (65, 7),
+        (1000, 768),
+        (8192, 31),
+        (4097, 2304),
+        (1, 100_003),
+    ] {
+        let (x, xf) = bf16_normal(&mut r, m * n, 1.0, 0.2);
+        let (mut out, mut partials) = (g.nan(n), g.nan(reduce::sum_rows_scratch_len(m, n)));
+        gpu_sum_rows_bf16(&g, &mut out, &mut partials, &g.up(&x), m, n);
+        let mut want = vec![f32::NAN; n];
+        cpu::sum_rows(&mut want, &xf, m, n);
+        r.check(
+            &format!("sum_rows_bf16 m={m} n={n}"),
+            &g.down(&out),
+            &want,
+            TOL,
+        );
+    }
+    let (m, n) = (B * T, 4 * C);
+    let x = g.up(&matmul::to_bf16(&pattern(m * n, 1)));
+    let (mut out, mut partials) = (g.nan(n), g.nan(reduce::sum_rows_scratch_len(m, n)));
+    let ms = g.time_ms(|| gpu_sum_rows_bf16(&g, &mut out, &mut partials, &x, m, n));
+    report(
+        &mut r,
+        "sum_rows_partial_bf16+final",
+        ms,
+        &format!("m={m} n={n}"),
+    );
+}
+
+fn gpu_attention_backward_preprocess_bf16(
+    g: &Gpu,
+    dsum: &mut CudaSlice<f32>,
+    dout: &CudaSlice<u16>,
+    out: &CudaSlice<u16>,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) {
+    let (bi, ti, ci, nhi) = (int(b), int(t), int(c), int(nh));
+    launch!(g, "attention_backward_preprocess_bf16",
+        attention::attention_backward_preprocess_launch(b, t, nh);
+        dsum, dout, out, &bi, &ti, &ci, &nhi);
+}
+
+/// `attention_backward_preprocess_bf16`: D = Σ_d dout·out per (batch, head, query), f32 1e-5
+/// against an f64 sum over the same bf16 values.
+#[test]
+fn attention_backward_preprocess_bf16_matches_reference() {
+    let Some(g) = Gpu::get() else { return };
+    let mut r = Inputs::new();
+    // (b, t, c, nh): head sizes 4, 16, 64, 150 (above the tiled kernels' 128), 1, 64, 64.
+    for (b, t, c, nh) in [
+        (1, 1, 8, 2),
+        (2, 5, 48, 3),
+        (2, 33, 128, 2),
+        (1, 7, 300, 2),
+        (3, 4, 5, 5),
+        (2, 130, 256, 4),
+        (1, 1024, 768, 12),
+    ] {
+        let hs = c / nh;
+        let (dout, doutf) = bf16_normal(&mut r, b * t * c, 1.0, 0.0);
+        let (out, outf) = bf16_normal(&mut r, b * t * c, 1.0, 0.0);
+        let mut dsum = g.nan(attention::attention_backward_scratch_len(b, t, nh));
+        gpu_attention_backward_preprocess_bf16(
+            &g,
+            &mut dsum,
+            &g.up(&dout),
+            &g.up(&out),
+            b,
+            t,
+            c,
+            nh,
+        );
+        let mut want = vec![f32::NAN; b * nh * t];
+        for bi in 0..b {
+            for i in 0..t {
+                for h in 0..nh {
+                    let row = (bi * t + i) * c + h * hs;
+                    let d: f64 = (0..hs)
+                        .map(|d| doutf[row + d] as f64 * outf[row + d] as f64)
+                        .sum();
+                    want[(bi * nh + h) * t + i] = d as f32;
+                }
+            }
+        }
+        r.check(
+            &format!("attention_backward_preprocess_bf16 b={b} t={t} c={c} nh={nh}"),
+            &g.down(&dsum),
+            &want,
+            TOL,
+        );
+    }
+    let (b, t, c, nh) = (B, T, C, NH);
+    let dout = g.up(&matmul::to_bf16(&pattern(b * t * c, 1)));
+    let out = g.up(&matmul::to_bf16(&pattern(b * t * c, 2)));
+    let mut dsum = g.nan(attention::attention_backward_scratch_len(b, t, nh));
+    let ms = g.time_ms(|| {
+        gpu_attention_backward_preprocess_bf16(&g, &mut dsum, &dout, &out, b, t, c, nh)
+    });
+    report(
+        &mut r,
+        "attention_backward_preprocess_bf16",
+        ms,
+        &format!("b={b} t={t} c={c} nh={nh}"),
+    );
 }

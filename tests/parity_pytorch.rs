@@ -2,7 +2,8 @@
 //! (f32), and the device backend running the CUDA kernels through the emulation (f32 and
 //! bf16). f32: logits and loss to 1e-5, gradients and the optimizer trajectory to 1e-4
 //! (relative error ‖ours − theirs‖ / ‖theirs‖). bf16 tensor cores (DESIGN.md): the loss within
-//! 1e-2; logits and gradients to 1e-2 and 5e-2 (8-bit mantissas in every product).
+//! 1e-2; logits to 1e-2, gradients and parameters after 3 steps to 2e-2 (8-bit mantissas in
+//! every stored activation and every tensor-core product).
 
 mod common;
 use common::pytorch::{check_adamw_steps, check_forward_backward};
@@ -41,7 +42,9 @@ mod emulated_device {
 
     #[test]
     fn bf16_tensor_core_kernels_stay_close_to_pytorch() {
-        let e = check_forward_backward(device(Precision::Bf16), 1e-2, 5e-2);
+        let e = check_forward_backward(device(Precision::Bf16), 1e-2, 2e-2);
+        println!("emu bf16: {e:?}");
+        let e = check_adamw_steps(device(Precision::Bf16), 1e-2, 2e-2);
         println!("emu bf16: {e:?}");
     }
 }

@@ -162,7 +162,27 @@ pub fn check_adamw_steps<B: Backend>(backend: B, tol: f64, tol_param: f64) -> Tr
     for p in m.state().unwrap() {
         let (shape, theirs) = &fx[&format!("after.{}", p.name)];
         assert_eq!(&p.shape, shape);
-        let e = rel_err(&p.data, theirs);
+        let (mut ours, mut theirs) = (p.data.clone(), theirs.clone());
+        if p.name.ends_with("c_attn.bias") {
+            // The key bias (middle third) has a zero gradient in exact arithmetic (softmax
+            // ignores a constant per row), so AdamW moves it by rounding noise scaled up to
+            // ±lr per step: compare its size, not its value.
+            let c = ours.len() / 3;
+            let before = &fx[&p.name].1[c..2 * c];
+            let ours_k: Vec<f32> = ours.drain(c..2 * c).collect();
+            let theirs_k: Vec<f32> = theirs.drain(c..2 * c).collect();
+            // Adam's step is about lr at most (2x margin for the moments' ratio).
+            let bound = 2.0 * 3.0 * LR;
+            for k in [&ours_k, &theirs_k] {
+                let moved = k.iter().zip(before).map(|(a, b)| (a - b).abs());
+                assert!(
+                    moved.fold(0f32, f32::max) <= bound,
+                    "{}: key bias moved more than 2 lr per step",
+                    p.name
+                );
+            }
+        }
+        let e = rel_err(&ours, &theirs);
         assert!(
             e < tol_param,
             "param {} after 3 steps: rel err {e:e}",

@@ -17,15 +17,15 @@ use crate::backend::launch::LaunchDims;
 use crate::backend::{AdamWGroup, AdamWStep, AttentionShape, Backend, DType, MatmulShape, View};
 use crate::error::{Error, Result};
 
-/// The arithmetic of the matmuls and attention.
+/// How the device backend stores activations and computes matmuls and attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {
     /// Everything in f32 (SIMT matmul, f32 attention): for parity with the CPU backend.
     F32,
-    /// Matmuls and attention on tensor cores: their f32 operands are cast to bf16 (into
-    /// scratch memory) for the product, accumulation and results stay f32 — autocast, as in
-    /// `torch.autocast(dtype=bfloat16)`. Parameters, gradients, optimizer state and stored
-    /// activations stay f32.
+    /// Mixed precision: activations and activation gradients stored in bf16 (the graph's
+    /// precision pass decides, see `graph::precision`), matmuls and attention on tensor cores
+    /// with f32 accumulation; parameters, their gradients, optimizer state, statistics and
+    /// the loss in f32. Any f32 operand a tensor-core kernel gets is cast to bf16 first.
     Bf16,
 }
 
@@ -74,6 +74,8 @@ pub struct DeviceBackend<R: Runtime> {
     precision: Precision,
     /// Temporary memory of the kernel sequences (partial sums, bf16 casts), grown on demand.
     scratch: RefCell<Option<(R::Buffer, usize)>>,
+    /// Scratch buffers outgrown: kept, because a recorded graph may still address them.
+    retired: RefCell<Vec<R::Buffer>>,
     /// The AdamW tables (tensor ends, weight decays) of the last parameter layout seen.
     adamw_tables: RefCell<Option<AdamWTables<R::Buffer>>>,
     capturing: Cell<bool>,
@@ -86,6 +88,7 @@ impl<R: Runtime> DeviceBackend<R> {
             rt,
             precision,
             scratch: RefCell::new(None),
+            retired: RefCell::new(Vec::new()),
             adamw_tables: RefCell::new(None),
             capturing: Cell::new(false),
             error: RefCell::new(None),
@@ -138,7 +141,11 @@ impl<R: Runtime> DeviceBackend<R> {
             }
             let len = total.max(slot.as_ref().map_or(0, |s| s.1 * 2)).max(1 << 20);
             match self.rt.alloc(len) {
-                Ok(buf) => *slot = Some((buf, len)),
+                Ok(buf) => {
+                    if let Some((old, _)) = slot.replace((buf, len)) {
+                        self.retired.borrow_mut().push(old);
+                    }
+                }
                 Err(e) => {
                     self.fail(e);
                     return None;
@@ -377,7 +384,7 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
     fn name(&self) -> String {
         let precision = match self.precision {
             Precision::F32 => "f32",
-            Precision::Bf16 => "bf16 tensor cores, f32 storage",
+            Precision::Bf16 => "bf16 activations, tensor cores",
         };
         format!("{} [{precision}]", self.rt.name())
     }
