@@ -359,16 +359,18 @@ impl<R: Runtime> DeviceBackend<R> {
 
     /// `dst (to) = src (from)`, n elements.
     fn convert_at(&self, dst: u64, to: DType, src: Arg, from: DType, n: usize) {
-        let kernel = match (from, to) {
-            (DType::F32, DType::Bf16) => Kernel::CastF32ToBf16,
-            (DType::Bf16, DType::F32) => Kernel::CastBf16ToF32,
+        let (kernel, dims) = match (from, to) {
+            (DType::F32, DType::Bf16) => (
+                Kernel::CastF32ToBf16,
+                elementwise::cast_f32_to_bf16_launch(n),
+            ),
+            (DType::Bf16, DType::F32) => (
+                Kernel::CastBf16ToF32,
+                elementwise::cast_bf16_to_f32_launch(n),
+            ),
             _ => return self.fail(Error::Device(format!("convert {from:?} to {to:?}"))),
         };
-        self.launch(
-            kernel,
-            elementwise::cast_f32_to_bf16_launch(n),
-            &[Arg::Ptr(dst), src, int(n)],
-        );
+        self.launch(kernel, dims, &[Arg::Ptr(dst), src, int(n)]);
     }
 
     fn upload_f32(&self, buf: &mut R::Buffer, offset: usize, data: &[f32]) -> Result<()> {
