@@ -1,7 +1,8 @@
 //! Text generation by sampling, one token at a time.
 //!
-//! This version recomputes the whole window for every new token through an inference graph
-//! of batch 1; a KV cache (generation at O(context) per token) is the next step.
+//! [`sample`] recomputes the whole window for every new token through an inference graph of
+//! batch 1 (the reference); [`crate::infer::KvModel`] generates at O(context) per token with a
+//! KV cache, picking tokens with the same [`pick_token`] / [`pick_token_top_p`].
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -21,6 +22,19 @@ pub struct SampleOptions {
 
 /// Picks a token from one row of logits (only the first `vocab` entries are real).
 pub fn pick_token(logits: &[f32], vocab: usize, opts: &SampleOptions, rng: &mut Rng) -> u32 {
+    pick_token_top_p(logits, vocab, opts, 1.0, rng)
+}
+
+/// [`pick_token`] with nucleus sampling: after temperature and top-k, sample only among the
+/// most likely tokens whose probabilities sum to at least `top_p` (1 or more: all of them).
+/// Greedy (temperature 0) ignores `top_k` and `top_p`.
+pub fn pick_token_top_p(
+    logits: &[f32],
+    vocab: usize,
+    opts: &SampleOptions,
+    top_p: f32,
+    rng: &mut Rng,
+) -> u32 {
     let logits = &logits[..vocab];
     let argmax = || {
         logits
@@ -49,10 +63,26 @@ pub fn pick_token(logits: &[f32], vocab: usize, opts: &SampleOptions, rng: &mut 
         .iter()
         .map(|&i| logits[i as usize])
         .fold(f32::NEG_INFINITY, f32::max);
-    let weights: Vec<f64> = order
+    let mut weights: Vec<f64> = order
         .iter()
         .map(|&i| (((logits[i as usize] - max) / opts.temperature) as f64).exp())
         .collect();
+    if top_p < 1.0 {
+        // Most likely first (ties by id, so the result does not depend on the top-k order).
+        let mut pairs: Vec<(u32, f64)> = order.iter().copied().zip(weights).collect();
+        pairs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let total: f64 = pairs.iter().map(|p| p.1).sum();
+        let (mut cum, mut keep) = (0.0, 0);
+        for p in &pairs {
+            cum += p.1;
+            keep += 1;
+            if cum >= top_p as f64 * total {
+                break;
+            }
+        }
+        pairs.truncate(keep.max(1));
+        (order, weights) = pairs.into_iter().unzip();
+    }
     let mut r = rng.uniform() * weights.iter().sum::<f64>();
     for (&i, &w) in order.iter().zip(&weights) {
         r -= w;
@@ -135,5 +165,33 @@ mod tests {
             let t = pick_token(&logits, 4, &top2, &mut rng);
             assert!(t == 1 || t == 2);
         }
+    }
+
+    #[test]
+    fn top_p_keeps_the_nucleus() {
+        // Probabilities at temperature 1: about 0.64, 0.24, 0.09, 0.03.
+        let logits = [3.0f32, 2.0, 1.0, 0.0];
+        let opts = SampleOptions {
+            max_new_tokens: 1,
+            temperature: 1.0,
+            top_k: 0,
+            seed: 1,
+        };
+        let mut rng = Rng::new(5);
+        let mut seen = [0usize; 4];
+        for _ in 0..2000 {
+            seen[pick_token_top_p(&logits, 4, &opts, 0.8, &mut rng) as usize] += 1;
+        }
+        assert!(seen[0] > 0 && seen[1] > 0, "{seen:?}");
+        assert_eq!(seen[2] + seen[3], 0, "{seen:?}");
+        for _ in 0..200 {
+            assert_eq!(pick_token_top_p(&logits, 4, &opts, 0.1, &mut rng), 0);
+        }
+        // top_p 1 is plain sampling: every token shows up.
+        let mut all = [0usize; 4];
+        for _ in 0..4000 {
+            all[pick_token_top_p(&logits, 4, &opts, 1.0, &mut rng) as usize] += 1;
+        }
+        assert!(all.iter().all(|&n| n > 0), "{all:?}");
     }
 }

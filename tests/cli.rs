@@ -147,9 +147,23 @@ sample_tokens = 20
     // 60 steps of a tiny model on the sonnets must learn something: below the uniform loss.
     assert!(summary["val_loss"].as_f64().unwrap() < (320f64).ln());
     let ckpt = out_dir.join("checkpoint");
-    for f in ["model.safetensors", "config.json", "tokenizer.json"] {
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+    ] {
         assert!(ckpt.join(f).is_file(), "checkpoint lacks {f}");
     }
+    // Resumable checkpoints at each evaluation (30, 60) and the training record.
+    for step in ["step_0000030", "step_0000060"] {
+        let dir = out_dir.join("checkpoints").join(step);
+        for f in ["optimizer.safetensors", "trainer_state.json"] {
+            assert!(dir.join(f).is_file(), "{step} lacks {f}");
+        }
+    }
+    assert!(out_dir.join("metrics.jsonl").is_file());
+    assert!(out_dir.join("loss.png").is_file());
     let weights = smelt::checkpoint::read_safetensors(&ckpt.join("model.safetensors")).unwrap();
     assert_eq!(weights["transformer.wte.weight"].0, vec![320, 32]);
     assert_eq!(
@@ -163,12 +177,25 @@ sample_tokens = 20
     assert_eq!(config["n_positions"], 32);
     assert!(String::from_utf8_lossy(&out.stdout).contains("--- sample ---"));
 
+    // A fresh run into the same directory would lose its checkpoints: refused, in one line.
+    let again = train(&[
+        "--config",
+        &cfg,
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--no-progress",
+        "--max-steps",
+        "2",
+    ]);
+    assert_clean_error(&again, "checkpoints of an earlier run");
+    assert!(out_dir.join("checkpoints/step_0000060").is_dir());
+
     // The second run finds the prepared corpus in the cache.
     let out = train(&[
         "--config",
         &cfg,
         "--out",
-        out_dir.to_str().unwrap(),
+        dir.join("out2").to_str().unwrap(),
         "--no-progress",
         "--max-steps",
         "2",

@@ -12,6 +12,8 @@ pub mod device;
 #[cfg(smelt_emulation)]
 pub mod emu;
 pub mod launch;
+#[cfg(smelt_emulation)]
+pub mod select;
 
 use crate::error::{Error, Result};
 

@@ -3,9 +3,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use clap::Parser;
-use smelt::train::{self, RunConfig};
+use smelt::train::state::Resume;
+use smelt::train::{self, Outcome, RunConfig, RunOptions};
 
 /// Train a GPT-2 language model.
 ///
@@ -53,54 +56,142 @@ struct Args {
     /// Text to prepare when --data is not given: files or a folder [default: data/shakespeare].
     #[arg(long, value_name = "PATH")]
     corpus: Option<PathBuf>,
+    /// Continue a run from a checkpoint: a checkpoints/step_NNNNNNN folder, or a run
+    /// directory (its latest checkpoint). The run keeps its settings; only --max-steps (to
+    /// extend it), --stop-at-step, --device and --precision may be given.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    /// Stop after this many steps (saving a checkpoint) while keeping the learning-rate
+    /// schedule of --max-steps; continue later with --resume.
+    #[arg(long, value_name = "STEPS")]
+    stop_at_step: Option<usize>,
     /// Plain periodic log lines instead of the live progress bar.
     #[arg(long)]
     no_progress: bool,
 }
 
+/// Applies the flags to `cfg`.
+fn apply_flags(args: &Args, cfg: &mut RunConfig) {
+    let t = &mut cfg.train;
+    if let Some(v) = args.out.clone() {
+        t.out = v;
+    }
+    if let Some(v) = args.max_steps {
+        t.max_steps = v;
+    }
+    if let Some(v) = args.batch_size {
+        t.batch_size = v;
+    }
+    if let Some(v) = args.seq_len {
+        t.seq_len = v;
+    }
+    if let Some(v) = args.lr {
+        t.lr = v;
+        t.min_lr = t.min_lr.min(v);
+    }
+    if let Some(v) = args.seed {
+        t.seed = v;
+    }
+    if let Some(v) = args.device.clone() {
+        t.device = v;
+    }
+    if let Some(v) = args.precision.clone() {
+        t.precision = v;
+    }
+    if let Some(v) = args.stop_at_step {
+        t.stop_at_step = v;
+    }
+    if let Some(v) = args.corpus.clone() {
+        cfg.data.corpus = v;
+    }
+    if let Some(v) = args.data.clone() {
+        cfg.data.dir = Some(v);
+    }
+}
+
+/// Stops the run after the current step on the first Ctrl-C; exits at once on the second.
+fn stop_flag() -> Option<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let seen = flag.clone();
+    let set = ctrlc::set_handler(move || {
+        if seen.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: exiting without saving (the last checkpoint is whole)");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: stopping after this step and saving a checkpoint (Ctrl-C again to quit now)");
+    });
+    match set {
+        Ok(()) => Some(flag),
+        Err(e) => {
+            eprintln!("note: Ctrl-C will not save a checkpoint: {e}");
+            None
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = (|| {
-        let mut cfg = match &args.config {
-            Some(path) => RunConfig::from_file(path)?,
-            None => RunConfig::default(),
+        let (cfg, resume) = match &args.resume {
+            Some(dir) => {
+                if let Some(path) = &args.config {
+                    return Err(smelt::Error::Config(format!(
+                        "--config {} cannot be combined with --resume: a resumed run keeps the settings of its checkpoint",
+                        path.display()
+                    )));
+                }
+                let resume = Resume::open(dir)?;
+                let mut cfg = resume.state.config.clone();
+                // The stop that ended the saved run is spent: run on unless asked again.
+                cfg.train.stop_at_step = 0;
+                apply_flags(&args, &mut cfg);
+                if let Some(out) = &args.out {
+                    let same = |a: &std::path::Path, b: &std::path::Path| {
+                        a.canonicalize()
+                            .ok()
+                            .zip(b.canonicalize().ok())
+                            .is_some_and(|(a, b)| a == b)
+                    };
+                    if !same(out, &resume.run_dir()) {
+                        return Err(smelt::Error::Config(format!(
+                            "--out {} with --resume: a resumed run continues in its own directory {}",
+                            out.display(),
+                            resume.run_dir().display()
+                        )));
+                    }
+                }
+                (cfg, Some(resume))
+            }
+            None => {
+                let mut cfg = match &args.config {
+                    Some(path) => RunConfig::from_file(path)?,
+                    None => RunConfig::default(),
+                };
+                apply_flags(&args, &mut cfg);
+                (cfg, None)
+            }
         };
-        let t = &mut cfg.train;
-        if let Some(v) = args.out.clone() {
-            t.out = v;
-        }
-        if let Some(v) = args.max_steps {
-            t.max_steps = v;
-        }
-        if let Some(v) = args.batch_size {
-            t.batch_size = v;
-        }
-        if let Some(v) = args.seq_len {
-            t.seq_len = v;
-        }
-        if let Some(v) = args.lr {
-            t.lr = v;
-            t.min_lr = t.min_lr.min(v);
-        }
-        if let Some(v) = args.seed {
-            t.seed = v;
-        }
-        if let Some(v) = args.device.clone() {
-            t.device = v;
-        }
-        if let Some(v) = args.precision.clone() {
-            t.precision = v;
-        }
-        if let Some(v) = args.corpus.clone() {
-            cfg.data.corpus = v;
-        }
-        if let Some(v) = args.data.clone() {
-            cfg.data.dir = Some(v);
-        }
-        train::run(cfg, !args.no_progress)
+        let opts = RunOptions {
+            live: !args.no_progress,
+            resume,
+            stop: stop_flag(),
+        };
+        train::run_with(cfg, opts)
     })();
     match result {
-        Ok(s) => {
+        Ok(Outcome::Interrupted { step, checkpoint }) => {
+            let run_dir = checkpoint
+                .parent()
+                .and_then(|p| p.parent())
+                .unwrap_or(std::path::Path::new("."));
+            eprintln!(
+                "interrupted after step {step}: checkpoint saved to {}; continue with `train --resume {}`",
+                checkpoint.display(),
+                run_dir.display()
+            );
+            ExitCode::from(130)
+        }
+        Ok(Outcome::Finished(s)) => {
             println!("--- sample ---\n{}\n--------------", s.sample);
             println!(
                 "done: {} steps in {:.1}s | train loss {:.4} | val loss {:.4} | unigram entropy {:.4} | {:.0} tok/s",

@@ -51,7 +51,7 @@ pub struct TrainConfig {
     /// Matmul and attention arithmetic on CUDA: `auto` (bf16 on CUDA), `bf16` (tensor cores,
     /// f32 storage and accumulation) or `f32`. The CPU always computes in f32.
     pub precision: String,
-    /// Run directory: checkpoint, summary.json.
+    /// Run directory: checkpoints/, checkpoint/, metrics.jsonl, loss.png, summary.json.
     pub out: PathBuf,
     pub batch_size: usize,
     pub seq_len: usize,
@@ -74,6 +74,14 @@ pub struct TrainConfig {
     pub max_seconds: f64,
     /// CPU threads; 0 means one per core.
     pub threads: usize,
+    /// Save a resumable checkpoint (`checkpoints/step_NNNNNNN/`) every this many steps, and
+    /// at the end; 0 means at each evaluation.
+    pub checkpoint_every: usize,
+    /// Step checkpoints to keep (the latest); 0 keeps all.
+    pub keep_checkpoints: usize,
+    /// Stop (saving a checkpoint as usual) after this many steps while keeping the schedule
+    /// of `max_steps`, to continue later with `--resume`; 0 means run to max_steps.
+    pub stop_at_step: usize,
 }
 
 impl Default for TrainConfig {
@@ -95,6 +103,9 @@ impl Default for TrainConfig {
             sample_tokens: 160,
             max_seconds: 0.0,
             threads: 0,
+            checkpoint_every: 0,
+            keep_checkpoints: 3,
+            stop_at_step: 0,
         }
     }
 }

@@ -1,20 +1,25 @@
 //! The training run: corpus → tokenizer → token streams → GPT → AdamW steps with periodic
-//! validation → sample → checkpoint and `summary.json`.
+//! validation and resumable checkpoints → sample → exported checkpoint and `summary.json`.
+//! The run directory also gets the training record: `metrics.jsonl` and `loss.png`.
 
 pub mod config;
 pub mod data;
+pub mod record;
+pub mod state;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 
 pub use config::RunConfig;
+use record::{plot_loss, EvalMetrics, Metrics, StepMetrics};
+use state::{TrainerState, ValPoint};
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::cuda::CudaRuntime;
-use crate::backend::device::emu::EmuRuntime;
-use crate::backend::device::{DeviceBackend, Precision};
+use crate::backend::select::{self, DeviceJob};
 use crate::backend::{AdamWStep, Backend};
 use crate::checkpoint;
 use crate::data::batches::Batch;
@@ -48,45 +53,23 @@ pub struct RunSummary {
     pub config: RunConfig,
 }
 
-/// The matmul/attention arithmetic a run asked for, on a device backend.
-fn precision(requested: &str) -> Precision {
-    match requested {
-        "f32" => Precision::F32,
-        _ => Precision::Bf16,
+/// Training, as a job for whichever backend `train.device` selects.
+struct TrainJob {
+    cfg: RunConfig,
+    opts: RunOptions,
+}
+
+impl DeviceJob for TrainJob {
+    type Output = Outcome;
+    fn run<B: Backend>(self, backend: B) -> Result<Outcome> {
+        run_on(backend, self.cfg, self.opts)
     }
 }
 
 /// Resolves the run's device and trains on it.
-fn run_on_device(cfg: RunConfig, live: bool) -> Result<RunSummary> {
-    let t = &cfg.train;
-    if t.precision != "auto" && t.device == "cpu" {
-        eprintln!("note: train.precision applies to CUDA; the CPU computes in f32");
-    }
-    match t.device.as_str() {
-        "cpu" => run_on(CpuBackend::new(), cfg, live),
-        "cuda" => {
-            let backend = DeviceBackend::new(CudaRuntime::new(0)?, precision(&t.precision));
-            run_on(backend, cfg, live)
-        }
-        "emu" => {
-            let backend = DeviceBackend::new(EmuRuntime::new(), precision(&t.precision));
-            run_on(backend, cfg, live)
-        }
-        "auto" => match crate::backend::cuda::probe() {
-            Ok(_) => {
-                let backend = DeviceBackend::new(CudaRuntime::new(0)?, precision(&t.precision));
-                eprintln!("device auto: a GPU and CUDA kernels are present: using CUDA");
-                run_on(backend, cfg, live)
-            }
-            Err(why) => {
-                eprintln!("device auto: CUDA unavailable ({why}): using the CPU");
-                run_on(CpuBackend::new(), cfg, live)
-            }
-        },
-        other => Err(Error::Config(format!(
-            "device '{other}' is not one of auto, cpu, cuda, emu"
-        ))),
-    }
+fn run_on_device(cfg: RunConfig, opts: RunOptions) -> Result<Outcome> {
+    let (device, precision) = (cfg.train.device.clone(), cfg.train.precision.clone());
+    select::run_on_device(&device, &precision, TrainJob { cfg, opts })
 }
 
 /// Mean loss over validation batches (forward only).
@@ -105,8 +88,57 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
+/// How to run: the progress bar, a checkpoint to resume from, a flag that stops the run.
+#[derive(Default)]
+pub struct RunOptions {
+    /// The live terminal progress bar (else plain log lines).
+    pub live: bool,
+    /// Continue from this checkpoint (its config must be the run's, see
+    /// [`state::Resume::check_config`]).
+    pub resume: Option<state::Resume>,
+    /// Set (e.g. by a Ctrl-C handler) to stop after the current step, saving a checkpoint.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// Trained to the end (or to `max_seconds` / `stop_at_step`) and exported.
+    Finished(Box<RunSummary>),
+    /// Stopped by [`RunOptions::stop`] after `step` steps; `checkpoint` resumes it.
+    Interrupted { step: usize, checkpoint: PathBuf },
+}
+
 /// Runs training as configured. `live` enables the terminal progress bar.
 pub fn run(cfg: RunConfig, live: bool) -> Result<RunSummary> {
+    let opts = RunOptions {
+        live,
+        ..RunOptions::default()
+    };
+    match run_with(cfg, opts)? {
+        Outcome::Finished(summary) => Ok(*summary),
+        Outcome::Interrupted { .. } => unreachable!("no stop flag was given"),
+    }
+}
+
+/// Runs training as configured, resuming and stopping as `opts` says.
+pub fn run_with(mut cfg: RunConfig, opts: RunOptions) -> Result<Outcome> {
+    if let Some(r) = &opts.resume {
+        cfg.train.out = r.run_dir();
+        r.check_config(&cfg)?;
+    } else {
+        // Never delete an earlier run's checkpoints: continue it or train elsewhere.
+        let checkpoints = cfg.train.out.join(checkpoint::CHECKPOINTS);
+        let earlier = checkpoint::list_steps(&checkpoints)?;
+        if !earlier.is_empty() {
+            return Err(Error::Config(format!(
+                "{} holds {} checkpoints of an earlier run: continue it with --resume {}, or choose another --out",
+                checkpoints.display(),
+                earlier.len(),
+                cfg.train.out.display()
+            )));
+        }
+    }
     cfg.validate()?;
     if cfg.train.threads > 0 {
         // Fails only if a pool already exists (e.g. a second run in one process): keep it.
@@ -114,12 +146,59 @@ pub fn run(cfg: RunConfig, live: bool) -> Result<RunSummary> {
             .num_threads(cfg.train.threads)
             .build_global();
     }
-    run_on_device(cfg, live)
+    run_on_device(cfg, opts)
+}
+
+/// Everything a checkpoint's trainer state is made of, as the loop keeps it.
+struct Progression {
+    train_losses: Vec<f32>,
+    val_losses: Vec<ValPoint>,
+    train_seconds: f64,
+    /// Seconds of the run before this process (when resumed).
+    elapsed_before: f64,
+}
+
+/// Saves the step checkpoint after `step` steps.
+fn save_checkpoint<B: Backend>(
+    model: &Gpt<B>,
+    cfg: &RunConfig,
+    data: &data::TrainData,
+    step: usize,
+    p: &Progression,
+    started: &Instant,
+) -> Result<PathBuf> {
+    let state = TrainerState {
+        step,
+        loader: data.train.position(),
+        batch_order: data.train.order(),
+        config: cfg.clone(),
+        data_dir: data.dir.clone(),
+        train_losses: p.train_losses.clone(),
+        val_losses: p.val_losses.clone(),
+        train_seconds: p.train_seconds,
+        elapsed_seconds: p.elapsed_before + started.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_vec_pretty(&state).expect("trainer state serializes");
+    let optimizer = state::optimizer_state(model)?;
+    let t = &cfg.train;
+    checkpoint::save_step(
+        &t.out.join(checkpoint::CHECKPOINTS),
+        step,
+        &cfg.model,
+        &model.state()?,
+        &data.tokenizer,
+        &checkpoint::TrainingState {
+            optimizer: &optimizer,
+            trainer_state: &json,
+        },
+        t.keep_checkpoints,
+    )
 }
 
 /// Trains on `backend`.
-fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, live: bool) -> Result<RunSummary> {
+fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Result<Outcome> {
     let started = Instant::now();
+    let live = opts.live;
     let t = cfg.train.clone();
     eprintln!("device: {}", backend.name());
 
@@ -135,7 +214,54 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, live: bool) -> Result<RunS
     let val_batches = std::mem::take(&mut data.val_batches);
 
     let mut model = Gpt::new(backend, cfg.model, t.batch_size, t.seq_len, true)?;
-    model.init_gpt2(t.seed)?;
+    let resume = opts.resume.as_ref();
+    let mut progression = Progression {
+        train_losses: Vec::with_capacity(t.max_steps),
+        val_losses: Vec::new(),
+        train_seconds: 0.0,
+        elapsed_before: 0.0,
+    };
+    match resume {
+        Some(r) => {
+            let s = &r.state;
+            if s.config.model != cfg.model {
+                return Err(Error::Checkpoint(format!(
+                    "--resume {}: the data set's tokenizer has {} tokens but the checkpoint's model has {}",
+                    r.dir.display(),
+                    cfg.model.vocab_size,
+                    s.config.model.vocab_size
+                )));
+            }
+            if data.train.order() != s.batch_order {
+                return Err(Error::Checkpoint(format!(
+                    "--resume {}: the checkpoint's batch order {:?} is not this run's {:?}",
+                    r.dir.display(),
+                    s.batch_order,
+                    data.train.order()
+                )));
+            }
+            if data.dir != s.data_dir {
+                eprintln!(
+                    "note: the checkpoint trained on {}, this run reads {}",
+                    s.data_dir.display(),
+                    data.dir.display()
+                );
+            }
+            model.load(&checkpoint::read_safetensors(
+                &r.dir.join("model.safetensors"),
+            )?)?;
+            state::load_optimizer_state(
+                &mut model,
+                &checkpoint::read_safetensors(&r.dir.join("optimizer.safetensors"))?,
+            )?;
+            data.train.seek(s.loader)?;
+            progression.train_losses.extend_from_slice(&s.train_losses);
+            progression.val_losses = s.val_losses.clone();
+            progression.train_seconds = s.train_seconds;
+            progression.elapsed_before = s.elapsed_seconds;
+        }
+        None => model.init_gpt2(t.seed)?,
+    }
     let (planned, naive) = model.exec.plan.activation_bytes();
     eprintln!(
         "model: {} layers, {} heads, {} wide, block {}, vocab {} (padded {}): {:.2}M parameters",
@@ -155,23 +281,48 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, live: bool) -> Result<RunS
         model.exec.plan.total as f64 * 4.0 / 1e6
     );
 
+    let first_step = resume.map_or(0, |r| r.state.step);
+    let mut metrics = Metrics::open(&t.out, resume.map(|r| r.state.step))?;
+    let plot_path = t.out.join("loss.png");
+
     let schedule = LrSchedule {
         max_lr: t.lr,
         min_lr: t.min_lr,
         warmup_steps: t.warmup_steps,
         total_steps: t.max_steps,
     };
+    let checkpoint_every = if t.checkpoint_every == 0 {
+        t.eval_every
+    } else {
+        t.checkpoint_every
+    };
     let mut progress = Progress::new("step", t.max_steps as u64, Unit::Steps, live);
     let tokens_per_step = t.batch_size * t.seq_len * t.grad_accum;
-    let mut train_seconds = 0.0;
-    let mut losses = Vec::with_capacity(t.max_steps);
-    let mut val_loss = f32::NAN;
+    let mut val_loss = progression
+        .val_losses
+        .last()
+        .map_or(f32::NAN, |v| v.val_loss);
     let mut stopped_early = false;
-    progress.println(&format!(
-        "step 0: val loss {:.4} | unigram entropy {unigram_entropy:.4}",
-        evaluate(&mut model, &val_batches)?
-    ));
-    for step in 0..t.max_steps {
+    match resume {
+        Some(r) => {
+            progress.set(first_step as u64, "");
+            progress.println(&format!(
+                "resumed from {} at step {first_step} of {}",
+                r.dir.display(),
+                t.max_steps
+            ));
+        }
+        None => {
+            val_loss = evaluate(&mut model, &val_batches)?;
+            metrics.eval(&EvalMetrics { step: 0, val_loss })?;
+            progression.val_losses.push(ValPoint { step: 0, val_loss });
+            progress.println(&format!(
+                "step 0: val loss {val_loss:.4} | unigram entropy {unigram_entropy:.4}"
+            ));
+        }
+    }
+    let mut last_checkpoint = None;
+    for step in first_step..t.max_steps {
         let step_start = Instant::now();
         let lr = schedule.lr(step);
         model.exec.zero_grads();
@@ -201,11 +352,21 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, live: bool) -> Result<RunS
             },
             cfg.optimizer.weight_decay,
         );
-        train_seconds += step_start.elapsed().as_secs_f64();
-        losses.push(loss);
+        let step_seconds = step_start.elapsed().as_secs_f64();
+        progression.train_seconds += step_seconds;
+        progression.train_losses.push(loss);
         let done = step + 1;
-        let tok_s = (done * tokens_per_step) as f64 / train_seconds;
-        let eta = (t.max_steps - done) as f64 * started.elapsed().as_secs_f64() / done as f64;
+        metrics.step(&StepMetrics {
+            step: done,
+            train_loss: loss,
+            lr,
+            grad_norm: norm,
+            tokens_per_second: tokens_per_step as f64 / step_seconds.max(1e-9),
+        })?;
+        let tok_s =
+            (progression.train_losses.len() * tokens_per_step) as f64 / progression.train_seconds;
+        let eta = (t.max_steps - done) as f64 * started.elapsed().as_secs_f64()
+            / (done - first_step) as f64;
         progress.set(
             done as u64,
             &format!(
@@ -213,29 +374,73 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, live: bool) -> Result<RunS
                 format_duration(eta)
             ),
         );
+        let interrupted = opts
+            .stop
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::SeqCst));
         let out_of_time = t.max_seconds > 0.0 && started.elapsed().as_secs_f64() > t.max_seconds;
-        if done % t.eval_every == 0 || done == t.max_steps || out_of_time {
+        let stop_here = t.stop_at_step > 0 && done >= t.stop_at_step;
+        let last = done == t.max_steps || out_of_time || stop_here;
+        if done % t.eval_every == 0 || last {
             val_loss = evaluate(&mut model, &val_batches)?;
+            metrics.eval(&EvalMetrics {
+                step: done,
+                val_loss,
+            })?;
+            progression.val_losses.push(ValPoint {
+                step: done,
+                val_loss,
+            });
             progress.println(&format!(
                 "step {done}: train loss {loss:.4} | val loss {val_loss:.4} | unigram entropy {unigram_entropy:.4}"
             ));
+            plot_loss(
+                &plot_path,
+                &progression.train_losses,
+                &progression.val_losses,
+            )?;
         }
-        if out_of_time && done < t.max_steps {
+        if done % checkpoint_every == 0 || last || interrupted {
+            metrics.sync()?;
+            let dir = save_checkpoint(&model, &cfg, &data, done, &progression, &started)?;
+            last_checkpoint = Some(dir);
+        }
+        if interrupted {
+            progress.finish();
+            plot_loss(
+                &plot_path,
+                &progression.train_losses,
+                &progression.val_losses,
+            )?;
+            let checkpoint = last_checkpoint.expect("saved above");
+            return Ok(Outcome::Interrupted {
+                step: done,
+                checkpoint,
+            });
+        }
+        if last && done < t.max_steps {
+            let why = if out_of_time {
+                format!("train.max_seconds ({}) reached", t.max_seconds)
+            } else {
+                format!("train.stop_at_step ({}) reached", t.stop_at_step)
+            };
             progress.println(&format!(
-                "stopping after {done} steps: train.max_seconds ({}) reached",
-                t.max_seconds
+                "stopping after {done} steps: {why}; continue with --resume {}",
+                t.out.display()
             ));
             stopped_early = true;
             break;
         }
     }
     progress.finish();
+    let losses = &progression.train_losses;
+    let train_seconds = progression.train_seconds;
 
     // A sample from the trained model: continue the first line of the validation text.
     let mut sampler = Gpt::new(CpuBackend::new(), cfg.model, 1, t.seq_len, false)?;
     sampler.copy_params_from(&model)?;
     let prompt = data.tokenizer.encode(&format!("{}\n", data.prompt))?;
-    let opts = SampleOptions {
+    let sample_opts = SampleOptions {
         max_new_tokens: t.sample_tokens,
         temperature: 0.8,
         top_k: 40,
@@ -244,7 +449,7 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, live: bool) -> Result<RunS
     let ids = generate::sample(
         &mut sampler,
         &prompt,
-        &opts,
+        &sample_opts,
         Some(data.tokenizer.eot()),
         |_| {},
     )?;
@@ -261,7 +466,7 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, live: bool) -> Result<RunS
         val_loss,
         unigram_entropy,
         steps: losses.len(),
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: progression.elapsed_before + started.elapsed().as_secs_f64(),
         tokens_per_second: (losses.len() * tokens_per_step) as f64 / train_seconds,
         params: cfg.model.num_params(),
         device: model.exec.backend.name(),
@@ -274,6 +479,9 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, live: bool) -> Result<RunS
     };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serializes");
     write_atomic(&t.out.join("summary.json"), &json)?;
+    if let Some(dir) = &last_checkpoint {
+        eprintln!("resumable checkpoint: {}", dir.display());
+    }
     eprintln!("checkpoint: {}", ckpt.display());
-    Ok(summary)
+    Ok(Outcome::Finished(Box::new(summary)))
 }
