@@ -79,9 +79,17 @@ fn bad_input_is_one_clear_line() {
         &train(&["--device", "tpu", "--no-progress"]),
         "not one of auto, cpu, cuda",
     );
-    // clap's own errors (unknown flag) exit 2 with usage, also without a panic.
-    let out = train(&["--no-such-flag"]);
-    assert_eq!(out.status.code(), Some(2));
+    // An unknown flag is one line too (not clap's usage block).
+    assert_clean_error(
+        &train(&["--no-such-flag"]),
+        "unexpected argument '--no-such-flag' found (see train --help)",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&train(&["--no-such-flag"]).stderr)
+            .lines()
+            .count(),
+        1
+    );
     assert!(train(&["--help"]).status.success());
 }
 
@@ -468,5 +476,111 @@ fn the_emulated_device_trains_like_the_cpu() {
     assert!(
         ((emu - cpu) / cpu).abs() < 1e-4,
         "val loss after 5 steps: emu {emu} vs cpu {cpu}"
+    );
+}
+
+#[test]
+fn fine_tuning_starts_from_an_imported_model() {
+    let dir = TempDir::new("cli-init-from");
+    let corpus = sonnets_jsonl(&dir);
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_tiny");
+    // The data set, tokenized with the imported model's tokenizer.
+    let data = dir.path("data");
+    let out = run(
+        env!("CARGO_BIN_EXE_prepare"),
+        &[
+            corpus.to_str().unwrap(),
+            "--out",
+            data.to_str().unwrap(),
+            "--text-field",
+            "body",
+            "--tokenizer",
+            model.join("tokenizer.json").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = config_file(
+        &dir,
+        "[train]\nbatch_size = 2\nseq_len = 32\nmax_steps = 4\neval_every = 4\neval_batches = 2\nsample_tokens = 5\nlr = 1e-4\nmin_lr = 1e-5\n",
+    );
+    let run_dir = dir.path("run");
+    let out = train(&[
+        "--config",
+        &cfg,
+        "--init-from",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("initialised from"), "{stderr}");
+    // The model is the imported one: its config, and at step 0 its own validation loss (the
+    // same batches `evaluate` reads).
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("checkpoint/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (config["n_layer"].clone(), config["n_embd"].clone()),
+        (3.into(), 48.into())
+    );
+    let step0: f64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("step 0: val loss "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("no step 0 val loss in {stderr}"));
+    let eval = run(
+        env!("CARGO_BIN_EXE_evaluate"),
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--seq-len",
+            "32",
+            "--batch-size",
+            "2",
+            "--max-batches",
+            "2",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&eval.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&eval.stderr)));
+    let loss = report["loss"].as_f64().unwrap();
+    assert!(
+        (loss - step0).abs() < 1e-4,
+        "step 0 val loss {step0} vs evaluate {loss}"
+    );
+
+    // Data tokenized otherwise is refused in one line.
+    let other = dir.path("other");
+    let out = prepare_sonnets(&corpus, &other, &[]);
+    assert!(out.status.success());
+    assert_clean_error(
+        &train(&[
+            "--init-from",
+            model.to_str().unwrap(),
+            "--data",
+            other.to_str().unwrap(),
+            "--out",
+            dir.path("run2").to_str().unwrap(),
+            "--seq-len",
+            "32",
+            "--no-progress",
+        ]),
+        "another tokenizer",
     );
 }

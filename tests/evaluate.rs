@@ -196,6 +196,7 @@ fn scoring_given_outputs_equals_the_metrics_library() {
     assert_clean_error(&evaluate(&["--input", bad.to_str().unwrap()]), "not JSON");
     std::fs::write(&bad, "\n").unwrap();
     assert_clean_error(&evaluate(&["--input", bad.to_str().unwrap()]), "no records");
+    assert_clean_error(&evaluate(&["--bogus"]), "unexpected argument '--bogus'");
 }
 
 #[test]

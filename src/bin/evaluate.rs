@@ -177,7 +177,7 @@ fn run(args: &Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = smelt::cli::parse_args::<Args>("evaluate");
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -211,27 +211,7 @@ fn run(args: &Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(a) => a,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                print!("{e}");
-                return ExitCode::SUCCESS;
-            }
-            // clap's message up to its first blank line (the usage and tips follow), as one line.
-            let msg = e.to_string();
-            let line: Vec<&str> = msg
-                .lines()
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            let line = line.join(" ");
-            let line = line.strip_prefix("error: ").unwrap_or(&line);
-            eprintln!("error: {line} (see generate --help)");
-            return ExitCode::FAILURE;
-        }
-    };
+    let args: Args = smelt::cli::parse_args("generate");
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -102,7 +102,7 @@ fn summary(m: &Manifest, out: &std::path::Path) -> serde_json::Value {
 }
 
 fn main() -> ExitCode {
-    let a = Args::parse();
+    let a = smelt::cli::parse_args::<Args>("prepare");
     let opts = PrepareOptions {
         inputs: a.inputs.clone(),
         tokenizer: TokenizerChoice::parse(&a.tokenizer, a.vocab_size),

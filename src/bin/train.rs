@@ -65,6 +65,11 @@ struct Args {
     /// schedule of --max-steps; continue later with --resume.
     #[arg(long, value_name = "STEPS")]
     stop_at_step: Option<usize>,
+    /// Fine-tune: start from this model directory (a smelt checkpoint or a Hugging Face
+    /// GPT-2 save_pretrained folder: model.safetensors, config.json, tokenizer.json); its
+    /// config replaces [model] and the data is tokenized with its tokenizer.
+    #[arg(long, value_name = "DIR")]
+    init_from: Option<PathBuf>,
     /// Plain periodic log lines instead of the live progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -101,6 +106,9 @@ fn apply_flags(args: &Args, cfg: &mut RunConfig) {
     if let Some(v) = args.stop_at_step {
         t.stop_at_step = v;
     }
+    if let Some(v) = args.init_from.clone() {
+        t.init_from = Some(v);
+    }
     if let Some(v) = args.corpus.clone() {
         cfg.data.corpus = v;
     }
@@ -130,7 +138,7 @@ fn stop_flag() -> Option<Arc<AtomicBool>> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = smelt::cli::parse_args::<Args>("train");
     let result = (|| {
         let (cfg, resume) = match &args.resume {
             Some(dir) => {

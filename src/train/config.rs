@@ -82,6 +82,10 @@ pub struct TrainConfig {
     /// Stop (saving a checkpoint as usual) after this many steps while keeping the schedule
     /// of `max_steps`, to continue later with `--resume`; 0 means run to max_steps.
     pub stop_at_step: usize,
+    /// Start from the weights of this model directory (a smelt checkpoint or a Hugging Face
+    /// GPT-2 `save_pretrained` folder) instead of a fresh initialisation: fine-tuning. Its
+    /// config.json replaces [model], and data is tokenized with its tokenizer.json.
+    pub init_from: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -106,6 +110,7 @@ impl Default for TrainConfig {
             checkpoint_every: 0,
             keep_checkpoints: 3,
             stop_at_step: 0,
+            init_from: None,
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::checkpoint;
 use crate::data::batches::Batch;
 use crate::error::{Error, Result};
 use crate::generate::{self, SampleOptions};
-use crate::model::Gpt;
+use crate::model::{hf, Gpt};
 use crate::optim::{clip_factor, LrSchedule};
 use crate::progress::{format_duration, Progress, Unit};
 
@@ -139,6 +139,14 @@ pub fn run_with(mut cfg: RunConfig, opts: RunOptions) -> Result<Outcome> {
             )));
         }
     }
+    if opts.resume.is_none() {
+        if let Some(dir) = cfg.train.init_from.clone() {
+            // The imported model defines the architecture and the tokenizer.
+            let (model, _) = hf::load_config(&dir.join("config.json"))?;
+            cfg.model = model;
+            cfg.data.tokenizer = dir.join("tokenizer.json").to_string_lossy().into_owned();
+        }
+    }
     cfg.validate()?;
     if cfg.train.threads > 0 {
         // Fails only if a pool already exists (e.g. a second run in one process): keep it.
@@ -202,7 +210,28 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
     let t = cfg.train.clone();
     eprintln!("device: {}", backend.name());
 
+    let imported = match (&t.init_from, &opts.resume) {
+        (Some(dir), None) => Some(hf::load_model(dir)?),
+        _ => None,
+    };
     let mut data = data::open(&mut cfg, live)?;
+    if let Some(m) = &imported {
+        // data::open sized the vocabulary by the tokenizer; the imported weights may have
+        // more rows (GPT-2: 50257 tokens). The data must be tokenized by the model's tokenizer.
+        if data.tokenizer.sha256()? != m.tokenizer.sha256()? {
+            return Err(Error::Data(format!(
+                "{} was tokenized with another tokenizer than {}'s; prepare it with --tokenizer {}",
+                data.dir.display(),
+                t.init_from.as_ref().expect("imported").display(),
+                t.init_from
+                    .as_ref()
+                    .expect("imported")
+                    .join("tokenizer.json")
+                    .display()
+            )));
+        }
+        cfg.model = m.config;
+    }
     let unigram_entropy = data.unigram_entropy;
     eprintln!(
         "data: {}: tokenizer {} tokens; {} train / {} val tokens",
@@ -260,7 +289,16 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
             progression.train_seconds = s.train_seconds;
             progression.elapsed_before = s.elapsed_seconds;
         }
-        None => model.init_gpt2(t.seed)?,
+        None => match &imported {
+            Some(m) => {
+                model.load(&m.weights)?;
+                eprintln!(
+                    "model: initialised from {}",
+                    t.init_from.as_ref().expect("imported").display()
+                );
+            }
+            None => model.init_gpt2(t.seed)?,
+        },
     }
     let (planned, naive) = model.exec.plan.activation_bytes();
     eprintln!(
