@@ -40,7 +40,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 SHARD_MAGIC = 20240520
 
 # Edge cases for the byte-level BPE: contractions, whitespace runs, digits, punctuation,
-# accents (already NFC, as `prepare` would make them), non-Latin scripts, emoji, tabs.
+# accents (already NFC, as `prepare` would make them), non-Latin scripts, emoji, tabs, and the
+# special token written out.
 TEXTS = [
     "Hello world",
     "ROMEO:\nBut, soft! what light through yonder window breaks?\n",
@@ -53,6 +54,7 @@ TEXTS = [
     "\u041f\u0440\u0438\u0432\u0435\u0442, \u043c\u0438\u0440! \u4f60\u597d\uff0c\u4e16\u754c\u3002 \u3053\u3093\u306b\u3061\u306f",
     "Emoji \U0001f600\U0001f680 and \u2764\ufe0f and \U0001f468\u200d\U0001f469\u200d\U0001f467",
     "x",
+    "before <|endoftext|> after",  # both map the literal special token to its id
     "a" * 300,
     "The quick brown fox jumps over the lazy dog. " * 5,
 ]
