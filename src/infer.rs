@@ -15,6 +15,14 @@
 //! error. [`KvModel::generate`] slides instead: when the cache is full it keeps the last
 //! `n_positions / 2` tokens (re-encoded at positions `0..`) and goes on, so long generations
 //! cost one half-window prefill every `n_positions / 2` tokens.
+//!
+//! The weights ([`GptWeights`]) and the per-sequence cache ([`KvCache`]) are separate so that
+//! one set of weights can serve many sequences: [`GptWeights::step_batch`] advances several
+//! sequences by one token each in one pass over the weights (continuous batching in
+//! `serve::engine`). Every row of a batched step is computed exactly as a lone
+//! [`KvModel::step`] computes it (the same dot products in the same order, attention per
+//! sequence against its own cache), so a sequence's logits do not depend on who else is in
+//! the batch: [`KvModel::step`] *is* `step_batch` with one sequence.
 
 use rayon::prelude::*;
 
@@ -40,8 +48,9 @@ struct Layer {
     fc_proj_b: Vec<f32>,
 }
 
-/// A GPT-2 for inference on the CPU, with a KV cache.
-pub struct KvModel {
+/// A GPT-2's weights laid out for CPU inference (f32, linear layers as `(out, in)`); no
+/// per-sequence state, so one instance serves any number of [`KvCache`]s.
+pub struct GptWeights {
     config: GptConfig,
     /// `(vocab, c)`: the embedding and the tied LM head.
     wte: Vec<f32>,
@@ -50,10 +59,52 @@ pub struct KvModel {
     layers: Vec<Layer>,
     lnf_w: Vec<f32>,
     lnf_b: Vec<f32>,
-    /// Per layer, `(n_positions, c)` keys and values; rows `..len` are live.
-    k_cache: Vec<Vec<f32>>,
-    v_cache: Vec<Vec<f32>>,
+}
+
+/// One sequence's keys and values: per layer, `(n_positions, c)`; rows `..len` are live.
+pub struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
     len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    /// An empty cache for up to `config.block_size` positions.
+    pub fn new(config: &GptConfig) -> Self {
+        let cache = vec![vec![0.0f32; config.block_size * config.n_embd]; config.n_layer];
+        KvCache {
+            k: cache.clone(),
+            v: cache,
+            len: 0,
+            capacity: config.block_size,
+        }
+    }
+
+    /// Number of tokens in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Most tokens the cache holds (`n_positions`).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Empties the cache.
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+}
+
+/// A GPT-2 for inference on the CPU, with a KV cache: [`GptWeights`] and one [`KvCache`].
+pub struct KvModel {
+    weights: GptWeights,
+    cache: KvCache,
 }
 
 /// `(rows, cols)` row-major → `(cols, rows)`.
@@ -86,20 +137,48 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `out (n) = w (n,k) · x (k) + bias`, rows split over rayon threads.
-fn gemv(out: &mut [f32], w: &[f32], x: &[f32], bias: Option<&[f32]>) {
-    let k = x.len();
-    debug_assert_eq!(w.len(), out.len() * k);
+/// `out (m,n) = x (m,k) · wᵀ + bias` for `w (n,k)`: the linear layer of `m` rows at once.
+///
+/// Every output is `dot(w row, x row) + bias`, the same arithmetic whatever `m` and whatever
+/// the other rows, so a row's result does not depend on the batch it is computed in (a
+/// `gemm` does not promise that: its blocking and its matrix-vector path depend on `m`).
+/// Weight rows are split over rayon threads and each task runs its rows against all `m`
+/// inputs while they sit in cache, so the weights stream from memory once per call: the
+/// point of batching decode steps, which are bound by memory bandwidth.
+fn linear_rows(out: &mut [f32], w: &[f32], x: &[f32], bias: Option<&[f32]>, m: usize) {
+    if m == 0 {
+        return;
+    }
+    let (k, n) = (x.len() / m, out.len() / m);
+    debug_assert_eq!(x.len(), m * k);
+    debug_assert_eq!(out.len(), m * n);
+    debug_assert_eq!(w.len(), n * k);
     let rows_per_task = (16384 / k.max(1)).max(1);
-    out.par_chunks_mut(rows_per_task)
-        .zip(w.par_chunks(rows_per_task * k))
-        .enumerate()
-        .for_each(|(ti, (o, wc))| {
-            for (r, (o, row)) in o.iter_mut().zip(wc.chunks_exact(k)).enumerate() {
-                let b = bias.map_or(0.0, |b| b[ti * rows_per_task + r]);
-                *o = dot(row, x) + b;
+    // Results land as (n, m): each task owns a contiguous block of it.
+    let fill = |dst: &mut [f32]| {
+        dst.par_chunks_mut(rows_per_task * m)
+            .zip(w.par_chunks(rows_per_task * k))
+            .enumerate()
+            .for_each(|(ti, (o, wc))| {
+                for (r, (o, row)) in o.chunks_exact_mut(m).zip(wc.chunks_exact(k)).enumerate() {
+                    let b = bias.map_or(0.0, |b| b[ti * rows_per_task + r]);
+                    for (o, xr) in o.iter_mut().zip(x.chunks_exact(k)) {
+                        *o = dot(row, xr) + b;
+                    }
+                }
+            });
+    };
+    if m == 1 {
+        fill(out);
+    } else {
+        let mut t = vec![0.0f32; n * m];
+        fill(&mut t);
+        for (j, col) in t.chunks_exact(m).enumerate() {
+            for (i, &v) in col.iter().enumerate() {
+                out[i * n + j] = v;
             }
-        });
+        }
+    }
 }
 
 fn layernorm(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], n: usize, c: usize) {
@@ -107,10 +186,10 @@ fn layernorm(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], n: usize, c: usiz
     kernels::layernorm_forward(out, &mut mean, &mut rstd, x, w, b, n, c, LAYER_NORM_EPS);
 }
 
-impl KvModel {
-    /// Builds the model from weights under our (Hugging Face) names and Conv1D `(in, out)`
-    /// layout, `wte` with `vocab_size` (or the padded number of) rows. Every tensor must be
-    /// present with its shape; unknown names are an error.
+impl GptWeights {
+    /// Takes the weights under our (Hugging Face) names and Conv1D `(in, out)` layout, `wte`
+    /// with `vocab_size` (or the padded number of) rows. Every tensor must be present with
+    /// its shape; unknown names are an error.
     pub fn new(config: GptConfig, weights: &Weights) -> Result<Self> {
         config.validate()?;
         let c = config.n_embd;
@@ -177,17 +256,13 @@ impl KvModel {
                 )));
             }
         }
-        let cache = vec![vec![0.0f32; config.block_size * c]; config.n_layer];
-        Ok(KvModel {
+        Ok(GptWeights {
             config,
             wte,
             wpe,
             layers,
             lnf_w,
             lnf_b,
-            k_cache: cache.clone(),
-            v_cache: cache,
-            len: 0,
         })
     }
 
@@ -195,18 +270,9 @@ impl KvModel {
         &self.config
     }
 
-    /// Number of tokens in the cache.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Empties the cache.
-    pub fn reset(&mut self) {
-        self.len = 0;
+    /// An empty cache sized for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(&self.config)
     }
 
     fn check_token(&self, id: u32) -> Result<()> {
@@ -219,19 +285,34 @@ impl KvModel {
         Ok(())
     }
 
-    /// Logits `(vocab)` of one final hidden state `x (c)`.
-    fn head(&self, x: &[f32]) -> Vec<f32> {
+    fn check_cache(&self, cache: &KvCache) -> Result<()> {
+        let want = (self.config.n_layer, self.config.block_size);
+        if (cache.k.len(), cache.capacity) != want
+            || cache
+                .k
+                .iter()
+                .any(|k| k.len() != want.1 * self.config.n_embd)
+        {
+            return Err(Error::Config(
+                "the KV cache was made for another model config".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Logits `(m, vocab)` of `m` final hidden states `x (m, c)`.
+    fn head(&self, x: &[f32], m: usize) -> Vec<f32> {
         let c = self.config.n_embd;
-        let mut h = vec![0.0; c];
-        layernorm(&mut h, x, &self.lnf_w, &self.lnf_b, 1, c);
-        let mut logits = vec![0.0; self.config.vocab_size];
-        gemv(&mut logits, &self.wte, &h, None);
+        let mut h = vec![0.0; m * c];
+        layernorm(&mut h, x, &self.lnf_w, &self.lnf_b, m, c);
+        let mut logits = vec![0.0; m * self.config.vocab_size];
+        linear_rows(&mut logits, &self.wte, &h, None, m);
         logits
     }
 
-    /// Starts a new sequence: empties the cache, runs `tokens` (1 ..= n_positions of them)
+    /// Starts a new sequence in `cache`: empties it, runs `tokens` (1 ..= n_positions of them)
     /// and returns the logits `(vocab_size)` of the last position.
-    pub fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+    pub fn prefill(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>> {
         let (c, nh) = (self.config.n_embd, self.config.n_head);
         let t = tokens.len();
         if t == 0 {
@@ -243,10 +324,11 @@ impl KvModel {
                 self.config.block_size
             )));
         }
+        self.check_cache(cache)?;
         for &id in tokens {
             self.check_token(id)?;
         }
-        self.len = 0;
+        cache.len = 0;
         let mut x = vec![0.0f32; t * c];
         for (p, (row, &id)) in x.chunks_exact_mut(c).zip(tokens).enumerate() {
             let e = &self.wte[id as usize * c..][..c];
@@ -267,8 +349,8 @@ impl KvModel {
             let b = Some(layer.attn_b.as_slice());
             kernels::matmul(&mut qkv, &h, &layer.attn_w, b, t, c, 3 * c, false, true);
             for (p, row) in qkv.chunks_exact(3 * c).enumerate() {
-                self.k_cache[l][p * c..][..c].copy_from_slice(&row[c..2 * c]);
-                self.v_cache[l][p * c..][..c].copy_from_slice(&row[2 * c..]);
+                cache.k[l][p * c..][..c].copy_from_slice(&row[c..2 * c]);
+                cache.v[l][p * c..][..c].copy_from_slice(&row[2 * c..]);
             }
             kernels::attention_forward(&mut att, &mut lse, &qkv, 1, t, c, nh);
             let b = Some(layer.proj_b.as_slice());
@@ -292,51 +374,75 @@ impl KvModel {
             );
             x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
         }
-        self.len = t;
-        Ok(self.head(&x[(t - 1) * c..]))
+        cache.len = t;
+        Ok(self.head(&x[(t - 1) * c..], 1))
     }
 
-    /// Appends `token` at position [`KvModel::len`] and returns its logits `(vocab_size)`.
-    /// Costs O(len) attention plus one pass over the weights. An error when the cache is
-    /// empty (call [`KvModel::prefill`] first) or full (`n_positions` tokens).
-    pub fn step(&mut self, token: u32) -> Result<Vec<f32>> {
+    /// Advances every sequence of `batch` by one token: appends `token` to its `cache` (at
+    /// position `cache.len()`) and returns the logits `(batch.len(), vocab_size)`, row `i`
+    /// for `batch[i]`. One pass over the weights for the whole batch: the linear layers run
+    /// on all rows together, attention per sequence over its own cache. Row `i` equals what
+    /// a lone step of `batch[i]` returns, bit for bit. An error (nothing changed) when a
+    /// cache is empty (prefill first) or full (`n_positions` tokens), or a token is outside
+    /// the vocabulary.
+    pub fn step_batch(&self, batch: &mut [(&mut KvCache, u32)]) -> Result<Vec<f32>> {
         let (c, nh) = (self.config.n_embd, self.config.n_head);
         let hs = c / nh;
-        let pos = self.len;
-        if pos == 0 {
-            return Err(Error::Data(
-                "step needs a started sequence: call prefill first".into(),
-            ));
+        let m = batch.len();
+        for (cache, token) in batch.iter() {
+            self.check_cache(cache)?;
+            if cache.len == 0 {
+                return Err(Error::Data(
+                    "step needs a started sequence: call prefill first".into(),
+                ));
+            }
+            if cache.len >= self.config.block_size {
+                return Err(Error::Data(format!(
+                    "the context is full ({} positions); prefill a shorter window to go on",
+                    self.config.block_size
+                )));
+            }
+            self.check_token(*token)?;
         }
-        if pos >= self.config.block_size {
-            return Err(Error::Data(format!(
-                "the context is full ({} positions); prefill a shorter window to go on",
-                self.config.block_size
-            )));
+        if m == 0 {
+            return Ok(Vec::new());
         }
-        self.check_token(token)?;
-        let mut x: Vec<f32> = self.wte[token as usize * c..][..c]
-            .iter()
-            .zip(&self.wpe[pos * c..][..c])
-            .map(|(a, b)| a + b)
-            .collect();
-        let mut h = vec![0.0f32; c];
-        let mut qkv = vec![0.0f32; 3 * c];
-        let mut att = vec![0.0f32; c];
-        let mut proj = vec![0.0f32; c];
-        let mut fc = vec![0.0f32; 4 * c];
-        let mut act = vec![0.0f32; 4 * c];
+        let mut x = vec![0.0f32; m * c];
+        for (row, (cache, token)) in x.chunks_exact_mut(c).zip(batch.iter()) {
+            let e = &self.wte[*token as usize * c..][..c];
+            let pe = &self.wpe[cache.len * c..][..c];
+            for ((o, &a), &b) in row.iter_mut().zip(e).zip(pe) {
+                *o = a + b;
+            }
+        }
+        let mut h = vec![0.0f32; m * c];
+        let mut qkv = vec![0.0f32; m * 3 * c];
+        let mut att = vec![0.0f32; m * c];
+        let mut proj = vec![0.0f32; m * c];
+        let mut fc = vec![0.0f32; m * 4 * c];
+        let mut act = vec![0.0f32; m * 4 * c];
         let scale = 1.0 / (hs as f32).sqrt();
-        let n = pos + 1;
         for (l, layer) in self.layers.iter().enumerate() {
-            layernorm(&mut h, &x, &layer.ln1_w, &layer.ln1_b, 1, c);
-            gemv(&mut qkv, &layer.attn_w, &h, Some(&layer.attn_b));
-            self.k_cache[l][pos * c..][..c].copy_from_slice(&qkv[c..2 * c]);
-            self.v_cache[l][pos * c..][..c].copy_from_slice(&qkv[2 * c..]);
-            let (kc, vc) = (&self.k_cache[l][..n * c], &self.v_cache[l][..n * c]);
-            let q = &qkv[..c];
-            att.par_chunks_mut(hs).enumerate().for_each(|(hd, out)| {
-                let qh = &q[hd * hs..][..hs];
+            layernorm(&mut h, &x, &layer.ln1_w, &layer.ln1_b, m, c);
+            linear_rows(&mut qkv, &layer.attn_w, &h, Some(&layer.attn_b), m);
+            for (row, (cache, _)) in qkv.chunks_exact(3 * c).zip(batch.iter_mut()) {
+                let pos = cache.len;
+                cache.k[l][pos * c..][..c].copy_from_slice(&row[c..2 * c]);
+                cache.v[l][pos * c..][..c].copy_from_slice(&row[2 * c..]);
+            }
+            // Per sequence: its keys and values up to and including the new position.
+            let kv: Vec<(&[f32], &[f32])> = batch
+                .iter()
+                .map(|(cache, _)| {
+                    let n = (cache.len + 1) * c;
+                    (&cache.k[l][..n], &cache.v[l][..n])
+                })
+                .collect();
+            // One task per (sequence, head).
+            att.par_chunks_mut(hs).enumerate().for_each(|(ih, out)| {
+                let (i, hd) = (ih / nh, ih % nh);
+                let (kc, vc) = kv[i];
+                let qh = &qkv[i * 3 * c + hd * hs..][..hs];
                 let mut scores: Vec<f32> = kc
                     .chunks_exact(c)
                     .map(|k| dot(qh, &k[hd * hs..][..hs]) * scale)
@@ -355,16 +461,65 @@ impl KvModel {
                     }
                 }
             });
-            gemv(&mut proj, &layer.proj_w, &att, Some(&layer.proj_b));
+            linear_rows(&mut proj, &layer.proj_w, &att, Some(&layer.proj_b), m);
             x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
-            layernorm(&mut h, &x, &layer.ln2_w, &layer.ln2_b, 1, c);
-            gemv(&mut fc, &layer.fc_w, &h, Some(&layer.fc_b));
+            layernorm(&mut h, &x, &layer.ln2_w, &layer.ln2_b, m, c);
+            linear_rows(&mut fc, &layer.fc_w, &h, Some(&layer.fc_b), m);
             kernels::gelu_forward(&mut act, &fc);
-            gemv(&mut proj, &layer.fc_proj_w, &act, Some(&layer.fc_proj_b));
+            linear_rows(&mut proj, &layer.fc_proj_w, &act, Some(&layer.fc_proj_b), m);
             x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
         }
-        self.len = n;
-        Ok(self.head(&x))
+        for (cache, _) in batch.iter_mut() {
+            cache.len += 1;
+        }
+        Ok(self.head(&x, m))
+    }
+}
+
+impl KvModel {
+    /// Builds the model from weights under our (Hugging Face) names and Conv1D `(in, out)`
+    /// layout, `wte` with `vocab_size` (or the padded number of) rows. Every tensor must be
+    /// present with its shape; unknown names are an error.
+    pub fn new(config: GptConfig, weights: &Weights) -> Result<Self> {
+        let weights = GptWeights::new(config, weights)?;
+        let cache = weights.new_cache();
+        Ok(KvModel { weights, cache })
+    }
+
+    pub fn config(&self) -> &GptConfig {
+        self.weights.config()
+    }
+
+    /// The weights, shared layout with the batched decoder.
+    pub fn weights(&self) -> &GptWeights {
+        &self.weights
+    }
+
+    /// Number of tokens in the cache.
+    pub fn len(&self) -> usize {
+        self.cache.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cache.len == 0
+    }
+
+    /// Empties the cache.
+    pub fn reset(&mut self) {
+        self.cache.len = 0;
+    }
+
+    /// Starts a new sequence: empties the cache, runs `tokens` (1 ..= n_positions of them)
+    /// and returns the logits `(vocab_size)` of the last position.
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.weights.prefill(&mut self.cache, tokens)
+    }
+
+    /// Appends `token` at position [`KvModel::len`] and returns its logits `(vocab_size)`.
+    /// Costs O(len) attention plus one pass over the weights. An error when the cache is
+    /// empty (call [`KvModel::prefill`] first) or full (`n_positions` tokens).
+    pub fn step(&mut self, token: u32) -> Result<Vec<f32>> {
+        self.weights.step_batch(&mut [(&mut self.cache, token)])
     }
 
     /// Continues `prompt` by up to `max_new_tokens` tokens. `pick` chooses each token from
@@ -383,7 +538,7 @@ impl KvModel {
                 "the prompt is empty; give at least one token".into(),
             ));
         }
-        let window = self.config.block_size;
+        let window = self.weights.config.block_size;
         let mut context = prompt.to_vec();
         let mut generated = Vec::new();
         if max_new_tokens == 0 {
@@ -397,7 +552,7 @@ impl KvModel {
             if !on_token(next) || generated.len() == max_new_tokens {
                 return Ok(generated);
             }
-            logits = if self.len == window {
+            logits = if self.cache.len == window {
                 let keep = (window / 2).max(1);
                 self.prefill(&context[context.len() - keep..])?
             } else {

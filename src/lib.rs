@@ -19,6 +19,7 @@ pub mod model;
 pub mod optim;
 pub mod progress;
 pub mod rng;
+pub mod serve;
 pub mod train;
 
 pub use error::{Error, Result};
