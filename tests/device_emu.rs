@@ -161,9 +161,13 @@ fn f32_training_steps_match_the_cpu_backend_through_graph_replay() {
                 "key bias moved more than lr per step (seed {seed})"
             );
         }
+        // AdamW divides each gradient by its own running size, so elements whose gradient is
+        // near zero move by up to ±lr on rounding noise alone: after several steps on random
+        // data a tensor can differ by ~1e-4 where every gradient agreed to 1e-6 (the losses,
+        // norms and gradients above are the whole-step check, at 1e-4).
         let e = rel_err(&d, &cp);
         assert!(
-            e < 1e-4,
+            e < 5e-4,
             "param {name} after {steps} steps: rel err {e:e} (seed {seed})"
         );
     }
