@@ -10,9 +10,11 @@ use crate::data::loader::{sequential_batches, ShardSet};
 use crate::data::prepare::Manifest;
 use crate::data::Tokenizer;
 use crate::error::{Error, Result};
+use crate::generate::{pick_token, SampleOptions};
 use crate::infer::KvModel;
 use crate::model::hf::HfModel;
 use crate::model::Gpt;
+use crate::rng::Rng;
 
 /// The loss of a model on a split.
 #[derive(Clone, Debug, Serialize)]
@@ -113,16 +115,16 @@ pub fn greedy_predictions(
             if ids.is_empty() {
                 return Err(Error::Data("a prompt is empty".into()));
             }
-            let argmax = |logits: &[f32]| -> u32 {
-                let mut best = 0;
-                for (i, &l) in logits[..vocab].iter().enumerate() {
-                    if l > logits[best] {
-                        best = i;
-                    }
-                }
-                best as u32
+            // Greedy, as `generate --temperature 0` chooses.
+            let greedy = SampleOptions {
+                max_new_tokens,
+                temperature: 0.0,
+                top_k: 0,
+                seed: 0,
             };
-            let mut out = kv.generate(&ids, max_new_tokens, argmax, |t| t != eot)?;
+            let mut rng = Rng::new(0);
+            let pick = |logits: &[f32]| pick_token(logits, vocab, &greedy, &mut rng);
+            let mut out = kv.generate(&ids, max_new_tokens, pick, |t| t != eot)?;
             if out.last() == Some(&eot) {
                 out.pop();
             }

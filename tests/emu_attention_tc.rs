@@ -13,8 +13,8 @@ mod common;
 use common::{nan, Inputs};
 
 use smelt::backend::cpu::kernels as cpu;
-use smelt::backend::emu::attention_tc;
 use smelt::backend::emu::matmul::{bf16_to_f32, to_bf16};
+use smelt::backend::emu::{attention, attention_tc};
 
 /// bf16 tensor-core kernels against the f32 CPU kernels on the same rounded inputs.
 const TOL: f64 = 1e-2;
@@ -173,7 +173,7 @@ fn attention_backward_bf16_kernels_write_only_their_parts() {
     let (b, t, c, nh) = (2, 37, 128, 2);
     let p = Problem::new(&mut r, b, t, c, nh);
     let mut dsum = nan(b * nh * t);
-    attention_tc::attention_backward_preprocess(&mut dsum, &p.dout_f, &p.out, b, t, c, nh);
+    attention::attention_backward_preprocess(&mut dsum, &p.dout_f, &p.out, b, t, c, nh);
     assert!(dsum.iter().all(|v| v.is_finite()), "preprocess left NaN");
     let parts = |x: &[f32], part: usize| -> Vec<f32> {
         x.chunks_exact(3 * c)

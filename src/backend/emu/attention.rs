@@ -254,7 +254,7 @@ pub fn attention_backward(
         return;
     }
     let mut dsum = vec![f32::NAN; attention_backward_scratch_len(b, t, nh)];
-    let p = attention_backward_preprocess_launch(b, t, nh);
+    attention_backward_preprocess(&mut dsum, dout, out, b, t, c, nh);
     let kv = attention_backward_dkdv_launch(b, t, c, nh);
     let q = attention_backward_dq_launch(b, t, c, nh);
     let (bi, ti, ci, nhi) = (int(b), int(t), int(c), int(nh));
@@ -263,18 +263,6 @@ pub fn attention_backward(
     // dkdv kernel writes and whose Q part the dq kernel writes (disjoint columns); the dynamic
     // shared memory of each launch matches its kernel's layout.
     unsafe {
-        smelt_emu_attention_backward_preprocess(
-            p.grid,
-            p.block,
-            p.smem,
-            dsum.as_mut_ptr(),
-            dout.as_ptr(),
-            out.as_ptr(),
-            bi,
-            ti,
-            ci,
-            nhi,
-        );
         smelt_emu_attention_backward_dkdv(
             kv.grid,
             kv.block,
@@ -302,6 +290,53 @@ pub fn attention_backward(
             ti,
             ci,
             nhi,
+        );
+    }
+}
+
+/// `dsum (b,nh,t)` = `D_i = Σ_d dO_id·O_id` the first step of
+/// [`attention_backward`], from `dout`, `out (b,t,c)` (f32). Geometry of
+/// [`attention_backward_preprocess_launch`].
+pub fn attention_backward_preprocess(
+    dsum: &mut [f32],
+    dout: &[f32],
+    out: &[f32],
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) {
+    assert!(
+        nh > 0 && c.is_multiple_of(nh),
+        "attention_backward_preprocess: c must be a multiple of nh"
+    );
+    assert!(
+        dout.len() == b * t * c && out.len() == b * t * c,
+        "attention_backward_preprocess: dout, out must be b*t*c"
+    );
+    assert_eq!(
+        dsum.len(),
+        b * nh * t,
+        "attention_backward_preprocess: dsum must be b*nh*t"
+    );
+    if b * t * c == 0 {
+        return;
+    }
+    let p = attention_backward_preprocess_launch(b, t, nh);
+    // SAFETY: lengths checked above; the kernel reads dout and out and writes dsum (a unique
+    // borrow), one value per (b, h, t), within those lengths.
+    unsafe {
+        smelt_emu_attention_backward_preprocess(
+            p.grid,
+            p.block,
+            p.smem,
+            dsum.as_mut_ptr(),
+            dout.as_ptr(),
+            out.as_ptr(),
+            int(b),
+            int(t),
+            int(c),
+            int(nh),
         );
     }
 }

@@ -12,7 +12,7 @@
 
 use std::ffi::c_int;
 
-use super::attention::attention_backward_preprocess_launch;
+use super::attention::attention_backward_preprocess;
 use super::matmul::bf16_to_f32;
 use super::{Dim3, LaunchDims};
 
@@ -25,19 +25,6 @@ pub const THREADS: u32 = 128;
 pub const MAX_HS: usize = 128;
 
 unsafe extern "C" {
-    // Also declared in `attention` (same signature): the f32 kernel computing D.
-    fn smelt_emu_attention_backward_preprocess(
-        grid: Dim3,
-        block: Dim3,
-        smem: u32,
-        dsum: *mut f32,
-        dout: *const f32,
-        out: *const f32,
-        b: c_int,
-        t: c_int,
-        c: c_int,
-        nh: c_int,
-    );
     fn smelt_emu_attention_backward_dkdv_bf16(
         grid: Dim3,
         block: Dim3,
@@ -241,52 +228,6 @@ pub fn attention_backward_dq_bf16(
             qkv.as_ptr(),
             lse.as_ptr(),
             dsum.as_ptr(),
-            int(b),
-            int(t),
-            int(c),
-            int(nh),
-        );
-    }
-}
-
-/// `dsum (b,nh,t)` = `D_i = Σ_d dO_id·O_id` by the f32 `attention_backward_preprocess` from
-/// `dout`, `out (b,t,c)` (f32).
-pub fn attention_backward_preprocess(
-    dsum: &mut [f32],
-    dout: &[f32],
-    out: &[f32],
-    b: usize,
-    t: usize,
-    c: usize,
-    nh: usize,
-) {
-    assert!(
-        nh > 0 && c.is_multiple_of(nh),
-        "attention_backward_preprocess: c must be a multiple of nh"
-    );
-    assert!(
-        dout.len() == b * t * c && out.len() == b * t * c,
-        "attention_backward_preprocess: dout, out must be b*t*c"
-    );
-    assert_eq!(
-        dsum.len(),
-        b * nh * t,
-        "attention_backward_preprocess: dsum must be b*nh*t"
-    );
-    if b * t * c == 0 {
-        return;
-    }
-    let p = attention_backward_preprocess_launch(b, t, nh);
-    // SAFETY: lengths checked above; the kernel reads dout and out and writes dsum (a unique
-    // borrow), one value per (b, h, t), within those lengths.
-    unsafe {
-        smelt_emu_attention_backward_preprocess(
-            p.grid,
-            p.block,
-            p.smem,
-            dsum.as_mut_ptr(),
-            dout.as_ptr(),
-            out.as_ptr(),
             int(b),
             int(t),
             int(c),
