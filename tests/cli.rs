@@ -2,19 +2,11 @@
 //! and a non-zero exit (never a panic); prepare → train end to end writes shards, manifest,
 //! checkpoint and summary; automatic preparation is cached.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 mod common;
-use common::TempDir;
-
-fn run(bin: &str, args: &[&str]) -> Output {
-    Command::new(bin)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("binary runs")
-}
+use common::{assert_clean_error, run_bin as run, sonnets_jsonl, TempDir};
 
 fn train(args: &[&str]) -> Output {
     run(env!("CARGO_BIN_EXE_train"), args)
@@ -22,19 +14,6 @@ fn train(args: &[&str]) -> Output {
 
 fn prepare(args: &[&str]) -> Output {
     run(env!("CARGO_BIN_EXE_prepare"), args)
-}
-
-/// Asserts a clean failure: exit code 1, the last stderr line is `error: ...` mentioning
-/// `needle`, no panic.
-fn assert_clean_error(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    let last = stderr.lines().last().unwrap_or("");
-    assert!(
-        last.starts_with("error: ") && last.contains(needle),
-        "want `{needle}` in: {stderr}"
-    );
 }
 
 fn config_file(dir: &Path, text: &str) -> String {
@@ -211,24 +190,6 @@ sample_tokens = 20
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("prepared earlier"), "{stderr}");
-}
-
-/// A small JSONL corpus (the sonnets, one per record, text in field `body`): enough
-/// documents that every split gets some.
-fn sonnets_jsonl(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/data/shakespeare/sonnets.txt"
-    ))
-    .unwrap();
-    let lines: String = text
-        .split("\n\n")
-        .enumerate()
-        .map(|(i, body)| format!("{}\n", serde_json::json!({"id": i, "body": body})))
-        .collect();
-    let corpus = dir.join("corpus.jsonl");
-    std::fs::write(&corpus, lines).unwrap();
-    corpus
 }
 
 /// `prepare` on the sonnets corpus into `out` with a 300-token BPE, plus `extra` flags.

@@ -3,18 +3,10 @@
 //! outputs (equal to `smelt::metrics::score`), and bad input as one clear line.
 
 mod common;
-use common::TempDir;
+use common::{assert_clean_error, run_bin as run, sonnets_jsonl, TempDir};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn run(bin: &str, args: &[&str]) -> Output {
-    Command::new(bin)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("binary runs")
-}
+use std::process::Output;
 
 fn evaluate(args: &[&str]) -> Output {
     run(env!("CARGO_BIN_EXE_evaluate"), args)
@@ -29,35 +21,8 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
-fn assert_clean_error(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    let last = stderr.lines().last().unwrap_or("");
-    assert!(
-        last.starts_with("error: ") && last.contains(needle),
-        "want `{needle}` in: {stderr}"
-    );
-}
-
 fn model_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_tiny")
-}
-
-/// The sonnets, one JSONL record per blank-line-separated block (enough documents for
-/// every split).
-fn sonnets_jsonl(dir: &TempDir) -> PathBuf {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare/sonnets.txt"),
-    )
-    .unwrap();
-    let lines: String = text
-        .split("\n\n")
-        .filter(|b| b.trim().len() > 40)
-        .map(|b| format!("{}\n", serde_json::json!({ "text": b })))
-        .collect();
-    let path = dir.path("sonnets.jsonl");
-    std::fs::write(&path, lines).unwrap();
-    path
 }
 
 /// The sonnets prepared with the fixture model's tokenizer.
@@ -70,6 +35,8 @@ fn prepared(dir: &TempDir, tokenizer: &Path) -> PathBuf {
             corpus.to_str().unwrap(),
             "--out",
             data.to_str().unwrap(),
+            "--text-field",
+            "body",
             "--tokenizer",
             tokenizer.to_str().unwrap(),
             "--val-fraction",
@@ -135,6 +102,8 @@ fn loss_and_perplexity_on_a_split() {
                 corpus.to_str().unwrap(),
                 "--out",
                 data.to_str().unwrap(),
+                "--text-field",
+                "body",
                 "--tokenizer",
                 "bpe",
                 "--vocab-size",

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::TempDir;
+use common::{assert_clean_error, TempDir};
 
 fn train(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_train"))
@@ -21,18 +21,6 @@ fn assert_ok(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "train failed: {stderr}");
     stderr
-}
-
-/// Exit code 1 and a last stderr line `error: ...` containing `needle`.
-fn assert_clean_error(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    let last = stderr.lines().last().unwrap_or("");
-    assert!(
-        last.starts_with("error: ") && last.contains(needle),
-        "want `{needle}` in: {stderr}"
-    );
 }
 
 /// A prepared data set (the sonnets, a 300-token BPE) and a tiny model config, in `dir`.

@@ -133,3 +133,43 @@ impl Inputs {
 pub fn nan(len: usize) -> Vec<f32> {
     vec![f32::NAN; len]
 }
+
+/// Runs a binary of this crate (`env!("CARGO_BIN_EXE_<name>")`) from the repository root.
+pub fn run_bin(bin: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("binary runs")
+}
+
+/// Asserts a clean failure: exit code 1, the last stderr line is `error: ...` mentioning
+/// `needle`, no panic.
+pub fn assert_clean_error(out: &std::process::Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("error: ") && last.contains(needle),
+        "want `{needle}` in: {stderr}"
+    );
+}
+
+/// A small JSONL corpus in `dir` (the sonnets, one per record, text in field `body`): enough
+/// documents that every split gets some.
+pub fn sonnets_jsonl(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/data/shakespeare/sonnets.txt"
+    ))
+    .unwrap();
+    let lines: String = text
+        .split("\n\n")
+        .enumerate()
+        .map(|(i, body)| format!("{}\n", serde_json::json!({"id": i, "body": body})))
+        .collect();
+    let corpus = dir.join("corpus.jsonl");
+    std::fs::write(&corpus, lines).unwrap();
+    corpus
+}
