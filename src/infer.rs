@@ -476,6 +476,12 @@ impl GptWeights {
     }
 }
 
+/// Tokens kept when a full cache slides (see the module doc): the last half window, which
+/// is prefilled again. One policy for [`KvModel::generate`] and the serve engine.
+pub fn slide_keep(window: usize) -> usize {
+    (window / 2).max(1)
+}
+
 impl KvModel {
     /// Builds the model from weights under our (Hugging Face) names and Conv1D `(in, out)`
     /// layout, `wte` with `vocab_size` (or the padded number of) rows. Every tensor must be
@@ -553,8 +559,7 @@ impl KvModel {
                 return Ok(generated);
             }
             logits = if self.cache.len == window {
-                let keep = (window / 2).max(1);
-                self.prefill(&context[context.len() - keep..])?
+                self.prefill(&context[context.len() - slide_keep(window)..])?
             } else {
                 self.step(next)?
             };

@@ -513,8 +513,7 @@ impl Worker {
                 return Next::Step;
             }
             // The cache is full: re-encode the last half window and go on from there.
-            let keep = (window / 2).max(1);
-            let from = seq.context.len() - keep;
+            let from = seq.context.len() - crate::infer::slide_keep(window);
             seq.context.drain(..from);
             match self.gpt.prefill(&mut seq.cache, &seq.context) {
                 Ok(l) => slid = l,
