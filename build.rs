@@ -4,8 +4,9 @@
 //!    fatbin (`sm_80` machine code + PTX, and `sm_90a` machine code for Hopper), which the crate
 //!    embeds (`cfg(smelt_fatbin)`, `OUT_DIR/smelt.fatbin`). ptxas reports register use; any
 //!    spill fails the build. nvcc is looked for in `NVCC`, `CUDA_HOME`/`CUDA_PATH`, `PATH`, and
-//!    the PyPI wheels `tools/setup_cuda.sh` installs. Without it the crate still builds (CPU
-//!    only) with a cargo warning.
+//!    the PyPI wheels `tools/setup_cuda.sh` installs (`build/nvcc.rs`). Without it the crate
+//!    still builds (CPU only) with a cargo warning, and the script re-runs by itself once an
+//!    nvcc appears where it looks (the places it would find one are watched).
 //! 2. **For the CPU**, with the host C++ compiler: `kernels/emu/launch.cpp` compiles the same
 //!    sources against an emulation of CUDA's execution model, so `cargo test` runs every kernel
 //!    on machines without a GPU.
@@ -15,10 +16,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "build/nvcc.rs"]
+mod nvcc;
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=build");
     println!("cargo:rerun-if-changed=kernels");
-    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "SMELT_NO_NVCC"] {
+    for var in nvcc::ENV_VARS {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo::rustc-check-cfg=cfg(smelt_fatbin)");
@@ -36,42 +41,18 @@ fn main() {
     if kernels.is_empty() {
         return;
     }
-    match find_nvcc(&root) {
+    let search = nvcc::find_nvcc(&root, &|var| env::var_os(var));
+    // Re-run when the nvcc found changes, or when one appears where none was found.
+    for path in &search.watch {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    match search.nvcc {
         Some(nvcc) => build_fatbin(&nvcc, &root, &out, &kernels),
         None => println!(
             "cargo:warning=nvcc not found: CUDA kernels not built, CPU backend only. \
              Run `bash tools/setup_cuda.sh` (or set NVCC / CUDA_HOME) to build them."
         ),
     }
-}
-
-/// nvcc from the environment, a CUDA install, PATH, or the project's wheel venv.
-fn find_nvcc(root: &Path) -> Option<PathBuf> {
-    if env::var_os("SMELT_NO_NVCC").is_some() {
-        return None;
-    }
-    let exists = |p: PathBuf| p.is_file().then_some(p);
-    if let Some(p) = env::var_os("NVCC") {
-        return exists(PathBuf::from(p));
-    }
-    for var in ["CUDA_HOME", "CUDA_PATH"] {
-        if let Some(home) = env::var_os(var) {
-            if let Some(p) = exists(PathBuf::from(home).join("bin/nvcc")) {
-                return Some(p);
-            }
-        }
-    }
-    if let Some(path) = env::var_os("PATH") {
-        if let Some(p) = env::split_paths(&path).find_map(|d| exists(d.join("nvcc"))) {
-            return Some(p);
-        }
-    }
-    // tools/setup_cuda.sh: tools/.venv-cuda/lib/python3.X/site-packages/nvidia/cu13/bin/nvcc
-    let lib = root.join("tools/.venv-cuda/lib");
-    fs::read_dir(lib)
-        .ok()?
-        .flatten()
-        .find_map(|e| exists(e.path().join("site-packages/nvidia/cu13/bin/nvcc")))
 }
 
 fn build_fatbin(nvcc: &Path, root: &Path, out: &Path, kernels: &[PathBuf]) {

@@ -72,6 +72,40 @@ fn bad_input_is_one_clear_line() {
     assert!(train(&["--help"]).status.success());
 }
 
+/// What the README's first command leaves in the working directory (a run with step
+/// checkpoints in runs/default, the prepared corpus in runs/data) changes no other error: a
+/// bad setting is reported as such, not as "runs/default holds checkpoints".
+#[test]
+fn an_earlier_default_run_in_the_working_directory_changes_no_error() {
+    let cwd = TempDir::new("cli-earlier-run");
+    for step in ["step_0000100", "step_0000200", "step_0000300"] {
+        cwd.write(
+            &format!("runs/default/checkpoints/{step}/trainer_state.json"),
+            b"{}",
+        );
+    }
+    cwd.write("runs/data/shakespeare-bpe-00000000/manifest.json", b"{}");
+    let run = |args: &[&str]| {
+        common::bin_command(env!("CARGO_BIN_EXE_train"), &cwd)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_clean_error(
+        &run(&["--seq-len", "4096", "--no-progress"]),
+        "longer than model.block_size",
+    );
+    assert_clean_error(
+        &run(&["--device", "tpu", "--no-progress"]),
+        "not one of auto, cpu, cuda",
+    );
+    let cfg = config_file(&cwd, "[model]\nn_embd = 100\nn_head = 3\n");
+    assert_clean_error(
+        &run(&["--config", &cfg, "--no-progress"]),
+        "not divisible by n_head",
+    );
+}
+
 #[test]
 fn tiny_run_end_to_end() {
     let dir = TempDir::new("cli-run");
@@ -86,7 +120,7 @@ block_size = 32
 vocab_size = 320
 
 [data]
-corpus = "data/shakespeare"
+corpus = "CORPUS"
 cache = "CACHE"
 
 [train]
@@ -105,7 +139,8 @@ sample_tokens = 20
     let cache = dir.join("cache");
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
-        .replace("CACHE", cache.to_str().unwrap());
+        .replace("CACHE", cache.to_str().unwrap())
+        .replace("CORPUS", common::bundled_corpus().to_str().unwrap());
     std::fs::write(&cfg, text).unwrap();
     let out_dir = dir.join("out");
     let out = train(&[

@@ -134,13 +134,29 @@ pub fn nan(len: usize) -> Vec<f32> {
     vec![f32::NAN; len]
 }
 
-/// Runs a binary of this crate (`env!("CARGO_BIN_EXE_<name>")`) from the repository root.
+/// A command for a binary of this crate (`env!("CARGO_BIN_EXE_<name>")`) whose working
+/// directory is `cwd`. Tests run binaries in a fresh empty folder, never in the repository:
+/// what a user's own runs left there (`runs/default`, `runs/data`) must change nothing, and a
+/// test must not write into it. Paths given to the binary are absolute.
+pub fn bin_command(bin: &str, cwd: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.current_dir(cwd);
+    cmd
+}
+
+/// Runs a binary of this crate to completion in a fresh empty working directory (see
+/// [`bin_command`]), removed afterwards.
 pub fn run_bin(bin: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(bin)
+    let cwd = TempDir::new("cwd");
+    bin_command(bin, &cwd)
         .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("binary runs")
+}
+
+/// The bundled corpus (`data/shakespeare` of the repository), as an absolute path.
+pub fn bundled_corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare")
 }
 
 /// Asserts a clean failure: exit code 1, the last stderr line is `error: ...` mentioning
