@@ -8,13 +8,17 @@
 //!   generation_config.json     GenerationConfig: bos/eos = end of text, max_length, do_sample
 //!   tokenizer.json             the tokenizer
 //!   optimizer.safetensors      AdamW moments: `exp_avg.NAME`, `exp_avg_sq.NAME` per parameter
-//!   trainer_state.json         step, loader position, batch order, run config, losses
+//!   trainer_state.json         step, loader position, batch order, run config, losses, line
+//!   metrics.jsonl              the run's metrics.jsonl up to this step (restored on resume)
+//! RUN/checkpoints/latest             the name of the newest save of the run's current line
 //! RUN/checkpoint/                    the final export: the first four files only
 //! ```
 //! A step checkpoint is written into `step_NNNNNNN.tmp/`, every file and the directory
-//! fsynced, then renamed to its final name and the parent fsynced: a crash at any moment
-//! leaves every earlier checkpoint whole, and at worst a `.tmp` directory that readers ignore
-//! and the next save removes. The export `checkpoint/` is swapped in the same way.
+//! fsynced, then renamed to its final name and the parent fsynced, and only then named by
+//! `latest`: a crash at any moment leaves every earlier checkpoint whole, and at worst a
+//! `.tmp` directory that readers ignore. A pruned checkpoint is first renamed to
+//! `step_NNNNNNN.pruned.tmp`, then removed. The export `checkpoint/` is swapped in the same
+//! way. [`repair`] undoes or removes what an interrupted save or prune left behind.
 
 use std::collections::HashMap;
 use std::fs;
@@ -222,6 +226,9 @@ pub struct TrainingState<'a> {
     pub optimizer: &'a [NamedTensor],
     /// `trainer_state.json`'s bytes.
     pub trainer_state: &'a [u8],
+    /// The run's `metrics.jsonl` up to this step, kept so that resuming this checkpoint
+    /// restores exactly its own history.
+    pub metrics: &'a [u8],
 }
 
 /// The name of a parameter's first (`exp_avg`) or second (`exp_avg_sq`) AdamW moment in
@@ -230,9 +237,14 @@ pub fn optimizer_tensor_name(moment: &str, param: &str) -> String {
     format!("{moment}.{param}")
 }
 
+/// The copy of the run's metrics a step checkpoint carries.
+pub const METRICS_COPY: &str = "metrics.jsonl";
+
+/// The file in the checkpoints folder that names the newest save of the run's current line.
+pub const LATEST: &str = "latest";
+
 /// Saves the checkpoint after `step` steps as `checkpoints/step_NNNNNNN/` (atomically, see
-/// the module docs), removes leftover `.tmp` directories of interrupted saves, and keeps only
-/// the `keep` latest step checkpoints (all when `keep` is 0). Returns the directory.
+/// the module docs) and records it as the run's latest. Returns the directory.
 pub fn save_step(
     checkpoints: &Path,
     step: usize,
@@ -240,7 +252,6 @@ pub fn save_step(
     weights: &[NamedTensor],
     tokenizer: &Tokenizer,
     state: &TrainingState,
-    keep: usize,
 ) -> Result<PathBuf> {
     let created = !checkpoints.exists();
     fs::create_dir_all(checkpoints).map_err(|e| Error::io(checkpoints, e))?;
@@ -249,7 +260,6 @@ pub fn save_step(
             sync_dir(parent)?;
         }
     }
-    remove_leftovers(checkpoints)?;
     let name = step_dir_name(step);
     let dir = checkpoints.join(&name);
     let tmp = checkpoints.join(format!("{name}.tmp"));
@@ -262,29 +272,186 @@ pub fn save_step(
         &safetensors_bytes(state.optimizer)?,
     )?;
     write_synced(&tmp.join("trainer_state.json"), state.trainer_state)?;
+    write_synced(&tmp.join(METRICS_COPY), state.metrics)?;
     swap_in(&tmp, &dir, &checkpoints.join(format!("{name}.old.tmp")))?;
-    if keep > 0 {
-        let steps = list_steps(checkpoints)?;
-        let excess = steps.len().saturating_sub(keep);
-        for (s, path) in steps.into_iter().take(excess) {
-            if s != step {
-                fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
-            }
-        }
-    }
+    set_latest(checkpoints, &name)?;
     Ok(dir)
 }
 
-/// Removes the `*.tmp` directories that interrupted saves left in `checkpoints`.
-fn remove_leftovers(checkpoints: &Path) -> Result<()> {
-    let entries = fs::read_dir(checkpoints).map_err(|e| Error::io(checkpoints, e))?;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() && path.extension().is_some_and(|x| x == "tmp") {
-            fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+/// Points `checkpoints/latest` at the step checkpoint `name` (replaced atomically).
+fn set_latest(checkpoints: &Path, name: &str) -> Result<()> {
+    let path = checkpoints.join(LATEST);
+    let tmp = checkpoints.join(format!("{LATEST}.tmp"));
+    write_synced(&tmp, format!("{name}\n").as_bytes())?;
+    fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    sync_dir(checkpoints)
+}
+
+/// The newest save of the run's current line: the step checkpoint `checkpoints/latest`
+/// names or, in runs saved before that file existed, the highest step. None when the folder
+/// holds no step checkpoint. An error when `latest` names one that is not there.
+pub fn latest(checkpoints: &Path) -> Result<Option<PathBuf>> {
+    let path = checkpoints.join(LATEST);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(list_steps(checkpoints)?.pop().map(|(_, dir)| dir))
+        }
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let name = text.trim();
+    let dir = checkpoints.join(name);
+    if parse_step_dir_name(name).is_none() || !dir.is_dir() {
+        let whole: Vec<String> = list_steps(checkpoints)?
+            .iter()
+            .map(|(_, p)| p.display().to_string())
+            .collect();
+        return Err(Error::Checkpoint(format!(
+            "{} names '{name}', which is not a checkpoint there; resume one explicitly with --resume DIR (checkpoints: {})",
+            path.display(),
+            if whole.is_empty() { "none".into() } else { whole.join(", ") }
+        )));
+    }
+    Ok(Some(dir))
+}
+
+/// Removes a step checkpoint: renamed to `NAME.pruned.tmp` first, so that a removal cut
+/// short leaves a name readers ignore and [`repair`] finishes, never a half-empty `step_N`.
+pub fn remove_step(dir: &Path) -> Result<()> {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let doomed = parent.join(format!("{name}.pruned.tmp"));
+    if doomed.exists() {
+        fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))?;
+    }
+    fs::rename(dir, &doomed).map_err(|e| Error::io(dir, e))?;
+    sync_dir(parent)?;
+    fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))
+}
+
+/// Whether `name` is one of the temporary names saves use (`X.tmp`, `.X.tmp-PID`, a
+/// component `tmp` anywhere as in `.loss.tmp.png`).
+fn is_temporary(name: &str) -> bool {
+    name.split('.').any(|c| c == "tmp" || c.starts_with("tmp-"))
+}
+
+/// The name a save moved aside before swapping its replacement in: `step_N.old.tmp` →
+/// `step_N`, `.checkpoint.old-PID` → `checkpoint`.
+fn moved_aside(name: &str) -> Option<&str> {
+    if let Some(base) = name.strip_suffix(".old.tmp") {
+        return Some(base);
+    }
+    let (base, pid) = name.strip_prefix('.')?.rsplit_once(".old-")?;
+    (!pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())).then_some(base)
+}
+
+/// Repairs one folder: restores what a save moved aside and did not replace, removes
+/// temporaries. Returns a line per repair.
+fn repair_folder(folder: &Path) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let entries = match fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(done),
+        Err(e) => return Err(Error::io(folder, e)),
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    // Restores first: a `.tmp` beside them may be the unfinished replacement.
+    for name in &names {
+        let Some(base) = moved_aside(name) else {
+            continue;
+        };
+        let (aside, original) = (folder.join(name), folder.join(base));
+        if !original.exists() {
+            fs::rename(&aside, &original).map_err(|e| Error::io(&aside, e))?;
+            sync_dir(folder)?;
+            done.push(format!(
+                "restored {} from {} (a save was interrupted between its two renames)",
+                original.display(),
+                aside.display()
+            ));
         }
     }
-    Ok(())
+    for name in &names {
+        let path = folder.join(name);
+        if !is_temporary(name) || !path.exists() {
+            continue;
+        }
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.map_err(|e| Error::io(&path, e))?;
+        done.push(format!(
+            "removed {} (left by an interrupted save or prune)",
+            path.display()
+        ));
+    }
+    Ok(done)
+}
+
+/// Repairs what interrupted work left in a run directory, before a run uses it, and returns
+/// a line per repair:
+/// - a checkpoint a save moved aside (`.checkpoint.old-PID`, `checkpoints/step_N.old.tmp`)
+///   and was killed before renaming its replacement in: moved back;
+/// - unfinished copies and temporary files (`.checkpoint.tmp-PID`, `step_N.tmp`,
+///   `step_N.pruned.tmp`, `metrics.jsonl.tmp`, ...): removed;
+/// - step checkpoints with files missing that are older than the latest: the remains of a
+///   prune killed half-way (by versions that did not rename before removing): removed.
+pub fn repair(run_dir: &Path) -> Result<Vec<String>> {
+    let mut done = repair_folder(run_dir)?;
+    let checkpoints = run_dir.join(CHECKPOINTS);
+    done.extend(repair_folder(&checkpoints)?);
+    let newest = latest(&checkpoints)
+        .ok()
+        .flatten()
+        .and_then(|dir| parse_step_dir_name(&dir.file_name()?.to_string_lossy()));
+    for (step, dir) in list_steps(&checkpoints)? {
+        let missing = TRAINING_FILES.iter().find(|f| !dir.join(f).is_file());
+        if let (Some(missing), Some(newest)) = (missing, newest) {
+            if step < newest {
+                remove_step(&dir)?;
+                done.push(format!(
+                    "removed {}: an incomplete checkpoint (it lacks {missing}) older than the latest, left by an interrupted prune",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// The run directory a `--resume` argument belongs to (a step checkpoint's run, a run
+/// directory, or its checkpoints folder's), whether or not that checkpoint is there now.
+pub fn run_dir_of(resume: &Path) -> Option<PathBuf> {
+    let name = resume.file_name()?.to_string_lossy();
+    if is_temporary(&name) {
+        return None;
+    }
+    let parent = |p: &Path| {
+        p.parent()
+            .map(|q| {
+                if q.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    q.to_path_buf()
+                }
+            })
+            .unwrap_or_else(|| PathBuf::from("."))
+    };
+    if parse_step_dir_name(&name).is_some() || resume.join("trainer_state.json").is_file() {
+        Some(parent(&parent(resume)))
+    } else if resume.join(CHECKPOINTS).is_dir() {
+        Some(resume.to_path_buf())
+    } else if name == CHECKPOINTS {
+        Some(parent(resume))
+    } else {
+        None
+    }
 }
 
 /// The whole step checkpoints in `checkpoints` (named `step_NNNNNNN`; `.tmp` directories
@@ -308,7 +475,7 @@ pub fn list_steps(checkpoints: &Path) -> Result<Vec<(usize, PathBuf)>> {
 }
 
 /// The checkpoint to resume from for `dir`: a step checkpoint itself, or a run directory
-/// (or its `checkpoints/` folder), meaning its latest step checkpoint. Checks that every
+/// (or its `checkpoints/` folder), meaning its [`latest`] checkpoint. Checks that every
 /// file of [`TRAINING_FILES`] is there. Errors are one line naming the directory.
 pub fn resolve_resume(dir: &Path) -> Result<PathBuf> {
     let shown = dir.display();
@@ -334,8 +501,8 @@ pub fn resolve_resume(dir: &Path) -> Result<PathBuf> {
                 "--resume {shown}: neither a checkpoint (no trainer_state.json) nor a run directory (no {CHECKPOINTS}/)"
             )));
         };
-        match list_steps(&folder)?.pop() {
-            Some((_, latest)) => latest,
+        match latest(&folder)? {
+            Some(latest) => latest,
             None => {
                 return Err(Error::Checkpoint(format!(
                     "--resume {shown}: {} holds no whole checkpoint to resume from",
@@ -353,7 +520,9 @@ pub fn resolve_resume(dir: &Path) -> Result<PathBuf> {
     Ok(step_dir)
 }
 
-/// Reads every tensor of a safetensors file as f32 (F32, or I64/I32 converted).
+/// Reads every tensor of a safetensors file as f32 (F32, or I64/I32 converted). Refuses a
+/// file holding NaN or infinite values (what a diverged update writes), naming the first
+/// such tensor by name.
 pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
@@ -384,5 +553,52 @@ pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
         };
         out.insert(name, (view.shape().to_vec(), values));
     }
+    let mut non_finite: Vec<&String> = out
+        .iter()
+        .filter(|(_, (_, values))| values.iter().any(|v| !v.is_finite()))
+        .map(|(name, _)| name)
+        .collect();
+    non_finite.sort();
+    if let Some(first) = non_finite.first() {
+        return Err(Error::Checkpoint(format!(
+            "{}: tensor '{first}' holds NaN or infinite values ({} of {} tensors do): a diverged run wrote it; use an earlier checkpoint",
+            path.display(),
+            non_finite.len(),
+            out.len()
+        )));
+    }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_and_moved_aside_names() {
+        for name in [
+            "step_0000010.tmp",
+            "step_0000010.pruned.tmp",
+            ".checkpoint.tmp-4242",
+            "metrics.jsonl.tmp",
+            ".loss.tmp.png",
+            "latest.tmp",
+        ] {
+            assert!(is_temporary(name), "{name}");
+        }
+        for name in [
+            "step_0000010",
+            "latest",
+            "metrics.jsonl",
+            "checkpoint",
+            "tmpfile",
+        ] {
+            assert!(!is_temporary(name), "{name}");
+        }
+        assert_eq!(moved_aside("step_0000010.old.tmp"), Some("step_0000010"));
+        assert_eq!(moved_aside(".checkpoint.old-4242"), Some("checkpoint"));
+        assert_eq!(moved_aside(".checkpoint.old-"), None);
+        assert_eq!(moved_aside("checkpoint.old-12"), None);
+        assert_eq!(moved_aside("step_0000010.tmp"), None);
+    }
 }

@@ -185,7 +185,7 @@ sample_tokens = 20
         }
     }
     assert!(out_dir.join("metrics.jsonl").is_file());
-    assert!(out_dir.join("loss.png").is_file());
+    assert!(out_dir.join("loss.svg").is_file());
     let weights = smelt::checkpoint::read_safetensors(&ckpt.join("model.safetensors")).unwrap();
     assert_eq!(weights["transformer.wte.weight"].0, vec![320, 32]);
     assert_eq!(

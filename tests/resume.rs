@@ -1,7 +1,8 @@
 //! Checkpoints and resuming, through the `train` binary on the CPU: a run stopped and
 //! resumed gives bit for bit the losses and weights of a straight run; the checkpoint layout,
-//! the training record (metrics.jsonl, loss.png), pruning, interrupted saves, Ctrl-C, and
-//! one-line errors for checkpoints that cannot be resumed.
+//! the training record (metrics.jsonl, loss.svg), pruning, lines of checkpoints, what
+//! interrupted saves leave behind, Ctrl-C, and one-line errors for checkpoints that cannot be
+//! resumed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -103,10 +104,12 @@ fn step_losses(run: &Path) -> Vec<(u64, u32)> {
         .collect()
 }
 
+/// The entries of `run/checkpoints` but the `latest` file.
 fn step_dirs(run: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "latest")
         .collect();
     names.sort();
     names
@@ -219,10 +222,10 @@ fn stopped_and_resumed_run_is_bit_identical_to_a_straight_run() {
             assert!(m[key].is_number(), "{key} missing in {m}");
         }
     }
-    let png = std::fs::read(split.join("loss.png")).unwrap();
+    let svg = std::fs::read_to_string(split.join("loss.svg")).unwrap();
     assert!(
-        png.starts_with(b"\x89PNG\r\n\x1a\n"),
-        "loss.png is not a PNG"
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "loss.svg is not an SVG"
     );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(split.join("summary.json")).unwrap()).unwrap();
@@ -366,4 +369,222 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
         "--no-progress",
     ]));
     assert_eq!(step_losses(&run).len(), step + 2);
+}
+
+/// `RUN/checkpoints/latest`'s content.
+fn latest(run: &Path) -> String {
+    std::fs::read_to_string(run.join("checkpoints/latest"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn trainer_state(step_dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(step_dir.join("trainer_state.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn resuming_an_earlier_checkpoint_starts_a_line_that_the_run_then_follows() {
+    let dir = TempDir::new("resume-lines");
+    let (data, cfg) = setup(&dir);
+    let run = dir.path("run");
+    assert_ok(&train_run(&cfg, &data, &run, &[]));
+    assert_eq!(
+        step_dirs(&run),
+        ["step_0000010", "step_0000015", "step_0000020"]
+    );
+    assert_eq!(latest(&run), "step_0000020");
+
+    // Back to step 10 with a longer schedule, stopped at 13: a second line.
+    let base = run.join("checkpoints/step_0000010");
+    let stderr = assert_ok(&train(&[
+        "--resume",
+        base.to_str().unwrap(),
+        "--max-steps",
+        "60",
+        "--stop-at-step",
+        "13",
+        "--no-progress",
+    ]));
+    assert!(
+        stderr.contains("starts a new line from step 10"),
+        "{stderr}"
+    );
+    assert_eq!(latest(&run), "step_0000013");
+    // Pruning stays within the new line: its base (and the other line) are kept.
+    assert_eq!(
+        step_dirs(&run),
+        [
+            "step_0000010",
+            "step_0000013",
+            "step_0000015",
+            "step_0000020"
+        ]
+    );
+
+    // The run's latest is the new line's newest save: resuming the run continues it.
+    let stderr = assert_ok(&train(&[
+        "--resume",
+        run.to_str().unwrap(),
+        "--stop-at-step",
+        "16",
+        "--no-progress",
+    ]));
+    assert!(stderr.contains("step_0000013 at step 13"), "{stderr}");
+    assert!(!stderr.contains("new line"), "{stderr}");
+    let newest = run.join("checkpoints/step_0000016");
+    let state = trainer_state(&newest);
+    assert_eq!(state["parent"], 10);
+    assert_eq!(
+        state["line"],
+        trainer_state(&run.join("checkpoints/step_0000013"))["line"]
+    );
+    assert_ne!(state["line"], trainer_state(&base)["line"]);
+    assert!(base.is_dir(), "the line's base is never pruned");
+
+    // metrics.jsonl is exactly this line's history: one line per step, the losses of its
+    // trainer state, never the other line's steps 11..20.
+    let recorded: Vec<(u64, u32)> = state["train_losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, (l.as_f64().unwrap() as f32).to_bits()))
+        .collect();
+    assert_eq!(step_losses(&run), recorded);
+    assert_eq!(recorded.len(), 16);
+    // Each checkpoint carries its own history: resuming the other line gives back its own.
+    let other = run.join("checkpoints/step_0000020");
+    let stderr = assert_ok(&train(&[
+        "--resume",
+        other.to_str().unwrap(),
+        "--max-steps",
+        "21",
+        "--no-progress",
+    ]));
+    assert!(
+        stderr.contains("starts a new line from step 20"),
+        "{stderr}"
+    );
+    let recorded: Vec<(u64, u32)> = trainer_state(&run.join("checkpoints/step_0000021"))
+        ["train_losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, (l.as_f64().unwrap() as f32).to_bits()))
+        .collect();
+    assert_eq!(step_losses(&run), recorded);
+}
+
+#[test]
+fn a_run_saved_before_lines_still_resumes_its_highest_step() {
+    let dir = TempDir::new("resume-legacy");
+    let (data, cfg) = setup(&dir);
+    let run = dir.path("run");
+    assert_ok(&train_run(&cfg, &data, &run, &["--stop-at-step", "10"]));
+    // What an earlier version wrote: no `latest`, no metrics copies, no line in the state.
+    std::fs::remove_file(run.join("checkpoints/latest")).unwrap();
+    for step in ["step_0000005", "step_0000010"] {
+        let ckpt = run.join("checkpoints").join(step);
+        std::fs::remove_file(ckpt.join("metrics.jsonl")).unwrap();
+        let mut state = trainer_state(&ckpt);
+        let fields = state.as_object_mut().unwrap();
+        fields.remove("line");
+        fields.remove("parent");
+        std::fs::write(
+            ckpt.join("trainer_state.json"),
+            serde_json::to_vec(&state).unwrap(),
+        )
+        .unwrap();
+    }
+    let stderr = assert_ok(&train(&[
+        "--resume",
+        run.to_str().unwrap(),
+        "--stop-at-step",
+        "15",
+        "--no-progress",
+    ]));
+    assert!(stderr.contains("step_0000010 at step 10"), "{stderr}");
+    assert!(!stderr.contains("new line"), "{stderr}");
+    assert_eq!(
+        step_losses(&run).iter().map(|s| s.0).collect::<Vec<_>>(),
+        (1..=15).collect::<Vec<_>>()
+    );
+    assert_eq!(latest(&run), "step_0000015");
+    assert_eq!(
+        step_dirs(&run),
+        ["step_0000005", "step_0000010", "step_0000015"]
+    );
+}
+
+#[test]
+fn leftovers_of_interrupted_saves_are_repaired_at_start() {
+    let dir = TempDir::new("resume-leftovers");
+    let (data, cfg) = setup(&dir);
+    let run = dir.path("run");
+    assert_ok(&train_run(&cfg, &data, &run, &["--stop-at-step", "10"]));
+    let checkpoints = run.join("checkpoints");
+    // Killed during the final export, between its two renames: the previous export moved
+    // aside and the new one's unfinished copy.
+    std::fs::rename(run.join("checkpoint"), run.join(".checkpoint.old-4242")).unwrap();
+    std::fs::create_dir_all(run.join(".checkpoint.tmp-4243")).unwrap();
+    std::fs::write(run.join(".checkpoint.tmp-4243/model.safetensors"), b"half").unwrap();
+    // Killed while replacing step 10, between its two renames.
+    std::fs::rename(
+        checkpoints.join("step_0000010"),
+        checkpoints.join("step_0000010.old.tmp"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(checkpoints.join("step_0000010.tmp")).unwrap();
+    // Killed while an earlier version pruned step 5: some of its files gone.
+    for f in ["optimizer.safetensors", "config.json"] {
+        std::fs::remove_file(checkpoints.join("step_0000005").join(f)).unwrap();
+    }
+    // A save that a full disk stopped, and a temporary file.
+    std::fs::create_dir_all(checkpoints.join("step_0000015.tmp")).unwrap();
+    std::fs::write(checkpoints.join("step_0000015.tmp/model.safetensors"), b"x").unwrap();
+    std::fs::write(run.join("metrics.jsonl.tmp"), b"{").unwrap();
+
+    let stderr = assert_ok(&train(&[
+        "--resume",
+        run.to_str().unwrap(),
+        "--stop-at-step",
+        "12",
+        "--no-progress",
+    ]));
+    for what in [
+        "restored {run}/checkpoint from",
+        "restored {run}/checkpoints/step_0000010 from",
+        "removed {run}/.checkpoint.tmp-4243",
+        "removed {run}/checkpoints/step_0000010.tmp",
+        "removed {run}/checkpoints/step_0000015.tmp",
+        "removed {run}/metrics.jsonl.tmp",
+        "removed {run}/checkpoints/step_0000005: an incomplete checkpoint",
+    ] {
+        let what = what.replace("{run}", run.to_str().unwrap());
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("cleanup: ") && l.contains(&what)),
+            "no `{what}` in {stderr}"
+        );
+    }
+    assert!(stderr.contains("step_0000010 at step 10"), "{stderr}");
+    assert_eq!(step_dirs(&run), ["step_0000010", "step_0000012"]);
+    let mut left: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "checkpoint",
+            "checkpoints",
+            "loss.svg",
+            "metrics.jsonl",
+            "summary.json"
+        ]
+    );
 }

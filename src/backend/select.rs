@@ -47,7 +47,7 @@ pub fn run_on_device<J: DeviceJob>(
                 job.run(DeviceBackend::new(CudaRuntime::new(0)?, precision))
             }
             Err(why) => {
-                eprintln!("device auto: CUDA unavailable ({why}): using the CPU");
+                eprintln!("device auto: using the CPU, since {why}");
                 job.run(CpuBackend::new())
             }
         },

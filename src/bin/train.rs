@@ -11,17 +11,16 @@ use smelt::train::state::Resume;
 use smelt::train::{self, Outcome, RunConfig, RunOptions};
 
 /// Train a GPT-2 language model.
-///
-/// Settings come from a TOML file (--config) with sections [model] (n_layer, n_head, n_embd,
-/// block_size, vocab_size), [data] (dir, corpus, tokenizer, val_fraction, test_fraction,
-/// cache), [train] (device, precision, out, batch_size, seq_len, grad_accum, max_steps, lr, min_lr, warmup_steps, eval_every, eval_batches, seed,
-/// sample_tokens, max_seconds, threads) and [optimizer] (beta1, beta2, eps, weight_decay,
-/// grad_clip); every key is optional. Flags override the file. The run directory receives
-/// checkpoint/ (model.safetensors, config.json, tokenizer.json) and summary.json.
 #[derive(Parser, Debug)]
-#[command(name = "train", version, about, long_about)]
+#[command(
+    name = "train",
+    version,
+    after_help = "`train --help` lists every key of --config.",
+    after_long_help = CONFIG_KEYS
+)]
 struct Args {
-    /// TOML file with the run's settings (see above); defaults train the bundled model.
+    /// TOML file with the run's settings (the keys are listed below); defaults train the
+    /// bundled model.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Run directory for the checkpoint and summary.json [default: runs/default].
@@ -36,7 +35,8 @@ struct Args {
     /// Tokens per sequence, at most the model's block_size [default: 128].
     #[arg(long)]
     seq_len: Option<usize>,
-    /// Peak learning rate [default: 3e-3].
+    /// Peak learning rate; the schedule's floor, train.min_lr, is a tenth of it unless set
+    /// [default: 3e-3].
     #[arg(long)]
     lr: Option<f32>,
     /// Seed for initialisation and batch order [default: 1337].
@@ -75,6 +75,58 @@ struct Args {
     no_progress: bool,
 }
 
+/// The long help's list of every key of `--config` (each `RunConfig` field; a test holds
+/// the list to the struct).
+const CONFIG_KEYS: &str = "\
+Settings come from a TOML file (--config); every key is optional, unknown keys are errors,
+and the flags above override the file. The keys, with their defaults:
+
+[model]
+  n_layer = 4             transformer blocks
+  n_head = 4              attention heads; must divide n_embd
+  n_embd = 128            width
+  block_size = 128        longest sequence (GPT-2's n_positions)
+  vocab_size = 2048       tokens of the BPE trained when data.tokenizer is \"bpe\"; any
+                          other tokenizer (--data, gpt2, a path) sets the vocabulary
+[data]
+  dir                     a data set made by `prepare` (--data); if unset, corpus is prepared
+  corpus = \"data/shakespeare\"   files or folders (.txt, .jsonl, .gz) to prepare (--corpus)
+  tokenizer = \"bpe\"       bpe (model.vocab_size tokens) | gpt2 | path/to/tokenizer.json
+  val_fraction = 0.1      share of documents for validation
+  test_fraction = 0.05    share of documents for test
+  cache = \"runs/data\"     where automatic preparations are cached
+[train]
+  device = \"auto\"         auto | cpu | cuda | emu (--device)
+  precision = \"auto\"      CUDA only: auto (= bf16) | bf16 | f32 (--precision)
+  out = \"runs/default\"    run directory (--out)
+  batch_size = 16         sequences per micro-batch (--batch-size)
+  seq_len = 128           tokens per sequence, <= model.block_size (--seq-len)
+  grad_accum = 1          micro-batches per optimizer step
+  max_steps = 1500        optimizer steps (--max-steps)
+  lr = 3e-3               peak learning rate (--lr)
+  min_lr                  floor of the cosine decay; unset: lr / 10
+  warmup_steps = 30       linear warmup
+  eval_every = 100        validation every N steps (and at the end)
+  eval_batches = 8        validation batches per evaluation
+  seed = 1337             initialisation and batch order (--seed)
+  sample_tokens = 160     tokens generated at the end
+  max_seconds = 0         stop early (and save) after this long; 0 = no limit
+  threads = 0             CPU threads; 0 = one per core
+  checkpoint_every = 0    resumable checkpoint every N steps; 0 = at each evaluation
+  keep_checkpoints = 3    step checkpoints of the current line kept; 0 = all
+  stop_at_step = 0        stop (and save) after N steps, keeping max_steps' schedule
+  init_from               fine-tune from this model directory (--init-from)
+[optimizer]               AdamW, decoupled weight decay on matrices only
+  beta1 = 0.9
+  beta2 = 0.95
+  eps = 1e-8
+  weight_decay = 0.1
+  grad_clip = 1.0         global-norm clipping; 0 = off
+
+The run directory receives checkpoint/ (the final model: model.safetensors, config.json,
+generation_config.json, tokenizer.json), checkpoints/step_NNNNNNN/ (resumable; `latest` names
+the newest), metrics.jsonl, loss.svg and summary.json.";
+
 /// Applies the flags to `cfg`.
 fn apply_flags(args: &Args, cfg: &mut RunConfig) {
     let t = &mut cfg.train;
@@ -92,7 +144,6 @@ fn apply_flags(args: &Args, cfg: &mut RunConfig) {
     }
     if let Some(v) = args.lr {
         t.lr = v;
-        t.min_lr = t.min_lr.min(v);
     }
     if let Some(v) = args.seed {
         t.seed = v;
@@ -200,9 +251,16 @@ fn main() -> ExitCode {
             ExitCode::from(130)
         }
         Ok(Outcome::Finished(s)) => {
-            println!("--- sample ---\n{}\n--------------", s.sample);
             println!(
-                "done: {} steps in {:.1}s | train loss {:.4} | val loss {:.4} | unigram entropy {:.4} | {:.0} tok/s",
+                "--- prompt ---\n{}--- sample ---\n{}\n--------------",
+                s.sample_prompt, s.sample
+            );
+            let over = match s.train_loss_steps {
+                1 => "the last step".to_string(),
+                n => format!("mean of the last {n} steps"),
+            };
+            println!(
+                "done: {} steps in {:.1}s | train loss {:.4} ({over}) | val loss {:.4} | unigram entropy {:.4} | {:.0} tok/s",
                 s.steps, s.seconds, s.train_loss, s.val_loss, s.unigram_entropy, s.tokens_per_second
             );
             ExitCode::SUCCESS

@@ -164,9 +164,13 @@ impl<B: Backend> Executor<B> {
 
     /// L2 norm of all accumulated gradients.
     pub fn grad_norm(&self) -> f64 {
-        self.backend
-            .sum_squares(&self.arena, self.plan.grads)
-            .sqrt()
+        self.sum_squares(self.plan.grads).sqrt()
+    }
+
+    /// The sum of squares of a region (e.g. all parameters): one pass on the backend, in
+    /// which NaN and infinities propagate.
+    pub fn sum_squares(&self, region: crate::backend::View) -> f64 {
+        self.backend.sum_squares(&self.arena, region)
     }
 
     /// One AdamW update of every parameter from the accumulated gradients.

@@ -330,6 +330,15 @@ pub fn load_weights(path: &Path, cfg: &GptConfig, tie: bool) -> Result<Weights> 
             "missing tensor '{name}' (or '{stored}') that config.json's architecture needs"
         )));
     }
+    // A diverged run's weights would give NaN losses and garbage tokens without a word.
+    if let Some((name, _)) = expected_shapes(cfg)
+        .into_iter()
+        .find(|(n, _)| out[n].1.iter().any(|v| !v.is_finite()))
+    {
+        return Err(bad(format!(
+            "tensor '{name}' holds NaN or infinite values: the model is unusable (saved by a diverged run?); use an earlier checkpoint"
+        )));
+    }
     if let Some(view) = lm_head {
         let wte = &out["transformer.wte.weight"];
         let same = view.shape() == wte.0.as_slice()

@@ -60,8 +60,9 @@ pub struct TrainConfig {
     pub max_steps: usize,
     /// Peak learning rate.
     pub lr: f32,
-    /// Floor of the cosine decay.
-    pub min_lr: f32,
+    /// Floor of the cosine decay; unset means a tenth of `lr` (as nanoGPT), fixed when the
+    /// run starts ([`RunConfig::resolve`]) so that a checkpoint records the schedule it used.
+    pub min_lr: Option<f32>,
     pub warmup_steps: usize,
     /// Evaluate validation loss every this many steps (and at the end).
     pub eval_every: usize,
@@ -99,7 +100,7 @@ impl Default for TrainConfig {
             grad_accum: 1,
             max_steps: 1500,
             lr: 3e-3,
-            min_lr: 3e-4,
+            min_lr: None,
             warmup_steps: 30,
             eval_every: 100,
             eval_batches: 8,
@@ -146,9 +147,25 @@ impl RunConfig {
         Self::from_toml(&text, &path.display().to_string())
     }
 
-    /// Checks the settings that do not depend on the data.
+    /// Fills in the settings whose default follows from others: `train.min_lr` (a tenth of
+    /// `train.lr` when unset).
+    pub fn resolve(&mut self) {
+        let t = &mut self.train;
+        t.min_lr.get_or_insert(t.lr / MIN_LR_DIVISOR);
+    }
+
+    /// The floor of the learning-rate schedule (see [`TrainConfig::min_lr`]).
+    pub fn min_lr(&self) -> f32 {
+        let t = &self.train;
+        t.min_lr.unwrap_or(t.lr / MIN_LR_DIVISOR)
+    }
+
+    /// Checks the settings that do not depend on the data. Every float must be a finite
+    /// number (NaN and infinities compare false with everything, so each range check below
+    /// is written to fail for them).
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: &str| Err(Error::Config(msg.to_string()));
+        self.check_floats()?;
         self.model.validate()?;
         let t = &self.train;
         if t.seq_len > self.model.block_size {
@@ -163,28 +180,8 @@ impl RunConfig {
         if t.max_steps == 0 {
             return bad("train.max_steps must be at least 1");
         }
-        if !(t.lr > 0.0 && t.lr.is_finite()) || t.min_lr < 0.0 || t.min_lr > t.lr {
-            return bad("train.lr must be positive and train.min_lr between 0 and lr");
-        }
         if t.eval_every == 0 || t.eval_batches == 0 {
             return bad("train.eval_every and train.eval_batches must be at least 1");
-        }
-        let d = &self.data;
-        if !(d.val_fraction > 0.0
-            && d.test_fraction >= 0.0
-            && d.val_fraction + d.test_fraction < 1.0)
-        {
-            return bad(
-                "data.val_fraction must be > 0, data.test_fraction >= 0, and their sum < 1",
-            );
-        }
-        let o = &self.optimizer;
-        if !(0.0..1.0).contains(&o.beta1)
-            || !(0.0..1.0).contains(&o.beta2)
-            || o.eps <= 0.0
-            || o.weight_decay < 0.0
-        {
-            return bad("optimizer: beta1 and beta2 must be in [0, 1), eps > 0, weight_decay >= 0");
         }
         if !matches!(t.precision.as_str(), "auto" | "bf16" | "f32") {
             return Err(Error::Config(format!(
@@ -199,7 +196,108 @@ impl RunConfig {
             ))),
         }
     }
+
+    /// Each float setting against its range, naming the key and the value.
+    fn check_floats(&self) -> Result<()> {
+        let (t, d, o) = (&self.train, &self.data, &self.optimizer);
+        let min_lr = self.min_lr();
+        let fractions = d.val_fraction + d.test_fraction;
+        let checks = [
+            FloatCheck::f32("train.lr", t.lr, t.lr > 0.0, "a positive number"),
+            FloatCheck::f32(
+                "train.min_lr",
+                min_lr,
+                (0.0..=t.lr).contains(&min_lr),
+                "between 0 and train.lr (unset: train.lr / 10)",
+            ),
+            FloatCheck::f64(
+                "train.max_seconds",
+                t.max_seconds,
+                t.max_seconds >= 0.0,
+                "a number of seconds >= 0 (0: no limit)",
+            ),
+            FloatCheck::f64(
+                "data.val_fraction",
+                d.val_fraction,
+                d.val_fraction > 0.0 && d.val_fraction < 1.0,
+                "above 0 and below 1",
+            ),
+            FloatCheck::f64(
+                "data.test_fraction",
+                d.test_fraction,
+                d.test_fraction >= 0.0 && fractions < 1.0,
+                "at least 0, with data.val_fraction + data.test_fraction below 1",
+            ),
+            FloatCheck::f32(
+                "optimizer.beta1",
+                o.beta1,
+                (0.0..1.0).contains(&o.beta1),
+                "in [0, 1)",
+            ),
+            FloatCheck::f32(
+                "optimizer.beta2",
+                o.beta2,
+                (0.0..1.0).contains(&o.beta2),
+                "in [0, 1)",
+            ),
+            FloatCheck::f32("optimizer.eps", o.eps, o.eps > 0.0, "a positive number"),
+            FloatCheck::f32(
+                "optimizer.weight_decay",
+                o.weight_decay,
+                o.weight_decay >= 0.0,
+                "a number >= 0",
+            ),
+            FloatCheck::f32(
+                "optimizer.grad_clip",
+                o.grad_clip,
+                o.grad_clip >= 0.0,
+                "a number >= 0 (0: no clipping)",
+            ),
+        ];
+        match checks.into_iter().find(|c| !(c.finite && c.in_range)) {
+            Some(c) => Err(Error::Config(format!(
+                "{} is {}; it must be {}",
+                c.key, c.shown, c.want
+            ))),
+            None => Ok(()),
+        }
+    }
 }
+
+/// One float setting: whether it is finite and in its range, and how to say what it must be.
+struct FloatCheck {
+    key: &'static str,
+    /// The value as its type prints it (`1e38`, `NaN`, `inf`, `0.1`).
+    shown: String,
+    finite: bool,
+    in_range: bool,
+    want: &'static str,
+}
+
+impl FloatCheck {
+    fn f32(key: &'static str, x: f32, in_range: bool, want: &'static str) -> Self {
+        FloatCheck {
+            key,
+            shown: format!("{x:?}"),
+            finite: x.is_finite(),
+            in_range,
+            want,
+        }
+    }
+
+    fn f64(key: &'static str, x: f64, in_range: bool, want: &'static str) -> Self {
+        FloatCheck {
+            key,
+            shown: format!("{x:?}"),
+            finite: x.is_finite(),
+            in_range,
+            want,
+        }
+    }
+}
+
+/// An unset `train.min_lr` is `train.lr` divided by this.
+pub const MIN_LR_DIVISOR: f32 = 10.0;
 
 #[cfg(test)]
 mod tests {
@@ -247,5 +345,48 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("longer than model.block_size"));
+    }
+
+    #[test]
+    fn every_float_setting_rejects_nan_and_infinities() {
+        type Set = fn(&mut RunConfig, f64);
+        let settings: [(&str, Set); 10] = [
+            ("train.lr", |c, x| c.train.lr = x as f32),
+            ("train.min_lr", |c, x| c.train.min_lr = Some(x as f32)),
+            ("train.max_seconds", |c, x| c.train.max_seconds = x),
+            ("data.val_fraction", |c, x| c.data.val_fraction = x),
+            ("data.test_fraction", |c, x| c.data.test_fraction = x),
+            ("optimizer.beta1", |c, x| c.optimizer.beta1 = x as f32),
+            ("optimizer.beta2", |c, x| c.optimizer.beta2 = x as f32),
+            ("optimizer.eps", |c, x| c.optimizer.eps = x as f32),
+            ("optimizer.weight_decay", |c, x| {
+                c.optimizer.weight_decay = x as f32
+            }),
+            ("optimizer.grad_clip", |c, x| {
+                c.optimizer.grad_clip = x as f32
+            }),
+        ];
+        for (key, set) in settings {
+            for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                let mut c = RunConfig::default();
+                set(&mut c, x);
+                let e = c.validate().expect_err(key).to_string();
+                assert!(e.starts_with(&format!("{key} is ")), "{key} = {x}: {e}");
+            }
+        }
+        RunConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn min_lr_defaults_to_a_tenth_of_lr_and_resolves_once() {
+        let mut c = RunConfig::default();
+        c.train.lr = 1e-4;
+        assert_eq!(c.min_lr(), 1e-4 / MIN_LR_DIVISOR);
+        c.resolve();
+        assert_eq!(c.train.min_lr, Some(1e-4 / MIN_LR_DIVISOR));
+        // A checkpoint's trainer_state.json written before min_lr was optional still reads.
+        let old = r#"{"train": {"lr": 0.003, "min_lr": 0.0003}}"#;
+        let c: RunConfig = serde_json::from_str(old).unwrap();
+        assert_eq!(c.train.min_lr, Some(3e-4));
     }
 }

@@ -1,9 +1,11 @@
 //! The training run: corpus → tokenizer → token streams → GPT → AdamW steps with periodic
 //! validation and resumable checkpoints → sample → exported checkpoint and `summary.json`.
-//! The run directory also gets the training record: `metrics.jsonl` and `loss.png`.
+//! The run directory also gets the training record: `metrics.jsonl` and `loss.svg`.
 
 pub mod config;
 pub mod data;
+pub mod divergence;
+pub mod plot;
 pub mod record;
 pub mod state;
 
@@ -15,7 +17,9 @@ use std::time::Instant;
 use serde::Serialize;
 
 pub use config::RunConfig;
-use record::{plot_loss, EvalMetrics, Metrics, StepMetrics};
+use divergence::{check_grad_norm, check_loss, non_finite_state, Divergence};
+use plot::write_loss_chart;
+use record::{EvalMetrics, Metrics, StepMetrics};
 use state::{TrainerState, ValPoint};
 
 use crate::backend::cpu::CpuBackend;
@@ -32,8 +36,11 @@ use crate::progress::{format_duration, Progress, Unit};
 /// What a run reports at the end (also written as `summary.json`).
 #[derive(Clone, Debug, Serialize)]
 pub struct RunSummary {
-    /// Mean training loss over the last 10% of steps.
+    /// Mean training loss over the last `train_loss_steps` steps (10% of the run).
     pub train_loss: f32,
+    pub train_loss_steps: usize,
+    /// Training loss of the last step alone.
+    pub last_train_loss: f32,
     pub val_loss: f32,
     pub unigram_entropy: f64,
     pub steps: usize,
@@ -49,6 +56,8 @@ pub struct RunSummary {
     pub data_dir: std::path::PathBuf,
     pub epochs: f64,
     pub loader_position: crate::data::loader::LoaderPosition,
+    /// The end-of-run sample: the prompt, and the text the model generated after it.
+    pub sample_prompt: String,
     pub sample: String,
     pub config: RunConfig,
 }
@@ -126,7 +135,20 @@ pub fn run_with(mut cfg: RunConfig, opts: RunOptions) -> Result<Outcome> {
     if let Some(r) = &opts.resume {
         cfg.train.out = r.run_dir();
         r.check_config(&cfg)?;
-    } else {
+    } else if let Some(dir) = cfg.train.init_from.clone() {
+        // The imported model defines the architecture and the tokenizer.
+        let (model, _) = hf::load_config(&dir.join("config.json"))?;
+        cfg.model = model;
+        cfg.data.tokenizer = dir.join("tokenizer.json").to_string_lossy().into_owned();
+    }
+    cfg.resolve();
+    // Settings first: a bad one is the error to report, whatever the run directory holds.
+    cfg.validate()?;
+    if opts.resume.is_none() {
+        // (A resumed run's directory is repaired when its checkpoint is opened.)
+        for repair in checkpoint::repair(&cfg.train.out)? {
+            eprintln!("cleanup: {repair}");
+        }
         // Never delete an earlier run's checkpoints: continue it or train elsewhere.
         let checkpoints = cfg.train.out.join(checkpoint::CHECKPOINTS);
         let earlier = checkpoint::list_steps(&checkpoints)?;
@@ -139,15 +161,6 @@ pub fn run_with(mut cfg: RunConfig, opts: RunOptions) -> Result<Outcome> {
             )));
         }
     }
-    if opts.resume.is_none() {
-        if let Some(dir) = cfg.train.init_from.clone() {
-            // The imported model defines the architecture and the tokenizer.
-            let (model, _) = hf::load_config(&dir.join("config.json"))?;
-            cfg.model = model;
-            cfg.data.tokenizer = dir.join("tokenizer.json").to_string_lossy().into_owned();
-        }
-    }
-    cfg.validate()?;
     if cfg.train.threads > 0 {
         // Fails only if a pool already exists (e.g. a second run in one process): keep it.
         let _ = rayon::ThreadPoolBuilder::new()
@@ -164,15 +177,20 @@ struct Progression {
     train_seconds: f64,
     /// Seconds of the run before this process (when resumed).
     elapsed_before: f64,
+    /// The line of checkpoints this run saves into, and the step it started from.
+    line: String,
+    parent: Option<usize>,
 }
 
-/// Saves the step checkpoint after `step` steps.
+/// Saves the step checkpoint after `step` steps (with a copy of the metrics so far), makes
+/// it the run's latest, and prunes the line's older checkpoints.
 fn save_checkpoint<B: Backend>(
     model: &Gpt<B>,
     cfg: &RunConfig,
     data: &data::TrainData,
     step: usize,
     p: &Progression,
+    metrics: &mut Metrics,
     started: &Instant,
 ) -> Result<PathBuf> {
     let state = TrainerState {
@@ -185,12 +203,16 @@ fn save_checkpoint<B: Backend>(
         val_losses: p.val_losses.clone(),
         train_seconds: p.train_seconds,
         elapsed_seconds: p.elapsed_before + started.elapsed().as_secs_f64(),
+        line: p.line.clone(),
+        parent: p.parent,
     };
     let json = serde_json::to_vec_pretty(&state).expect("trainer state serializes");
     let optimizer = state::optimizer_state(model)?;
+    metrics.sync()?;
     let t = &cfg.train;
-    checkpoint::save_step(
-        &t.out.join(checkpoint::CHECKPOINTS),
+    let checkpoints = t.out.join(checkpoint::CHECKPOINTS);
+    let dir = checkpoint::save_step(
+        &checkpoints,
         step,
         &cfg.model,
         &model.state()?,
@@ -198,9 +220,17 @@ fn save_checkpoint<B: Backend>(
         &checkpoint::TrainingState {
             optimizer: &optimizer,
             trainer_state: &json,
+            metrics: &metrics.contents()?,
         },
-        t.keep_checkpoints,
-    )
+    )?;
+    state::prune_line(&checkpoints, &p.line, t.keep_checkpoints)?;
+    Ok(dir)
+}
+
+/// Ends a diverged run: the progress bar cleared, the one-line error.
+fn stop(progress: &Progress, d: Divergence, cfg: &RunConfig, last_good: &Option<PathBuf>) -> Error {
+    progress.finish();
+    d.into_error(cfg, last_good.as_deref())
 }
 
 /// Trains on `backend`.
@@ -214,7 +244,15 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
         (Some(dir), None) => Some(hf::load_model(dir)?),
         _ => None,
     };
+    let configured_vocab = cfg.model.vocab_size;
     let mut data = data::open(&mut cfg, live)?;
+    if imported.is_none() && opts.resume.is_none() && configured_vocab != cfg.model.vocab_size {
+        eprintln!(
+            "note: model.vocab_size ({configured_vocab}) is not used: the vocabulary is the data set's tokenizer's ({} tokens, {})",
+            cfg.model.vocab_size,
+            data.dir.join("tokenizer.json").display()
+        );
+    }
     if let Some(m) = &imported {
         // data::open sized the vocabulary by the tokenizer; the imported weights may have
         // more rows (GPT-2: 50257 tokens). The data must be tokenized by the model's tokenizer.
@@ -244,11 +282,14 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
 
     let mut model = Gpt::new(backend, cfg.model, t.batch_size, t.seq_len, true)?;
     let resume = opts.resume.as_ref();
+    let (line, parent) = resume.map_or((state::new_line_id(), None), |r| r.lineage());
     let mut progression = Progression {
         train_losses: Vec::with_capacity(t.max_steps),
         val_losses: Vec::new(),
         train_seconds: 0.0,
         elapsed_before: 0.0,
+        line,
+        parent,
     };
     match resume {
         Some(r) => {
@@ -320,12 +361,15 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
     );
 
     let first_step = resume.map_or(0, |r| r.state.step);
-    let mut metrics = Metrics::open(&t.out, resume.map(|r| r.state.step))?;
-    let plot_path = t.out.join("loss.png");
+    let mut metrics = match resume {
+        Some(r) => Metrics::resume(&t.out, &r.dir, r.state.step)?,
+        None => Metrics::create(&t.out)?,
+    };
+    let plot_path = t.out.join("loss.svg");
 
     let schedule = LrSchedule {
         max_lr: t.lr,
-        min_lr: t.min_lr,
+        min_lr: cfg.min_lr(),
         warmup_steps: t.warmup_steps,
         total_steps: t.max_steps,
     };
@@ -341,6 +385,13 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
         .last()
         .map_or(f32::NAN, |v| v.val_loss);
     let mut stopped_early = false;
+    progress.println(&format!(
+        "schedule: the learning rate warms up to {:e} over {} steps, then decays to {:e} (train.min_lr) by step {}",
+        t.lr,
+        t.warmup_steps,
+        cfg.min_lr(),
+        t.max_steps
+    ));
     match resume {
         Some(r) => {
             progress.set(first_step as u64, "");
@@ -349,6 +400,14 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
                 r.dir.display(),
                 t.max_steps
             ));
+            if let (true, Some(latest)) = (r.branches(), &r.latest) {
+                progress.println(&format!(
+                    "note: {} is not the run's latest checkpoint ({}): this starts a new line from step {first_step}; --resume {} now continues it, and its saves replace the other line's checkpoints of the same steps",
+                    r.dir.display(),
+                    latest.display(),
+                    t.out.display()
+                ));
+            }
         }
         None => {
             val_loss = evaluate(&mut model, &val_batches)?;
@@ -359,7 +418,9 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
             ));
         }
     }
-    let mut last_checkpoint = None;
+    let mut last_checkpoint: Option<PathBuf> = None;
+    // The newest checkpoint known to be good: where a diverged run can go back to.
+    let mut last_good = resume.map(|r| r.dir.clone());
     for step in first_step..t.max_steps {
         let step_start = Instant::now();
         let lr = schedule.lr(step);
@@ -370,14 +431,10 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
             model.set_batch(&batch.inputs, Some(&batch.targets))?;
             loss += model.forward_backward()? / t.grad_accum as f32;
         }
-        if !loss.is_finite() {
-            return Err(Error::Data(format!(
-                "training diverged: loss is {loss} at step {}; lower train.lr",
-                step + 1
-            )));
-        }
+        check_loss(step + 1, loss).map_err(|d| stop(&progress, d, &cfg, &last_good))?;
         // The accumulators hold the sum of the micro-batch gradients: scale by 1/accum.
         let norm = model.exec.grad_norm() / t.grad_accum as f64;
+        check_grad_norm(step + 1, loss, norm).map_err(|d| stop(&progress, d, &cfg, &last_good))?;
         let clip = clip_factor(norm, cfg.optimizer.grad_clip);
         model.exec.adamw(
             &AdamWStep {
@@ -390,6 +447,16 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
             },
             cfg.optimizer.weight_decay,
         );
+        if let Some((region, tensor)) = non_finite_state(&model)? {
+            let d = Divergence::Update {
+                step: step + 1,
+                region,
+                tensor,
+                lr,
+                norm,
+            };
+            return Err(stop(&progress, d, &cfg, &last_good));
+        }
         let step_seconds = step_start.elapsed().as_secs_f64();
         progression.train_seconds += step_seconds;
         progression.train_losses.push(loss);
@@ -408,7 +475,7 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
         progress.set(
             done as u64,
             &format!(
-                "loss {loss:.4} | lr {lr:.2e} | norm {norm:.2} | {tok_s:.0} tok/s | ETA {}",
+                "step loss {loss:.4} | lr {lr:.2e} | norm {norm:.2} | {tok_s:.0} tok/s | ETA {}",
                 format_duration(eta)
             ),
         );
@@ -421,6 +488,17 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
         let last = done == t.max_steps || out_of_time || stop_here;
         if done % t.eval_every == 0 || last {
             val_loss = evaluate(&mut model, &val_batches)?;
+            if !val_loss.is_finite() {
+                let d = Divergence::ValLoss {
+                    step: done,
+                    val_loss,
+                };
+                return Err(stop(&progress, d, &cfg, &last_good));
+            }
+            // The training loss over the steps since the previous evaluation.
+            let since = progression.val_losses.last().map_or(0, |v| v.step);
+            let recent = &progression.train_losses[since.min(done - 1)..done];
+            let recent_mean = recent.iter().sum::<f32>() / recent.len() as f32;
             metrics.eval(&EvalMetrics {
                 step: done,
                 val_loss,
@@ -430,22 +508,31 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
                 val_loss,
             });
             progress.println(&format!(
-                "step {done}: train loss {loss:.4} | val loss {val_loss:.4} | unigram entropy {unigram_entropy:.4}"
+                "step {done}: train loss {recent_mean:.4} (mean of steps {}-{done}) | val loss {val_loss:.4} | unigram entropy {unigram_entropy:.4}",
+                done + 1 - recent.len()
             ));
-            plot_loss(
+            write_loss_chart(
                 &plot_path,
                 &progression.train_losses,
                 &progression.val_losses,
             )?;
         }
         if done % checkpoint_every == 0 || last || interrupted {
-            metrics.sync()?;
-            let dir = save_checkpoint(&model, &cfg, &data, done, &progression, &started)?;
+            let dir = save_checkpoint(
+                &model,
+                &cfg,
+                &data,
+                done,
+                &progression,
+                &mut metrics,
+                &started,
+            )?;
+            last_good = Some(dir.clone());
             last_checkpoint = Some(dir);
         }
         if interrupted {
             progress.finish();
-            plot_loss(
+            write_loss_chart(
                 &plot_path,
                 &progression.train_losses,
                 &progression.val_losses,
@@ -491,9 +578,7 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
         Some(data.tokenizer.eot()),
         |_| {},
     )?;
-    let sample = data
-        .tokenizer
-        .decode(&[prompt.as_slice(), ids.as_slice()].concat())?;
+    let sample = data.tokenizer.decode(&ids)?;
 
     std::fs::create_dir_all(&t.out).map_err(|e| Error::io(&t.out, e))?;
     let ckpt = t.out.join("checkpoint");
@@ -501,6 +586,8 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
     let tail = (losses.len() / 10).max(1);
     let summary = RunSummary {
         train_loss: losses[losses.len() - tail..].iter().sum::<f32>() / tail as f32,
+        train_loss_steps: tail,
+        last_train_loss: *losses.last().expect("at least one step"),
         val_loss,
         unigram_entropy,
         steps: losses.len(),
@@ -512,6 +599,7 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
         data_dir: data.dir.clone(),
         epochs: data.train.epoch_fraction(),
         loader_position: data.train.position(),
+        sample_prompt: format!("{}\n", data.prompt),
         sample,
         config: cfg.clone(),
     };

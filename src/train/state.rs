@@ -7,6 +7,12 @@
 //! permutation of the windows per epoch drawn from (`train.seed`, epoch), so its position
 //! (epoch, index) plus the order is the whole RNG state. Initialisation draws from the seed
 //! once before step 1, and the end-of-run sample reseeds, so neither has state to keep.
+//!
+//! Lines: the checkpoints a run saves form a line. Resuming the run's latest checkpoint
+//! continues its line; resuming an earlier one starts a new line from it (recorded as the
+//! line's `parent`), and `checkpoints/latest` then follows the new line. Pruning removes
+//! only the current line's own older checkpoints, so the checkpoint a line started from
+//! stays, and each checkpoint carries the metrics of its own history.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +48,51 @@ pub struct TrainerState {
     /// Seconds spent in optimizer steps, and in the whole run, so far.
     pub train_seconds: f64,
     pub elapsed_seconds: f64,
+    /// The line of checkpoints this one belongs to ("" in checkpoints saved before lines).
+    #[serde(default)]
+    pub line: String,
+    /// The step of the checkpoint the line started from (None: from initialisation).
+    #[serde(default)]
+    pub parent: Option<usize>,
+}
+
+/// A new line's id: unique enough within one run directory (time and process).
+pub fn new_line_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{:x}", std::process::id())
+}
+
+/// The line a step checkpoint belongs to, read from its trainer state (None if unreadable).
+fn line_of(step_dir: &Path) -> Option<String> {
+    #[derive(Deserialize)]
+    struct LineOnly {
+        #[serde(default)]
+        line: String,
+    }
+    let bytes = std::fs::read(step_dir.join("trainer_state.json")).ok()?;
+    serde_json::from_slice::<LineOnly>(&bytes)
+        .ok()
+        .map(|l| l.line)
+}
+
+/// Keeps the newest `keep` step checkpoints of `line` (all when `keep` is 0) and removes its
+/// older ones. Checkpoints of other lines, among them the one `line` started from, stay.
+pub fn prune_line(checkpoints: &Path, line: &str, keep: usize) -> Result<()> {
+    if keep == 0 {
+        return Ok(());
+    }
+    let mine: Vec<PathBuf> = checkpoint::list_steps(checkpoints)?
+        .into_iter()
+        .filter(|(_, dir)| line_of(dir).as_deref() == Some(line))
+        .map(|(_, dir)| dir)
+        .collect();
+    let excess = mine.len().saturating_sub(keep);
+    for dir in &mine[..excess] {
+        checkpoint::remove_step(dir)?;
+    }
+    Ok(())
 }
 
 /// One validation: the loss after `step` steps.
@@ -57,12 +108,21 @@ pub struct Resume {
     /// The step checkpoint directory.
     pub dir: PathBuf,
     pub state: TrainerState,
+    /// The run's latest checkpoint (None when `checkpoints/latest` is broken). Resuming
+    /// any other checkpoint starts a new line.
+    pub latest: Option<PathBuf>,
 }
 
 impl Resume {
-    /// Resolves `dir` (a step checkpoint, or a run directory: its latest checkpoint) and
+    /// Repairs what interrupted saves left in the run directory (saying so on stderr),
+    /// resolves `dir` (a step checkpoint, or a run directory: its latest checkpoint) and
     /// reads its trainer state.
     pub fn open(dir: &Path) -> Result<Self> {
+        if let Some(run) = checkpoint::run_dir_of(dir) {
+            for repair in checkpoint::repair(&run)? {
+                eprintln!("cleanup: {repair}");
+            }
+        }
         let dir = checkpoint::resolve_resume(dir)?;
         let path = dir.join("trainer_state.json");
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
@@ -80,7 +140,23 @@ impl Resume {
                 state.train_losses.len()
             )));
         }
-        Ok(Resume { dir, state })
+        let checkpoints = dir.parent().unwrap_or(Path::new("."));
+        let latest = checkpoint::latest(checkpoints).ok().flatten();
+        Ok(Resume { dir, state, latest })
+    }
+
+    /// Whether the resumed run starts a new line (the checkpoint is not the run's latest).
+    pub fn branches(&self) -> bool {
+        self.latest.as_ref().and_then(|l| l.file_name()) != self.dir.file_name()
+    }
+
+    /// The line the resumed run saves into, and the step that line started from.
+    pub fn lineage(&self) -> (String, Option<usize>) {
+        if self.branches() {
+            (new_line_id(), Some(self.state.step))
+        } else {
+            (self.state.line.clone(), self.state.parent)
+        }
     }
 
     /// The run directory the checkpoint belongs to (`RUN/checkpoints/step_N` → `RUN`).
