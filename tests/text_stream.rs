@@ -216,8 +216,7 @@ fn work_per_token_is_bounded_whatever_the_length() {
         let mut rng = Rng::new(7);
         let long = random_tokens(&tok, &mut rng, 8000);
         // Real U+FFFDs without end: the pending text never stops ending in one.
-        let fffd: Vec<u32> = std::iter::repeat([0xef, 0xbf, 0xbd])
-            .take(3000)
+        let fffd: Vec<u32> = std::iter::repeat_n([0xef, 0xbf, 0xbd], 3000)
             .flatten()
             .map(|b| byte_token(&tok, b))
             .collect();
