@@ -20,6 +20,56 @@ pub struct SampleOptions {
     pub seed: u64,
 }
 
+/// A sampling setting out of its range, as sampling sees it: in f32.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BadSampling {
+    /// Not 0 (greedy) or a positive finite number.
+    Temperature(f32),
+    /// Not in (0, 1].
+    TopP(f32),
+}
+
+impl BadSampling {
+    /// What the setting must be, e.g. "must be in (0, 1]"; callers name the setting their
+    /// way (a JSON field, a flag) and show the value as it was given.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            BadSampling::Temperature(_) => "must be 0 (greedy) or a positive number",
+            BadSampling::TopP(_) => "must be in (0, 1]",
+        }
+    }
+
+    /// The value refused (as f32).
+    pub fn value(&self) -> f32 {
+        match *self {
+            BadSampling::Temperature(x) | BadSampling::TopP(x) => x,
+        }
+    }
+}
+
+impl std::fmt::Display for BadSampling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadSampling::Temperature(t) => write!(f, "temperature {}, not {t}", self.rule()),
+            BadSampling::TopP(p) => write!(f, "top_p {}, not {p}", self.rule()),
+        }
+    }
+}
+
+/// Checks temperature and top-p in the type sampling uses (f32), so that a value that was
+/// valid in a wider type but not after the conversion (top-p 1e-300 is 0 in f32, a
+/// temperature of 1e39 is infinite) is refused rather than failing later. Every caller (the
+/// `generate` flags, the HTTP fields, the serve engine) converts first, then checks here.
+pub fn check_sampling(temperature: f32, top_p: f32) -> std::result::Result<(), BadSampling> {
+    if !(temperature.is_finite() && temperature >= 0.0) {
+        return Err(BadSampling::Temperature(temperature));
+    }
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(BadSampling::TopP(top_p));
+    }
+    Ok(())
+}
+
 /// Picks a token from one row of logits (only the first `vocab` entries are real).
 pub fn pick_token(logits: &[f32], vocab: usize, opts: &SampleOptions, rng: &mut Rng) -> u32 {
     pick_token_top_p(logits, vocab, opts, 1.0, rng)
@@ -165,6 +215,25 @@ mod tests {
             let t = pick_token(&logits, 4, &top2, &mut rng);
             assert!(t == 1 || t == 2);
         }
+    }
+
+    #[test]
+    fn sampling_settings_are_checked_in_f32() {
+        assert_eq!(check_sampling(0.0, 1.0), Ok(()));
+        assert_eq!(check_sampling(2.0, 1e-30), Ok(()));
+        // Valid as f64, not as the f32 that sampling uses.
+        assert_eq!(
+            check_sampling(1.0, 1e-300_f64 as f32),
+            Err(BadSampling::TopP(0.0))
+        );
+        assert!(matches!(
+            check_sampling(1e39_f64 as f32, 1.0),
+            Err(BadSampling::Temperature(t)) if t.is_infinite()
+        ));
+        assert!(check_sampling(-0.5, 1.0).is_err());
+        assert!(check_sampling(f32::NAN, 1.0).is_err());
+        assert!(check_sampling(1.0, 1.5).is_err());
+        assert!(check_sampling(1.0, f32::NAN).is_err());
     }
 
     #[test]

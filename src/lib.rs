@@ -20,6 +20,7 @@ pub mod optim;
 pub mod progress;
 pub mod rng;
 pub mod serve;
+pub mod text_stream;
 pub mod train;
 
 pub use error::{Error, Result};

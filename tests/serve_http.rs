@@ -3,177 +3,15 @@
 //! field, 413, 429, a client leaving mid-stream freeing its slot, and SIGTERM finishing the
 //! request in flight before exiting 0. Each test starts its own server on a free port.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::Write;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use reqwest::blocking::{Client, Response};
+use reqwest::blocking::Response;
 use serde_json::{json, Value};
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_tiny")
-}
-
-/// A running `serve`; killed on drop so no test leaks a process.
-struct Server {
-    child: Child,
-    base: String,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_serve"))
-            .arg("--model")
-            .arg(fixture_dir())
-            .args(["--addr", "127.0.0.1:0", "--device", "cpu"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start serve");
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        {
-            let mut err = child.stderr.take().unwrap();
-            let buf = stderr.clone();
-            std::thread::spawn(move || {
-                let mut chunk = [0u8; 4096];
-                while let Ok(n) = err.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    buf.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&chunk[..n]));
-                }
-            });
-        }
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("listening on http://") {
-                    let _ = tx.send(rest.trim().to_string());
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            base: String::new(),
-            stderr,
-        };
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => server.base = format!("http://{addr}"),
-            Err(_) => panic!(
-                "serve did not print its address; stderr: {}",
-                server.stderr.lock().unwrap()
-            ),
-        }
-        server
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn health(&self) -> Value {
-        client()
-            .get(self.url("/health"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    }
-
-    fn complete(&self, body: &Value) -> (u16, Value) {
-        let res = client()
-            .post(self.url("/v1/completions"))
-            .json(body)
-            .send()
-            .unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().unwrap())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
-}
-
-/// Reads server-sent events: the `data:` payloads, in order, until the stream ends.
-struct Sse<R: Read>(BufReader<R>);
-
-impl<R: Read> Sse<R> {
-    fn new(r: R) -> Self {
-        Sse(BufReader::new(r))
-    }
-
-    /// The next event's data, or None at the end of the stream.
-    fn next_data(&mut self) -> Option<String> {
-        let mut data: Option<String> = None;
-        loop {
-            let mut line = String::new();
-            if self.0.read_line(&mut line).unwrap_or(0) == 0 {
-                return data;
-            }
-            let line = line.trim_end_matches(['\n', '\r']);
-            if line.is_empty() {
-                if data.is_some() {
-                    return data;
-                }
-                continue;
-            }
-            if let Some(d) = line.strip_prefix("data:") {
-                let d = d.strip_prefix(' ').unwrap_or(d);
-                match &mut data {
-                    Some(s) => {
-                        s.push('\n');
-                        s.push_str(d);
-                    }
-                    None => data = Some(d.to_string()),
-                }
-            }
-        }
-    }
-
-    fn rest(mut self) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Some(d) = self.next_data() {
-            out.push(d);
-        }
-        out
-    }
-}
-
-fn stream_request(server: &Server, body: &Value) -> Response {
-    let res = client()
-        .post(server.url("/v1/completions"))
-        .json(body)
-        .send()
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-    let ct = res.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(ct.starts_with("text/event-stream"), "{ct}");
-    res
-}
+mod serve_support;
+use serve_support::{client, fixture_dir, stream_request, wait_until, Server, Sse};
 
 /// The events of a streaming completion: checks the shape of every chunk and returns
 /// (concatenated text, finish_reason, usage).
@@ -234,17 +72,6 @@ fn generate_greedy(prompt: &str, n: usize) -> (String, Vec<u64>) {
         .map(|t| t.as_u64().unwrap())
         .collect();
     (v["text"].as_str().unwrap().to_string(), tokens)
-}
-
-fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !ok() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

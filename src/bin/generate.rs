@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use smelt::generate::{pick_token_top_p, SampleOptions};
+use smelt::generate::{check_sampling, pick_token_top_p, BadSampling, SampleOptions};
 use smelt::infer::KvModel;
 use smelt::model::hf;
 use smelt::rng::Rng;
+use smelt::text_stream::TextStream;
 use smelt::{Error, Result};
 
 /// Generate text with a GPT-2 model on the CPU.
@@ -56,7 +57,9 @@ struct Args {
     /// Seed of the sampler.
     #[arg(long, value_name = "S", default_value_t = 1337)]
     seed: u64,
-    /// Stop when the generated text contains STRING (not printed); repeatable.
+    /// Stop when the generated text contains STRING (not printed); repeatable. The string is
+    /// taken as it is, without escapes: `--stop "\n"` is a backslash and an n. For a newline
+    /// in bash, write `--stop $'\n'` (two: `--stop $'\n\n'`).
     #[arg(long, value_name = "STRING")]
     stop: Vec<String>,
     /// Go on past <|endoftext|> instead of stopping there.
@@ -72,30 +75,14 @@ struct Args {
     stats: bool,
 }
 
-/// The longest suffix of `text` (on a char boundary) that is a proper prefix of a stop
-/// string: it may still become one, so it is held back.
-fn held_back(text: &str, stops: &[String]) -> usize {
-    let mut best = 0;
-    for s in stops {
-        for (i, _) in s.char_indices().skip(1) {
-            if i > best && text.ends_with(&s[..i]) {
-                best = i;
-            }
-        }
-    }
-    best
-}
-
 fn run(args: &Args) -> Result<()> {
     let bad = |m: String| Err(Error::Config(m));
-    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
-        return bad(format!(
-            "--temperature must be 0 (greedy) or positive, not {}",
-            args.temperature
-        ));
-    }
-    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
-        return bad(format!("--top-p must be in (0, 1], not {}", args.top_p));
+    if let Err(e) = check_sampling(args.temperature, args.top_p) {
+        let flag = match e {
+            BadSampling::Temperature(_) => "--temperature",
+            BadSampling::TopP(_) => "--top-p",
+        };
+        return bad(format!("{flag} {}, not {}", e.rule(), e.value()));
     }
     if let Some(s) = args.stop.iter().find(|s| s.is_empty()) {
         return bad(format!("--stop must not be empty, got {s:?}"));
@@ -135,8 +122,7 @@ fn run(args: &Args) -> Result<()> {
     let eot = tokenizer.eot();
     let mut out = std::io::stdout().lock();
     let mut tokens: Vec<u32> = Vec::new();
-    let mut text = String::new();
-    let mut printed = 0usize;
+    let mut text = TextStream::new(&tokenizer, args.stop.clone());
     let mut failure: Option<Error> = None;
     let mut first_token_at = None;
     let t1 = Instant::now();
@@ -150,51 +136,32 @@ fn run(args: &Args) -> Result<()> {
                 return false;
             }
             tokens.push(id);
-            match tokenizer.decode(&tokens) {
-                Ok(t) => text = t,
-                Err(e) => {
-                    failure = Some(e);
-                    return false;
+            let printed = text.push(id).and_then(|piece| {
+                if args.json || piece.is_empty() {
+                    return Ok(());
                 }
+                out.write_all(piece.as_bytes())
+                    .and_then(|_| out.flush())
+                    .map_err(|e| Error::io("<stdout>", e))
+            });
+            if let Err(e) = printed {
+                failure = Some(e);
+                return false;
             }
-            let stop_at = args.stop.iter().filter_map(|s| text.find(s.as_str())).min();
-            let go_on = stop_at.is_none();
-            if let Some(i) = stop_at {
-                text.truncate(i);
-            }
-            if !args.json {
-                // Hold back a possible start of a stop string and an unfinished UTF-8 char.
-                let mut end = text.len();
-                if go_on {
-                    end -= held_back(&text, &args.stop);
-                    while text[..end].ends_with('\u{FFFD}') {
-                        end -= '\u{FFFD}'.len_utf8();
-                    }
-                }
-                if let Some(new) = text.get(printed..end).filter(|s| !s.is_empty()) {
-                    let w = out.write_all(new.as_bytes()).and_then(|_| out.flush());
-                    if let Err(e) = w {
-                        failure = Some(Error::io("<stdout>", e));
-                        return false;
-                    }
-                    printed = end;
-                }
-            }
-            go_on
+            !text.stopped()
         },
     )?;
     if let Some(e) = failure {
         return Err(e);
     }
+    let rest = text.finish()?;
     let gen_s = t1.elapsed().as_secs_f64();
     if args.json {
-        let obj = serde_json::json!({"text": text, "tokens": tokens});
+        let obj = serde_json::json!({"text": text.text(), "tokens": tokens});
         writeln!(out, "{obj}").map_err(|e| Error::io("<stdout>", e))?;
     } else {
-        if let Some(rest) = text.get(printed..) {
-            out.write_all(rest.as_bytes())
-                .map_err(|e| Error::io("<stdout>", e))?;
-        }
+        out.write_all(rest.as_bytes())
+            .map_err(|e| Error::io("<stdout>", e))?;
         writeln!(out).map_err(|e| Error::io("<stdout>", e))?;
     }
     if args.stats {

@@ -1,11 +1,14 @@
 //! `serve`: an OpenAI-style completions server over the continuous-batching engine.
 //! Argument parsing and start-up only; the work is in `smelt::serve`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use smelt::model::hf;
+use smelt::serve;
+use smelt::serve::connections::ConnectionLimits;
 use smelt::serve::engine::{Engine, EngineConfig};
 use smelt::serve::http::{self, HttpOptions};
 use smelt::{Error, Result};
@@ -16,8 +19,17 @@ use smelt::{Error, Result};
 /// Prints `listening on http://ADDR` once it accepts requests (with --addr HOST:0, ADDR has
 /// the port the system chose). Requests are batched continuously on the CPU, up to
 /// --max-batch at a time; up to --max-queue more wait, and further ones are answered 429.
-/// SIGTERM or Ctrl-C stops accepting, finishes the requests in flight and exits 0; a second
-/// one exits at once (130).
+/// SIGTERM or Ctrl-C stops accepting, finishes the requests in flight (for at most
+/// --shutdown-grace) and exits 0; a second one exits at once (130).
+///
+/// Slow or idle clients cannot hold the server: a request's head must arrive within
+/// --header-timeout (also the longest idle time of a keep-alive connection), its body within
+/// --body-timeout (else 408), and at most --max-connections connections are open at once
+/// (more wait to be accepted). Streaming responses are never cut by these timeouts.
+///
+/// The model is named after its directory in responses and /v1/models, or after the train
+/// run for RUN/checkpoint ("RUN") and RUN/checkpoints/step_N ("RUN/step_N"); --model-name
+/// sets it. A request whose "model" names another model is answered 404.
 #[derive(Parser, Debug)]
 #[command(name = "serve", version, about, long_about)]
 struct Args {
@@ -46,6 +58,38 @@ struct Args {
     /// Largest max_tokens a request may ask for.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     max_tokens_limit: usize,
+    /// The model's name in responses and /v1/models (default: after the directory or run).
+    #[arg(long, value_name = "NAME")]
+    model_name: Option<String>,
+    /// Seconds a client has to send a request's head (request line and headers), counted
+    /// from when the connection waits for it: also how long an idle connection stays open.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10.0,
+        allow_negative_numbers = true
+    )]
+    header_timeout: f64,
+    /// Seconds a client has to send a request's whole body (later: 408, connection closed).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 30.0,
+        allow_negative_numbers = true
+    )]
+    body_timeout: f64,
+    /// Most connections open at once; further clients wait to be accepted.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_connections: usize,
+    /// Seconds to wait, once the shutdown began, for open connections (requests in flight)
+    /// to finish before they are closed.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 30.0,
+        allow_negative_numbers = true
+    )]
+    shutdown_grace: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -55,12 +99,15 @@ enum DeviceArg {
     Cuda,
 }
 
-/// The model's name: its directory's name (of the absolute path, so `.` works too).
-fn model_name(dir: &Path) -> String {
-    let abs = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    abs.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".to_string())
+/// `--NAME SECONDS` as a duration: positive and finite (at most a day).
+fn seconds(name: &str, secs: f64) -> Result<Duration> {
+    const DAY: f64 = 86_400.0;
+    if !(secs > 0.0 && secs <= DAY) {
+        return Err(Error::Config(format!(
+            "--{name} must be a number of seconds above 0 and at most {DAY}, not {secs}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn run(args: Args) -> Result<()> {
@@ -81,6 +128,22 @@ fn run(args: Args) -> Result<()> {
     if args.max_tokens_limit == 0 {
         return bad("--max-tokens-limit must be at least 1".into());
     }
+    if args.max_connections == 0 {
+        return bad("--max-connections must be at least 1".into());
+    }
+    if args
+        .model_name
+        .as_deref()
+        .is_some_and(|n| n.trim().is_empty())
+    {
+        return bad("--model-name must not be empty".into());
+    }
+    let limits = ConnectionLimits {
+        max_connections: args.max_connections,
+        header_timeout: seconds("header-timeout", args.header_timeout)?,
+        shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
+    };
+    let body_timeout = seconds("body-timeout", args.body_timeout)?;
     let model = hf::load_model(&args.model)?;
     let context = model.config.block_size;
     let max_prompt_tokens = args.max_prompt_tokens.unwrap_or(context);
@@ -93,8 +156,12 @@ fn run(args: Args) -> Result<()> {
         eprintln!("note: --device auto: serving on the CPU (GPU serving is not available yet)");
     }
     let opts = HttpOptions {
-        model_name: model_name(&args.model),
+        model_name: args
+            .model_name
+            .clone()
+            .unwrap_or_else(|| serve::model_name(&args.model)),
         max_body_bytes: args.max_body_bytes,
+        body_timeout,
         max_prompt_tokens,
         max_tokens_limit: args.max_tokens_limit,
     };
@@ -127,12 +194,15 @@ fn run(args: Args) -> Result<()> {
         );
         let on_signal = {
             let engine = engine.clone();
+            let grace = limits.shutdown_grace;
             async move {
                 http::shutdown_signal().await;
                 let s = engine.stats();
                 eprintln!(
-                    "shutting down: finishing {} active and {} queued requests (again to quit now)",
-                    s.active, s.queued
+                    "shutting down: finishing {} active and {} queued requests, for at most {} s (again to quit now)",
+                    s.active,
+                    s.queued,
+                    grace.as_secs_f64()
                 );
                 engine.begin_shutdown();
                 tokio::spawn(async {
@@ -142,9 +212,8 @@ fn run(args: Args) -> Result<()> {
                 });
             }
         };
-        http::serve(listener, engine.clone(), opts, on_signal)
-            .await
-            .map_err(|e| Error::Config(format!("the server failed: {e}")))
+        http::serve(listener, engine.clone(), opts, limits, on_signal).await;
+        Ok(())
     });
     engine.begin_shutdown();
     engine.join();

@@ -43,7 +43,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::data::Tokenizer;
 use crate::error::{Error, Result};
-use crate::generate::{pick_token_top_p, SampleOptions};
+use crate::generate::{check_sampling, pick_token_top_p, SampleOptions};
 use crate::infer::{GptWeights, KvCache};
 use crate::model::hf::HfModel;
 use crate::model::GptConfig;
@@ -430,14 +430,8 @@ impl Worker {
         if req.prompt.is_empty() {
             return fail("the prompt is empty; give at least one token".into());
         }
-        if !(req.temperature.is_finite() && req.temperature >= 0.0) {
-            return fail(format!(
-                "temperature must be 0 (greedy) or positive, not {}",
-                req.temperature
-            ));
-        }
-        if !(req.top_p > 0.0 && req.top_p <= 1.0) {
-            return fail(format!("top_p must be in (0, 1], not {}", req.top_p));
+        if let Err(bad) = check_sampling(req.temperature, req.top_p) {
+            return fail(bad.to_string());
         }
         let vocab = self.gpt.config().vocab_size;
         if let Some(&bad) = req.prompt.iter().find(|&&id| id as usize >= vocab) {

@@ -1,19 +1,31 @@
 //! The HTTP front end of the generation engine: an OpenAI-style completions API.
 //!
 //! - `POST /v1/completions`: `{"prompt", "max_tokens", "temperature", "top_p", "stop", "seed",
-//!   "stream", "model"}` → a `text_completion`, or with `"stream": true` server-sent events,
-//!   one `data: {chunk}` per new piece of text, a last chunk with `finish_reason` and `usage`,
-//!   then `data: [DONE]`.
-//! - `GET /v1/models`: the one model served, named after its directory.
+//!   "stream", "stream_options", "model"}` → a `text_completion`, or with `"stream": true`
+//!   server-sent events, one `data: {chunk}` per new piece of text, a last chunk with
+//!   `finish_reason` and `usage`, then `data: [DONE]`. With `"stream_options":
+//!   {"include_usage": true}` the chunks are OpenAI's: each has `"usage": null`, and a chunk
+//!   with no choices and the usage comes before `[DONE]`.
+//! - What standard OpenAI clients send at its "off" value is accepted: `n` and `best_of` 1,
+//!   `echo` false, `logprobs` null, `frequency_penalty` and `presence_penalty` 0,
+//!   `logit_bias` {}, `suffix` null or "", `user` (ignored); any other value is refused (400
+//!   naming the field), since this server cannot honour it. A one-string array as `prompt`
+//!   is that string.
+//! - `model`, when given, must be the served model's name (else 404 `model_not_found`, as
+//!   OpenAI and vLLM answer).
+//! - `GET /v1/models`: the one model served.
 //! - `GET /health`: `{"status": "ok", "active", "queued"}`.
 //! - `GET /`: a small page to try it in a browser.
 //!
 //! Errors are OpenAI-shaped, `{"error": {"message", "type", "param", "code"}}`: 400
 //! `invalid_request_error` naming the field (`param`) for malformed JSON, wrong types, unknown
-//! fields and out-of-range values; 413 for a body over the limit; 429 `server_busy` with
-//! `Retry-After: 1` when the engine's queue is full; 500 `server_error` when generation fails;
-//! 503 `server_shutting_down` for a request that arrives once the shutdown began (on a
-//! connection opened before) or that the shutdown stopped before it generated anything.
+//! fields and out-of-range values (numbers are checked after conversion to the type used, so
+//! a `top_p` of 1e-300, 0 in f32, is refused); 404 for an unknown model or endpoint; 408
+//! when the body does not arrive within the body timeout (the connection is then closed);
+//! 413 for a body over the limit; 429 `server_busy` with `Retry-After: 1` when the engine's
+//! queue is full; 500 `server_error` when generation fails; 503 `server_shutting_down` for a
+//! request that arrives once the shutdown began (on a connection opened before) or that the
+//! shutdown stopped before it generated anything.
 //!
 //! `finish_reason` is `"stop"` (a stop string or `<|endoftext|>`), `"length"` (`max_tokens`)
 //! or, not in OpenAI's set, `"shutdown"` (the server stopped the generation while shutting
@@ -27,29 +39,33 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::data::Tokenizer;
+use crate::generate::{check_sampling, BadSampling};
+use crate::serve::connections::{self, ConnectionLimits};
 use crate::serve::engine::{Engine, FinishReason, GenEvent, GenRequest};
+use crate::text_stream::TextStream;
 
 /// Limits and names of one server.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
-    /// The model's name in responses and `/v1/models` (its directory's name).
+    /// The model's name in responses and `/v1/models`; a request naming another is refused.
     pub model_name: String,
     /// Largest request body in bytes; a larger one is answered 413.
     pub max_body_bytes: usize,
+    /// Longest wait for a request's whole body, from when the handler starts reading it; a
+    /// body late past it is answered 408 and its connection closed.
+    pub body_timeout: Duration,
     /// Longest prompt in tokens; a longer one is answered 400 (`param: "prompt"`).
     pub max_prompt_tokens: usize,
     /// Largest `max_tokens` a request may ask for.
@@ -60,6 +76,8 @@ pub struct HttpOptions {
 pub const MAX_STOPS: usize = 4;
 /// `max_tokens` when the request does not say.
 pub const DEFAULT_MAX_TOKENS: usize = 16;
+/// Largest temperature a request may ask for (as OpenAI).
+pub const MAX_TEMPERATURE: f32 = 2.0;
 
 struct AppState {
     engine: Engine,
@@ -95,23 +113,23 @@ fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves `router(engine, opts)` on `listener` until `shutdown` resolves; then stops
-/// accepting and returns once the requests in flight are answered.
+/// Serves `router(engine, opts)` on `listener` under `limits` until `shutdown` resolves;
+/// then stops accepting and returns once the requests in flight are answered or the grace
+/// period is over (see [`connections::serve`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     engine: Engine,
     opts: HttpOptions,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     let state = new_state(engine, opts);
     let flag = state.clone();
     let shutdown = async move {
         shutdown.await;
         flag.shutting_down.store(true, Ordering::SeqCst);
     };
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    connections::serve(listener, app(state), limits, shutdown).await
 }
 
 /// Resolves at the first Ctrl-C (SIGINT) or SIGTERM.
@@ -146,6 +164,7 @@ pub struct ApiError {
     message: String,
     kind: &'static str,
     param: Option<String>,
+    code: Option<&'static str>,
 }
 
 impl ApiError {
@@ -155,6 +174,7 @@ impl ApiError {
             message: message.into(),
             kind: "invalid_request_error",
             param: param.map(str::to_string),
+            code: None,
         }
     }
 
@@ -168,7 +188,18 @@ impl ApiError {
             message: message.into(),
             kind,
             param: None,
+            code: None,
         }
+    }
+
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The field at fault, if any.
+    pub fn param(&self) -> Option<&str> {
+        self.param.as_deref()
     }
 
     fn body(&self) -> Value {
@@ -176,17 +207,30 @@ impl ApiError {
             "message": self.message,
             "type": self.kind,
             "param": self.param,
-            "code": null,
+            "code": self.code,
         }})
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status, self.message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (self.status, Json(self.body())).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let headers = res.headers_mut();
+        match self.status {
+            StatusCode::TOO_MANY_REQUESTS => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // The rest of a late body may still come: this connection is not reused.
+            StatusCode::REQUEST_TIMEOUT => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         res
     }
@@ -205,83 +249,180 @@ pub struct CompletionRequest {
     pub stop: Vec<String>,
     pub seed: Option<u64>,
     pub stream: bool,
+    /// `stream_options.include_usage`: OpenAI's usage chunk at the end of the stream.
+    pub include_usage: bool,
 }
 
-/// Parses and checks a completions body; every error names the field at fault.
-pub fn parse_completion(
-    body: &[u8],
-    max_tokens_limit: usize,
-) -> Result<CompletionRequest, ApiError> {
+/// Every field a completions request may have.
+const KNOWN_FIELDS: [&str; 18] = [
+    "model",
+    "prompt",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "stream",
+    "stream_options",
+    "n",
+    "best_of",
+    "echo",
+    "logprobs",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "suffix",
+    "user",
+];
+
+/// A request's JSON object, read field by field in the types the server uses; every error
+/// names its field. A field given as null counts as absent (as OpenAI).
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl<'a> Fields<'a> {
+    fn get(&self, k: &str) -> Option<&'a Value> {
+        self.0.get(k).filter(|v| !v.is_null())
+    }
+
+    /// A number as the f32 it is used as: the checks that follow see the converted value.
+    fn f32(&self, k: &str, default: f32) -> Result<f32, ApiError> {
+        match self.get(k) {
+            None => Ok(default),
+            Some(v) => v
+                .as_f64()
+                .map(|x| x as f32)
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| {
+                    ApiError::field(k, format!("{k} must be a number (in f32 range), not {v}"))
+                }),
+        }
+    }
+
+    /// A whole number from `lo` to `hi`, as a u64.
+    fn uint(&self, k: &str, lo: u64, hi: u64) -> Result<Option<u64>, ApiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
+                _ => Err(ApiError::field(
+                    k,
+                    format!("{k} must be an integer from {lo} to {hi}, not {v}"),
+                )),
+            },
+        }
+    }
+
+    fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(ApiError::field(k, format!("{k} must be true or false"))),
+        }
+    }
+
+    /// A field this server only has at one value (what OpenAI does when it is "off"): any
+    /// value other than `off` is refused, naming the field.
+    fn only(&self, k: &str, off: &[Value], why: &str) -> Result<(), ApiError> {
+        match self.get(k) {
+            Some(v) if !off.iter().any(|o| numbers_equal(o, v) || o == v) => Err(ApiError::field(
+                k,
+                format!("{k} {v} is not supported: {why}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// 0 and 0.0 (and 1 and 1.0) are the same value for the "off" checks.
+fn numbers_equal(a: &Value, b: &Value) -> bool {
+    matches!((a.as_f64(), b.as_f64()), (Some(x), Some(y)) if x == y)
+}
+
+/// Maps a sampling setting refused by [`check_sampling`] to its field.
+fn sampling_error(bad: BadSampling, fields: &Fields) -> ApiError {
+    let k = match bad {
+        BadSampling::Temperature(_) => "temperature",
+        BadSampling::TopP(_) => "top_p",
+    };
+    let given = fields.get(k).map(Value::to_string).unwrap_or_default();
+    ApiError::field(
+        k,
+        format!(
+            "{k} {}, not {given} ({} as a 32-bit float)",
+            bad.rule(),
+            bad.value()
+        ),
+    )
+}
+
+/// Parses and checks a completions body against `opts`; every error names the field at
+/// fault.
+pub fn parse_completion(body: &[u8], opts: &HttpOptions) -> Result<CompletionRequest, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(None, format!("the body is not valid JSON: {e}")))?;
     let Value::Object(obj) = value else {
         return Err(ApiError::invalid(None, "the body must be a JSON object"));
     };
-    const KNOWN: [&str; 8] = [
-        "model",
-        "prompt",
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "stop",
-        "seed",
-        "stream",
-    ];
-    if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+    if let Some(k) = obj.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
         return Err(ApiError::field(
             k,
             format!(
                 "unknown field {k:?}; this server accepts {}",
-                KNOWN.join(", ")
+                KNOWN_FIELDS.join(", ")
             ),
         ));
     }
-    // A field given as null counts as absent (as OpenAI).
-    let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
+    let fields = Fields(&obj);
 
-    if let Some(m) = get("model") {
-        if !m.is_string() {
-            return Err(ApiError::field("model", "model must be a string"));
+    match fields.get("model") {
+        None => {}
+        Some(Value::String(m)) if *m == opts.model_name => {}
+        Some(Value::String(m)) => {
+            return Err(ApiError {
+                status: StatusCode::NOT_FOUND,
+                message: format!(
+                    "the model {m:?} does not exist; this server serves {:?}",
+                    opts.model_name
+                ),
+                kind: "invalid_request_error",
+                param: Some("model".into()),
+                code: Some("model_not_found"),
+            })
         }
+        Some(_) => return Err(ApiError::field("model", "model must be a string")),
     }
-    let prompt = match get("prompt") {
+    let prompt = match fields.get("prompt") {
         None => return Err(ApiError::field("prompt", "prompt is required")),
-        Some(Value::String(s)) if s.is_empty() => {
-            return Err(ApiError::field("prompt", "prompt must not be empty"))
-        }
         Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(ApiError::field("prompt", "prompt must be a string")),
-    };
-    let max_tokens = match get("max_tokens") {
-        None => DEFAULT_MAX_TOKENS.min(max_tokens_limit),
-        Some(v) => match v.as_u64() {
-            Some(n) if n >= 1 && n <= max_tokens_limit as u64 => n as usize,
+        Some(Value::Array(a)) => match a.as_slice() {
+            [Value::String(s)] => s.clone(),
             _ => {
                 return Err(ApiError::field(
-                    "max_tokens",
-                    format!("max_tokens must be an integer from 1 to {max_tokens_limit}, not {v}"),
+                    "prompt",
+                    "prompt must be a string (or an array of exactly one string)",
                 ))
             }
         },
+        Some(_) => return Err(ApiError::field("prompt", "prompt must be a string")),
     };
-    let number = |k: &str, default: f32, ok: fn(f64) -> bool, range: &str| match get(k) {
-        None => Ok(default),
-        Some(v) => match v.as_f64() {
-            Some(x) if x.is_finite() && ok(x) => Ok(x as f32),
-            _ => Err(ApiError::field(
-                k,
-                format!("{k} must be a number {range}, not {v}"),
-            )),
-        },
+    if prompt.is_empty() {
+        return Err(ApiError::field("prompt", "prompt must not be empty"));
+    }
+    let limit = opts.max_tokens_limit;
+    let max_tokens = match fields.uint("max_tokens", 1, limit as u64)? {
+        None => DEFAULT_MAX_TOKENS.min(limit),
+        Some(n) => n as usize,
     };
-    let temperature = number(
-        "temperature",
-        1.0,
-        |x| (0.0..=2.0).contains(&x),
-        "from 0 to 2",
-    )?;
-    let top_p = number("top_p", 1.0, |x| x > 0.0 && x <= 1.0, "in (0, 1]")?;
-    let stop = match get("stop") {
+    let temperature = fields.f32("temperature", 1.0)?;
+    let top_p = fields.f32("top_p", 1.0)?;
+    check_sampling(temperature, top_p).map_err(|bad| sampling_error(bad, &fields))?;
+    if temperature > MAX_TEMPERATURE {
+        return Err(ApiError::field(
+            "temperature",
+            format!("temperature must be from 0 to {MAX_TEMPERATURE}, not {temperature}"),
+        ));
+    }
+    let stop = match fields.get("stop") {
         None => Vec::new(),
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(a)) => {
@@ -308,20 +449,65 @@ pub fn parse_completion(
     if stop.iter().any(String::is_empty) {
         return Err(ApiError::field("stop", "stop strings must not be empty"));
     }
-    let seed = match get("seed") {
-        None => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| {
-            ApiError::field(
-                "seed",
-                format!("seed must be an integer from 0 to 2^64-1, not {v}"),
-            )
-        })?),
-    };
-    let stream = match get("stream") {
+    let seed = fields.uint("seed", 0, u64::MAX)?;
+    let stream = fields.bool("stream")?.unwrap_or(false);
+    let include_usage = match fields.get("stream_options") {
         None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::field("stream", "stream must be true or false")),
+        Some(_) if !stream => {
+            return Err(ApiError::field(
+                "stream_options",
+                "stream_options is only allowed when stream is true",
+            ))
+        }
+        Some(Value::Object(o)) => {
+            if let Some(k) = o.keys().find(|k| k.as_str() != "include_usage") {
+                return Err(ApiError::field(
+                    "stream_options",
+                    format!("unknown stream option {k:?}; this server accepts include_usage"),
+                ));
+            }
+            match o.get("include_usage") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => {
+                    return Err(ApiError::field(
+                        "stream_options",
+                        "stream_options.include_usage must be true or false",
+                    ))
+                }
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::field(
+                "stream_options",
+                "stream_options must be an object",
+            ))
+        }
     };
+    fields.only(
+        "n",
+        &[json!(1)],
+        "this server returns one choice per request",
+    )?;
+    fields.only(
+        "best_of",
+        &[json!(1)],
+        "this server returns one choice per request",
+    )?;
+    fields.only("echo", &[json!(false)], "the prompt is not echoed")?;
+    fields.only("logprobs", &[], "log probabilities are not returned")?;
+    for penalty in ["frequency_penalty", "presence_penalty"] {
+        fields.only(penalty, &[json!(0)], "penalties are not applied (only 0)")?;
+    }
+    fields.only(
+        "logit_bias",
+        &[json!({})],
+        "logit biases are not applied (only {})",
+    )?;
+    fields.only("suffix", &[json!("")], "suffixes are not supported")?;
+    if fields.get("user").is_some_and(|u| !u.is_string()) {
+        return Err(ApiError::field("user", "user must be a string"));
+    }
     Ok(CompletionRequest {
         prompt,
         max_tokens,
@@ -330,100 +516,8 @@ pub fn parse_completion(
         stop,
         seed,
         stream,
+        include_usage,
     })
-}
-
-// ---------------------------------------------------------------------------------------
-// Text from tokens
-
-/// The completion's text as tokens arrive: decoded whole each time (so multi-byte characters
-/// split over tokens come out right), cut at the first stop string, and handed out in pieces
-/// that never end in a possible start of a stop string or an unfinished UTF-8 character.
-pub struct TextStream {
-    tokens: Vec<u32>,
-    text: String,
-    sent: usize,
-    stops: Vec<String>,
-    stopped: bool,
-}
-
-impl TextStream {
-    pub fn new(stops: Vec<String>) -> Self {
-        TextStream {
-            tokens: Vec::new(),
-            text: String::new(),
-            sent: 0,
-            stops,
-            stopped: false,
-        }
-    }
-
-    /// Adds a token; returns the text that may be sent now (possibly empty). After a stop
-    /// string appears, [`stopped`](Self::stopped) is true and no more tokens should come.
-    pub fn push(&mut self, id: u32, tokenizer: &Tokenizer) -> crate::Result<String> {
-        self.tokens.push(id);
-        self.text = tokenizer.decode(&self.tokens)?;
-        if let Some(i) = self
-            .stops
-            .iter()
-            .filter_map(|s| self.text.find(s.as_str()))
-            .min()
-        {
-            self.text.truncate(i);
-            self.stopped = true;
-        }
-        let mut end = self.text.len();
-        if !self.stopped {
-            end -= held_back(&self.text, &self.stops);
-            while self.text[..end].ends_with('\u{FFFD}') {
-                end -= '\u{FFFD}'.len_utf8();
-            }
-        }
-        Ok(self.take(end))
-    }
-
-    /// The text not yet handed out (at the end of the generation).
-    pub fn finish(&mut self) -> String {
-        self.take(self.text.len())
-    }
-
-    fn take(&mut self, end: usize) -> String {
-        match self.text.get(self.sent..end) {
-            Some(s) if !s.is_empty() => {
-                let s = s.to_string();
-                self.sent = end;
-                s
-            }
-            _ => String::new(),
-        }
-    }
-
-    pub fn stopped(&self) -> bool {
-        self.stopped
-    }
-
-    /// Tokens received (up to the one that completed a stop string).
-    pub fn completion_tokens(&self) -> usize {
-        self.tokens.len()
-    }
-
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-}
-
-/// The longest suffix of `text` (on a char boundary) that is a proper prefix of a stop
-/// string: it may still become one, so it is held back.
-fn held_back(text: &str, stops: &[String]) -> usize {
-    let mut best = 0;
-    for s in stops {
-        for (i, _) in s.char_indices().skip(1) {
-            if i > best && text.ends_with(&s[..i]) {
-                best = i;
-            }
-        }
-    }
-    best
 }
 
 // ---------------------------------------------------------------------------------------
@@ -492,25 +586,37 @@ enum End {
     Failed(String),
 }
 
-async fn completions(
-    State(st): State<Arc<AppState>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = body.map_err(|rej| {
-        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                format!(
-                    "the request body is over the limit of {} bytes",
-                    st.opts.max_body_bytes
-                ),
-            )
-        } else {
-            ApiError::invalid(None, format!("cannot read the request body: {rej}"))
-        }
-    })?;
-    let req = parse_completion(&body, st.opts.max_tokens_limit)?;
+/// Reads the whole body within the body timeout and the size limit.
+async fn read_body(st: &AppState, req: Request) -> Result<Bytes, ApiError> {
+    let timeout = st.opts.body_timeout;
+    match tokio::time::timeout(timeout, Bytes::from_request(req, &())).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs_f64()
+            ),
+        )),
+        Ok(Err(rej)) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!(
+                "the request body is over the limit of {} bytes",
+                st.opts.max_body_bytes
+            ),
+        )),
+        Ok(Err(rej)) => Err(ApiError::invalid(
+            None,
+            format!("cannot read the request body: {rej}"),
+        )),
+        Ok(Ok(body)) => Ok(body),
+    }
+}
+
+async fn completions(State(st): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
+    let body = read_body(&st, req).await?;
+    let req = parse_completion(&body, &st.opts)?;
     let tokenizer = st.engine.tokenizer();
     let ids = tokenizer
         .encode(&req.prompt)
@@ -559,12 +665,13 @@ async fn completions(
         created: unix_now(),
         model: st.opts.model_name.clone(),
         prompt_tokens,
+        include_usage: req.include_usage,
     };
-    let text = TextStream::new(req.stop);
+    let text = TextStream::new(tokenizer, req.stop);
     if req.stream {
-        Ok(stream_response(st, rx, text, meta))
+        Ok(stream_response(rx, text, meta))
     } else {
-        complete(&st, rx, text, meta).await
+        complete(rx, text, meta).await
     }
 }
 
@@ -573,6 +680,9 @@ struct Meta {
     created: u64,
     model: String,
     prompt_tokens: usize,
+    /// OpenAI's `stream_options.include_usage`: `"usage": null` in every chunk, then a
+    /// chunk with no choices and the usage.
+    include_usage: bool,
 }
 
 impl Meta {
@@ -584,18 +694,48 @@ impl Meta {
         })
     }
 
-    fn chunk(&self, text: &str, finish: Option<&str>, usage: Option<Value>) -> Value {
-        let mut v = json!({
+    fn object(&self, choices: Value) -> Value {
+        json!({
             "id": self.id,
             "object": "text_completion",
             "created": self.created,
             "model": self.model,
-            "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}],
-        });
-        if let Some(u) = usage {
-            v["usage"] = u;
+            "choices": choices,
+        })
+    }
+
+    fn choice(text: &str, finish: Option<&str>) -> Value {
+        json!([{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}])
+    }
+
+    /// The whole (non-streamed) completion.
+    fn completion(&self, text: &str, finish: &str, completion_tokens: usize) -> Value {
+        let mut v = self.object(Self::choice(text, Some(finish)));
+        v["usage"] = self.usage(completion_tokens);
+        v
+    }
+
+    /// A streamed piece of text.
+    fn piece(&self, text: &str) -> Value {
+        let mut v = self.object(Self::choice(text, None));
+        if self.include_usage {
+            v["usage"] = Value::Null;
         }
         v
+    }
+
+    /// The chunks that end a stream: the finish reason with the usage, or (include_usage)
+    /// the finish reason, then the usage in a chunk of its own with no choices.
+    fn ending(&self, finish: &str, completion_tokens: usize) -> Vec<Value> {
+        let mut last = self.object(Self::choice("", Some(finish)));
+        if !self.include_usage {
+            last["usage"] = self.usage(completion_tokens);
+            return vec![last];
+        }
+        last["usage"] = Value::Null;
+        let mut usage = self.object(json!([]));
+        usage["usage"] = self.usage(completion_tokens);
+        vec![last, usage]
     }
 }
 
@@ -603,14 +743,11 @@ impl Meta {
 async fn next_piece(
     rx: &mut UnboundedReceiver<GenEvent>,
     text: &mut TextStream,
-    tokenizer: &Tokenizer,
 ) -> Result<String, End> {
     loop {
         match rx.recv().await {
             Some(GenEvent::Token(id)) => {
-                let piece = text
-                    .push(id, tokenizer)
-                    .map_err(|e| End::Failed(e.to_string()))?;
+                let piece = text.push(id).map_err(|e| End::Failed(e.to_string()))?;
                 if text.stopped() {
                     // The caller sees `stopped` and drops the receiver: generation cancelled.
                     return Ok(piece);
@@ -626,15 +763,21 @@ async fn next_piece(
     }
 }
 
+fn generation_failed(m: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        format!("generation failed: {m}"),
+    )
+}
+
 async fn complete(
-    st: &AppState,
     mut rx: UnboundedReceiver<GenEvent>,
     mut text: TextStream,
     meta: Meta,
 ) -> Result<Response, ApiError> {
-    let tokenizer = st.engine.tokenizer();
     let end = loop {
-        match next_piece(&mut rx, &mut text, tokenizer).await {
+        match next_piece(&mut rx, &mut text).await {
             Ok(_) if text.stopped() => break End::Finished("stop"),
             Ok(_) => {}
             Err(end) => break end,
@@ -642,14 +785,8 @@ async fn complete(
     };
     drop(rx);
     let reason = match end {
-        End::Failed(m) => {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                format!("generation failed: {m}"),
-            ))
-        }
-        End::Finished("shutdown") if text.completion_tokens() == 0 => {
+        End::Failed(m) => return Err(generation_failed(&m)),
+        End::Finished("shutdown") if text.tokens() == 0 => {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_shutting_down",
@@ -658,9 +795,9 @@ async fn complete(
         }
         End::Finished(r) => r,
     };
-    text.finish();
-    let n = text.completion_tokens();
-    let v = meta.chunk(text.text(), Some(reason), Some(meta.usage(n)));
+    text.finish()
+        .map_err(|e| generation_failed(&e.to_string()))?;
+    let v = meta.completion(text.text(), reason, text.tokens());
     Ok(Json(v).into_response())
 }
 
@@ -669,17 +806,11 @@ enum Phase {
     Done,
 }
 
-fn stream_response(
-    st: Arc<AppState>,
-    rx: UnboundedReceiver<GenEvent>,
-    text: TextStream,
-    meta: Meta,
-) -> Response {
+fn stream_response(rx: UnboundedReceiver<GenEvent>, text: TextStream, meta: Meta) -> Response {
     let meta = Arc::new(meta);
     let events = futures_util::stream::unfold(
         (Phase::Running(rx, text), VecDeque::<Event>::new()),
         move |(phase, mut pending)| {
-            let st = st.clone();
             let meta = meta.clone();
             async move {
                 if let Some(e) = pending.pop_front() {
@@ -689,16 +820,16 @@ fn stream_response(
                     return None;
                 };
                 let data = |v: Value| Event::default().data(v.to_string());
-                let end = match next_piece(&mut rx, &mut text, st.engine.tokenizer()).await {
+                let end = match next_piece(&mut rx, &mut text).await {
                     Ok(piece) if !text.stopped() => {
-                        let e = data(meta.chunk(&piece, None, None));
+                        let e = data(meta.piece(&piece));
                         return Some((Ok(e), (Phase::Running(rx, text), pending)));
                     }
                     Ok(piece) => {
                         // A stop string: cancel now (drop the receiver), send what precedes it.
                         drop(rx);
                         if !piece.is_empty() {
-                            pending.push_back(data(meta.chunk(&piece, None, None)));
+                            pending.push_back(data(meta.piece(&piece)));
                         }
                         End::Finished("stop")
                     }
@@ -707,24 +838,24 @@ fn stream_response(
                         end
                     }
                 };
-                match end {
-                    End::Finished(reason) => {
-                        let rest = text.finish();
+                let end = match (end, text.finish()) {
+                    (End::Finished(reason), Ok(rest)) => {
                         if !rest.is_empty() {
-                            pending.push_back(data(meta.chunk(&rest, None, None)));
+                            pending.push_back(data(meta.piece(&rest)));
                         }
-                        let usage = meta.usage(text.completion_tokens());
-                        pending.push_back(data(meta.chunk("", Some(reason), Some(usage))));
+                        Ok(reason)
+                    }
+                    (End::Finished(_), Err(e)) => Err(e.to_string()),
+                    (End::Failed(m), _) => Err(m),
+                };
+                match end {
+                    Ok(reason) => {
+                        for chunk in meta.ending(reason, text.tokens()) {
+                            pending.push_back(data(chunk));
+                        }
                         pending.push_back(Event::default().data("[DONE]"));
                     }
-                    End::Failed(m) => {
-                        let err = ApiError::new(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "server_error",
-                            format!("generation failed: {m}"),
-                        );
-                        pending.push_back(data(err.body()));
-                    }
+                    Err(m) => pending.push_back(data(generation_failed(&m).body())),
                 }
                 let first = pending.pop_front().expect("at least one event");
                 Some((Ok(first), (Phase::Done, pending)))
