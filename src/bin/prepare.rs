@@ -1,5 +1,6 @@
-//! `prepare`: turns text files into a tokenizer and memory-mappable token shards.
-//! Argument parsing only; the work is in `smelt::data::prepare`.
+//! `prepare`: turns text files into a tokenizer and token shards (llm.c's layout), or checks a
+//! data set in place (`--verify`). Argument parsing only; the work is in `smelt::data::prepare`
+//! and `smelt::data::dataset`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,15 +108,16 @@ fn summary(m: &Manifest, out: &std::path::Path) -> serde_json::Value {
     })
 }
 
-/// `prepare --verify DIR`: one line per shard, then a summary (or `--json`: one object).
+/// `prepare --verify DIR`: one line per shard and a summary on stdout (or `--json`: one
+/// object); a failure ends with one `error:` line naming the first bad file.
 fn verify(dir: &std::path::Path, json: bool) -> ExitCode {
     let checked = Dataset::open(dir).and_then(|d| {
         d.verify(|c| {
             let name = c.path.file_name().unwrap_or_default().to_string_lossy();
             match &c.problem {
-                None if !json => println!("ok    {:<5} {name} ({} tokens)", c.split, c.tokens),
-                None => {}
-                Some(p) => eprintln!("FAIL  {:<5} {name}: {p}", c.split),
+                _ if json => {}
+                None => println!("ok    {:<5} {name} ({} tokens)", c.split, c.tokens),
+                Some(p) => println!("FAIL  {:<5} {name}: {p}", c.split),
             }
         })
     });

@@ -44,7 +44,7 @@ pub struct ShardCheck<'a> {
 }
 
 /// What [`Dataset::verify`] checked.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
     pub shards: usize,
     pub tokens: u64,
@@ -178,36 +178,35 @@ impl Dataset {
         let paths: Vec<PathBuf> = shards.iter().map(|(p, _)| p.clone()).collect();
         let set = ShardSet::open(&paths, Some(self.tokenizer.vocab_size()))?;
         for (shard, (_, info)) in set.shards().iter().zip(&shards) {
-            if let Some(info) = info {
-                self.check_recorded(shard, info)?;
+            if let Some(wrong) = info.and_then(|info| self.recorded_mismatch(shard, info)) {
+                return Err(Error::Data(format!("{wrong}; prepare the data set again")));
             }
         }
         Ok(set)
     }
 
-    /// A shard against what the manifest records of it: token count and width.
-    fn check_recorded(&self, shard: &Shard, info: &ShardInfo) -> Result<()> {
+    /// How a shard differs from what the manifest records of it (token count, width), if
+    /// it does.
+    fn recorded_mismatch(&self, shard: &Shard, info: &ShardInfo) -> Option<String> {
         let width = self.manifest.as_ref().map(|m| m.token_width);
-        let mismatch = |what: String| {
-            Error::Data(format!(
-                "{}: {what}: not the shard `prepare` wrote; prepare the data set again",
-                shard.path().display()
-            ))
-        };
-        if shard.len() as u64 != info.num_tokens {
-            return Err(mismatch(format!(
+        let what = if shard.len() as u64 != info.num_tokens {
+            format!(
                 "holds {} tokens but manifest.json records {}",
                 shard.len(),
                 info.num_tokens
-            )));
-        }
-        if let Some(w) = width.filter(|&w| w != shard.width()) {
-            return Err(mismatch(format!(
+            )
+        } else if let Some(w) = width.filter(|&w| w != shard.width()) {
+            format!(
                 "holds {:?} tokens but manifest.json records {w:?}",
                 shard.width()
-            )));
-        }
-        Ok(())
+            )
+        } else {
+            return None;
+        };
+        Some(format!(
+            "{}: {what}: not the shard `prepare` wrote",
+            shard.path().display()
+        ))
     }
 
     /// The error for a split without shards, with what would help.
@@ -294,7 +293,9 @@ impl Dataset {
     fn verify_shard(&self, path: &Path, info: Option<&ShardInfo>) -> Result<u64> {
         let shard = Shard::open(path, Some(self.tokenizer.vocab_size()))?;
         if let Some(info) = info {
-            self.check_recorded(&shard, info)?;
+            if let Some(wrong) = self.recorded_mismatch(&shard, info) {
+                return Err(Error::Data(wrong));
+            }
             let sha = sha256_file(path)?;
             if sha != info.sha256 {
                 return Err(Error::Data(format!(

@@ -132,8 +132,8 @@ impl Manifest {
     }
 
     /// Reads `DIR/manifest.json` if there is one (`None` when the file does not exist).
-    /// Any manifest that is there must parse and be consistent (see [`Manifest::check`]):
-    /// a damaged one is an error, never taken for no manifest.
+    /// Any manifest that is there must parse and be consistent (format, end-of-text id,
+    /// shard names, token totals): a damaged one is an error, never taken for no manifest.
     pub fn read(dir: &Path) -> Result<Option<Self>> {
         let path = dir.join("manifest.json");
         let text = match fs::read_to_string(&path) {
