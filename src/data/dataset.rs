@@ -323,11 +323,11 @@ pub fn same_tokenizer(
     let Some(diff) = data.difference(model)? else {
         return Ok(());
     };
-    let with = model_json.map_or("the model's tokenizer.json".to_string(), |p| {
+    let with = model_json.map_or("MODEL_DIR/tokenizer.json".to_string(), |p| {
         p.display().to_string()
     });
     Err(Error::Data(format!(
-        "{} was tokenized with another tokenizer than the model's: {}; prepare it with --tokenizer {with}",
+        "{} was tokenized with another tokenizer than the model's: {}; prepare the data with the model's tokenizer (prepare --tokenizer {with})",
         data_dir.display(),
         diff.describe("the data set's", "the model's")
     )))
