@@ -68,7 +68,7 @@ fn bench_loader(c: &mut Criterion, shards: &Shards) {
         let mut loader = shards.loader(b, t);
         group.throughput(Throughput::Elements((b * t) as u64));
         group.bench_function(format!("B{b}_T{t}_shuffled"), |bench| {
-            bench.iter(|| std::hint::black_box(loader.next_batch()))
+            bench.iter(|| std::hint::black_box(loader.next_batch().unwrap()))
         });
     }
     group.finish();
@@ -78,12 +78,12 @@ fn bench_loader(c: &mut Criterion, shards: &Shards) {
 fn tokens_per_second(shards: &Shards, b: usize, t: usize) -> (f64, f64) {
     let mut loader = shards.loader(b, t);
     for _ in 0..20 {
-        std::hint::black_box(loader.next_batch());
+        std::hint::black_box(loader.next_batch().unwrap());
     }
     let start = Instant::now();
     let mut batches = 0u64;
     while start.elapsed().as_secs_f64() < 1.0 {
-        std::hint::black_box(loader.next_batch());
+        std::hint::black_box(loader.next_batch().unwrap());
         batches += 1;
     }
     let bps = batches as f64 / start.elapsed().as_secs_f64();
@@ -110,7 +110,7 @@ fn main() {
     let set = ShardSet::open(&shards.paths, Some(VOCAB as usize)).expect("open shards");
     let open_s = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
-    let entropy = set.unigram_entropy();
+    let entropy = set.unigram_entropy().unwrap();
     println!(
         "opened + vocab-checked in {open_s:.3} s; unigram entropy {entropy:.4} nats in {:.3} s (page cache warm)",
         t0.elapsed().as_secs_f64()

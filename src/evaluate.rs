@@ -7,8 +7,7 @@ use serde::Serialize;
 
 use crate::backend::Backend;
 use crate::data::loader::{sequential_batches, ShardSet};
-use crate::data::prepare::Manifest;
-use crate::data::Tokenizer;
+use crate::data::{Dataset, Tokenizer};
 use crate::error::{Error, Result};
 use crate::generate::{pick_token, SampleOptions};
 use crate::infer::KvModel;
@@ -27,36 +26,13 @@ pub struct LossReport {
     pub tokens: u64,
 }
 
-/// Opens a split of a data set made by `prepare`, checking that it was tokenized with the
-/// model's tokenizer.
+/// Opens a split of a data set folder ([`Dataset::open`]: made by `prepare`, or llm.c
+/// shards, as `train --data` reads them), checking that the model's tokenizer tokenizes as
+/// the data set's did.
 pub fn open_split(data: &Path, split: &str, tokenizer: &Tokenizer) -> Result<ShardSet> {
-    let manifest = Manifest::load(data)?;
-    let model_sha = tokenizer.sha256()?;
-    if manifest.tokenizer.sha256 != model_sha {
-        return Err(Error::Data(format!(
-            "{} was tokenized with another tokenizer ({} tokens, sha256 {}…) than the model's ({} tokens, sha256 {}…); prepare the data with the model's tokenizer.json",
-            data.display(),
-            manifest.tokenizer.vocab_size,
-            &manifest.tokenizer.sha256[..12.min(manifest.tokenizer.sha256.len())],
-            tokenizer.vocab_size(),
-            &model_sha[..12]
-        )));
-    }
-    let paths = manifest.shard_paths(data, split);
-    if paths.is_empty() {
-        let with_data: Vec<&str> = manifest
-            .splits
-            .keys()
-            .filter(|s| !manifest.shard_paths(data, s).is_empty())
-            .map(String::as_str)
-            .collect();
-        return Err(Error::Data(format!(
-            "{} has no '{split}' data (splits with data: {})",
-            data.display(),
-            with_data.join(", ")
-        )));
-    }
-    ShardSet::open(&paths, Some(tokenizer.vocab_size()))
+    let dataset = Dataset::open(data)?;
+    dataset.check_tokenizer(tokenizer, None)?;
+    dataset.split(split)
 }
 
 /// Mean loss over the split's consecutive (seq_len + 1)-token windows, `batch` at a time
@@ -77,7 +53,7 @@ pub fn split_loss<B: Backend>(
     } else {
         max_batches
     };
-    let batches = sequential_batches(set, batch, seq_len, limit);
+    let batches = sequential_batches(set, batch, seq_len, limit)?;
     if batches.is_empty() {
         return Err(Error::Data(format!(
             "the split has {} tokens: fewer than one batch of {batch} x {} tokens; lower --batch-size or --seq-len",

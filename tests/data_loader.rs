@@ -86,7 +86,7 @@ fn sequential_windows_cover_everything_once_per_epoch() {
     for epoch in 0..3u64 {
         let mut seen = Vec::new();
         for _ in 0..3 {
-            seen.extend(rows(&loader.next_batch(), 5, T));
+            seen.extend(rows(&loader.next_batch().unwrap(), 5, T));
         }
         assert_eq!(seen, expected);
         assert_eq!(
@@ -103,7 +103,7 @@ fn sequential_windows_cover_everything_once_per_epoch() {
     let mut loader = Loader::new(set, 4, T, Order::Sequential).unwrap();
     let mut seen = Vec::new();
     for _ in 0..15 {
-        seen.extend(rows(&loader.next_batch(), 4, T));
+        seen.extend(rows(&loader.next_batch().unwrap(), 4, T));
     }
     let cycle: Vec<_> = expected.iter().cycle().take(60).copied().collect();
     assert_eq!(seen, cycle);
@@ -114,7 +114,7 @@ fn sequential_windows_cover_everything_once_per_epoch() {
             window: 0
         }
     );
-    loader.next_batch();
+    loader.next_batch().unwrap();
     assert_eq!(
         loader.position(),
         LoaderPosition {
@@ -142,7 +142,7 @@ fn shuffled_is_a_fresh_permutation_every_epoch() {
         (0..count)
             .map(|e| {
                 let order: Vec<_> = (0..18)
-                    .flat_map(|_| rows(&loader.next_batch(), 8, t))
+                    .flat_map(|_| rows(&loader.next_batch().unwrap(), 8, t))
                     .collect();
                 assert_eq!(
                     loader.position(),
@@ -176,11 +176,13 @@ fn shuffled_is_a_fresh_permutation_every_epoch() {
 fn check_resume(paths: &[PathBuf], order: Order, b: usize, first: usize, then: usize) {
     let make = || Loader::new(ShardSet::open(paths, None).unwrap(), b, T, order).unwrap();
     let mut straight = make();
-    let reference: Vec<Batch> = (0..first + then).map(|_| straight.next_batch()).collect();
+    let reference: Vec<Batch> = (0..first + then)
+        .map(|_| straight.next_batch().unwrap())
+        .collect();
 
     let mut before = make();
     for _ in 0..first {
-        before.next_batch();
+        before.next_batch().unwrap();
     }
     let saved = serde_json::to_string(&before.position()).unwrap();
     drop(before);
@@ -191,7 +193,7 @@ fn check_resume(paths: &[PathBuf], order: Order, b: usize, first: usize, then: u
     assert_eq!(resumed.position(), pos);
     for (i, want) in reference[first..].iter().enumerate() {
         assert_eq!(
-            &resumed.next_batch(),
+            &resumed.next_batch().unwrap(),
             want,
             "{order:?} b={b}: batch {} after resuming at {pos:?}",
             first + i
@@ -260,18 +262,18 @@ fn sequential_batches_are_deterministic_full_batches() {
     let dir = TempDir::new("val");
     let paths = write_tagged(&dir, &LENS);
     let set = ShardSet::open(&paths, None).unwrap();
-    let a = sequential_batches(&set, 4, T, 100);
+    let a = sequential_batches(&set, 4, T, 100).unwrap();
     assert_eq!(a.len(), 3, "15 windows hold 3 full batches of 4");
-    assert_eq!(a, sequential_batches(&set, 4, T, 100));
-    assert_eq!(sequential_batches(&set, 4, T, 2), a[..2].to_vec());
-    assert!(sequential_batches(&set, 4, T, 0).is_empty());
-    assert!(sequential_batches(&set, 16, T, 5).is_empty());
+    assert_eq!(a, sequential_batches(&set, 4, T, 100).unwrap());
+    assert_eq!(sequential_batches(&set, 4, T, 2).unwrap(), a[..2].to_vec());
+    assert!(sequential_batches(&set, 4, T, 0).unwrap().is_empty());
+    assert!(sequential_batches(&set, 16, T, 5).unwrap().is_empty());
     let seen: Vec<_> = a.iter().flat_map(|batch| rows(batch, 4, T)).collect();
     assert_eq!(seen, all_windows(&LENS, T)[..12].to_vec());
     // the same windows as a sequential loader's first epoch
     let mut loader = Loader::new(set, 4, T, Order::Sequential).unwrap();
     for batch in &a {
-        assert_eq!(&loader.next_batch(), batch);
+        assert_eq!(&loader.next_batch().unwrap(), batch);
     }
 }
 
@@ -283,7 +285,7 @@ fn unigram_entropy_of_known_streams() {
     let p0 = write_shard(&dir, 0, &stream[..123], TokenWidth::U16);
     let p1 = write_shard(&dir, 1, &stream[123..], TokenWidth::U16);
     let set = ShardSet::open(&[p0, p1], Some(4)).unwrap();
-    assert!((set.unigram_entropy() - 4f64.ln()).abs() < 1e-12);
+    assert!((set.unigram_entropy().unwrap() - 4f64.ln()).abs() < 1e-12);
 
     // p = (1/2, 1/4, 1/4) → 1.5 ln 2, with ids beyond any dense table (uint32 shard)
     let dir = TempDir::new("entropy32");
@@ -291,7 +293,7 @@ fn unigram_entropy_of_known_streams() {
     let stream: Vec<u32> = ids.iter().cycle().take(4000).copied().collect();
     let p = write_shard(&dir, 0, &stream, TokenWidth::U32);
     let set = ShardSet::open(&[p], None).unwrap();
-    assert!((set.unigram_entropy() - 1.5 * 2f64.ln()).abs() < 1e-12);
+    assert!((set.unigram_entropy().unwrap() - 1.5 * 2f64.ln()).abs() < 1e-12);
 
     // one id only: zero; many shards of a larger stream agree with a direct count
     let dir = TempDir::new("entropy_big");
@@ -313,9 +315,15 @@ fn unigram_entropy_of_known_streams() {
         .map(|&c| -(c as f64 / n) * (c as f64 / n).ln())
         .sum();
     let set = ShardSet::open(&paths, None).unwrap();
-    assert!((set.unigram_entropy() - direct).abs() < 1e-9);
+    assert!((set.unigram_entropy().unwrap() - direct).abs() < 1e-9);
     let p = write_shard(&dir, 2, &[42; 10], TokenWidth::U16);
-    assert_eq!(ShardSet::open(&[p], None).unwrap().unigram_entropy(), 0.0);
+    assert_eq!(
+        ShardSet::open(&[p], None)
+            .unwrap()
+            .unigram_entropy()
+            .unwrap(),
+        0.0
+    );
 }
 
 #[test]
@@ -354,7 +362,7 @@ fn errors_are_one_clear_line() {
 
     // exactly enough works
     let mut loader = Loader::new(open(), 2, 8, Order::Shuffled { seed: 0 }).unwrap();
-    let mut seen = rows(&loader.next_batch(), 2, 8);
+    let mut seen = rows(&loader.next_batch().unwrap(), 2, 8);
     seen.sort();
     assert_eq!(seen, vec![(0, 0), (2, 0)]);
 

@@ -96,14 +96,14 @@ fn round_trip_both_widths_many_writes() {
         assert_eq!(shard.len(), count);
         assert_eq!(shard.is_empty(), count == 0);
         let mut all = Vec::new();
-        shard.read_into(0, count, &mut all);
+        shard.read_into(0, count, &mut all).unwrap();
         assert_eq!(all, tokens);
         for _ in 0..50.min(count) {
             let i = rng.below(count as u64) as usize;
-            assert_eq!(shard.token(i), tokens[i]);
+            assert_eq!(shard.token(i).unwrap(), tokens[i]);
             let len = rng.below((count - i) as u64 + 1) as usize;
             let mut part = vec![42];
-            shard.read_into(i, len, &mut part);
+            shard.read_into(i, len, &mut part).unwrap();
             assert_eq!(part[0], 42, "read_into must append");
             assert_eq!(&part[1..], &tokens[i..i + len]);
         }
@@ -126,7 +126,7 @@ fn header_layout_matches_llm_c() {
     let shard = Shard::open(&hand, Some(65536)).unwrap();
     assert_eq!(shard.width(), TokenWidth::U16);
     let mut got = Vec::new();
-    shard.read_into(0, shard.len(), &mut got);
+    shard.read_into(0, shard.len(), &mut got).unwrap();
     assert_eq!(got, tokens.iter().map(|&t| t as u32).collect::<Vec<_>>());
 
     // And our writer produces those bytes exactly.
@@ -335,7 +335,7 @@ fn writer_rejects_what_does_not_fit_and_stays_usable() {
     assert_eq!(info.num_tokens, 4);
     let s = Shard::open(&p, None).unwrap();
     let mut got = Vec::new();
-    s.read_into(0, 4, &mut got);
+    s.read_into(0, 4, &mut got).unwrap();
     assert_eq!(got, vec![1, 2, 3, 65535]);
 
     // u32 takes anything
@@ -343,7 +343,7 @@ fn writer_rejects_what_does_not_fit_and_stays_usable() {
     let mut w = ShardWriter::create(&p, TokenWidth::U32).unwrap();
     w.write_tokens(&[u32::MAX, 0]).unwrap();
     w.finish().unwrap();
-    assert_eq!(Shard::open(&p, None).unwrap().token(0), u32::MAX);
+    assert_eq!(Shard::open(&p, None).unwrap().token(0).unwrap(), u32::MAX);
 
     // creating in a missing directory is an I/O error naming the temp file
     let p = dir.path("nope/x.bin");

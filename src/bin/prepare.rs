@@ -1,5 +1,6 @@
-//! `prepare`: turns text files into a tokenizer and memory-mappable token shards.
-//! Argument parsing only; the work is in `smelt::data::prepare`.
+//! `prepare`: turns text files into a tokenizer and token shards (llm.c's layout), or checks a
+//! data set in place (`--verify`). Argument parsing only; the work is in `smelt::data::prepare`
+//! and `smelt::data::dataset`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use clap::{Parser, ValueEnum};
 use smelt::data::clean::CleanOptions;
 use smelt::data::prepare::{self, Manifest, PrepareOptions, TokenizerChoice, SPLITS};
 use smelt::data::source::{OnInvalid, SourceOptions};
+use smelt::data::Dataset;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum InvalidPolicy {
@@ -27,11 +29,16 @@ enum InvalidPolicy {
 #[command(name = "prepare", version, about, long_about)]
 struct Args {
     /// Text files or folders.
-    #[arg(required = true, value_name = "INPUT")]
+    #[arg(required_unless_present = "verify", value_name = "INPUT")]
     inputs: Vec<PathBuf>,
     /// Output folder for shards, tokenizer.json and manifest.json.
-    #[arg(long, value_name = "DIR")]
-    out: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "verify")]
+    out: Option<PathBuf>,
+    /// Check the data set in DIR instead of preparing one: every shard's header, size, token
+    /// ids, and token count and sha256 against manifest.json, and tokenizer.json's sha256
+    /// (a folder of llm.c shards, which records no sha256: headers, sizes and ids only).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["inputs", "out"])]
+    verify: Option<PathBuf>,
     /// `gpt2` (GPT-2's tokenizer, built in), `bpe` (train a byte-level BPE on the corpus),
     /// or the path of a tokenizer.json.
     #[arg(long, default_value = "bpe", value_name = "gpt2|bpe|PATH")]
@@ -101,8 +108,54 @@ fn summary(m: &Manifest, out: &std::path::Path) -> serde_json::Value {
     })
 }
 
+/// `prepare --verify DIR`: one line per shard and a summary on stdout (or `--json`: one
+/// object); a failure ends with one `error:` line naming the first bad file.
+fn verify(dir: &std::path::Path, json: bool) -> ExitCode {
+    let checked = Dataset::open(dir).and_then(|d| {
+        d.verify(|c| {
+            let name = c.path.file_name().unwrap_or_default().to_string_lossy();
+            match &c.problem {
+                _ if json => {}
+                None => println!("ok    {:<5} {name} ({} tokens)", c.split, c.tokens),
+                Some(p) => println!("FAIL  {:<5} {name}: {p}", c.split),
+            }
+        })
+    });
+    match checked {
+        Ok(v) if json => {
+            println!(
+                "{}",
+                serde_json::json!({"dir": dir, "shards": v.shards, "tokens": v.tokens, "sha256_checked": v.sha256_checked})
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            println!(
+                "verified {}: {} shards, {} tokens; {}",
+                dir.display(),
+                v.shards,
+                v.tokens,
+                if v.sha256_checked {
+                    "every sha256 is the manifest's"
+                } else {
+                    "no manifest, so no sha256 to compare: headers, sizes and token ids checked"
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let a = smelt::cli::parse_args::<Args>("prepare");
+    if let Some(dir) = &a.verify {
+        return verify(dir, a.json);
+    }
+    let out = a.out.clone().expect("clap requires --out without --verify");
     let opts = PrepareOptions {
         inputs: a.inputs.clone(),
         tokenizer: TokenizerChoice::parse(&a.tokenizer, a.vocab_size),
@@ -124,15 +177,15 @@ fn main() -> ExitCode {
         bpe_sample_bytes: a.bpe_sample_mb << 20,
         ..PrepareOptions::default()
     };
-    match prepare::prepare(&opts, &a.out, !a.no_progress && !a.json) {
+    match prepare::prepare(&opts, &out, !a.no_progress && !a.json) {
         Ok(m) => {
-            let s = summary(&m, &a.out);
+            let s = summary(&m, &out);
             if a.json {
                 println!("{s}");
             } else {
                 println!(
                     "prepared {} in {:.1}s ({:.1} MB of text, {:.1} MB/s); tokenizer {} ({} tokens, {:?})",
-                    a.out.display(),
+                    out.display(),
                     m.seconds,
                     m.text_bytes as f64 / 1e6,
                     s["mb_per_second"].as_f64().unwrap_or(0.0),

@@ -1,4 +1,5 @@
-//! Training batches from token shards, read through their memory maps.
+//! Training batches from token shards, read window by window (see [`Shard`]: a shard that
+//! changes under a running loader is an error, never a crash).
 //!
 //! A split is a [`ShardSet`]: its shards in order. For a sequence length `t`, each shard is
 //! cut into non-overlapping windows of `t + 1` tokens with stride `t` (window `w` covers
@@ -64,9 +65,9 @@ impl ShardSet {
     }
 
     /// Entropy in nats of the token frequencies over the whole set: the loss of the best
-    /// model that ignores context. Streams over the maps (in parallel blocks); 0 for an
+    /// model that ignores context. Streams over the shards (in parallel blocks); 0 for an
     /// empty set.
-    pub fn unigram_entropy(&self) -> f64 {
+    pub fn unigram_entropy(&self) -> Result<f64> {
         const PIECE: usize = 1 << 22;
         let pieces: Vec<(usize, usize, usize)> = self
             .shards
@@ -80,12 +81,12 @@ impl ShardSet {
             .collect();
         let counts = pieces
             .par_iter()
-            .fold(Counts::default, |mut c, &(i, start, len)| {
-                c.add(&self.shards[i], start, len);
-                c
+            .try_fold(Counts::default, |mut c, &(i, start, len)| {
+                c.add(&self.shards[i], start, len)?;
+                Ok(c)
             })
-            .reduce(Counts::default, Counts::merge);
-        counts.entropy()
+            .try_reduce(Counts::default, |a, b| Ok(a.merge(b)))?;
+        Ok(counts.entropy())
     }
 
     /// The set named in an error: its only shard, or first … last (count).
@@ -121,7 +122,7 @@ struct Counts {
 impl Counts {
     const DENSE: usize = 1 << 18;
 
-    fn add(&mut self, shard: &Shard, start: usize, len: usize) {
+    fn add(&mut self, shard: &Shard, start: usize, len: usize) -> Result<()> {
         const BLOCK: usize = 1 << 16;
         if self.dense.is_empty() {
             self.dense = vec![0; Self::DENSE];
@@ -131,7 +132,7 @@ impl Counts {
         while at < start + len {
             let n = BLOCK.min(start + len - at);
             buf.clear();
-            shard.read_into(at, n, &mut buf);
+            shard.read_into(at, n, &mut buf)?;
             for &t in &buf {
                 match self.dense.get_mut(t as usize) {
                     Some(c) => *c += 1,
@@ -140,6 +141,7 @@ impl Counts {
             }
             at += n;
         }
+        Ok(())
     }
 
     fn merge(mut self, other: Counts) -> Counts {
@@ -197,8 +199,8 @@ impl WindowIndex {
         self.prefix.last().copied().unwrap_or(0)
     }
 
-    /// Appends window `g`'s inputs and targets to the batch.
-    fn read(&self, set: &ShardSet, g: u64, batch: &mut Batch) {
+    /// Appends window `g`'s inputs and targets to the batch (one read of t+1 tokens).
+    fn read(&self, set: &ShardSet, g: u64, batch: &mut Batch) -> Result<()> {
         // The last shard whose first window is <= g; shards without windows share their
         // prefix value with the next shard, which is the one that holds g.
         let s = self.prefix.partition_point(|&p| p <= g) - 1;
@@ -206,9 +208,11 @@ impl WindowIndex {
         let start = (g - self.prefix[s]) as usize * t;
         let shard = &set.shards[s];
         let base = batch.inputs.len();
-        shard.read_into(start, t, &mut batch.inputs);
+        shard.read_into(start, t + 1, &mut batch.inputs)?;
+        let last = batch.inputs.pop().expect("t + 1 tokens were read");
         batch.targets.extend_from_slice(&batch.inputs[base + 1..]);
-        batch.targets.push(shard.token(start + t));
+        batch.targets.push(last);
+        Ok(())
     }
 }
 
@@ -317,20 +321,25 @@ impl Loader {
     }
 
     /// The next batch_size windows, advancing the position; at the end of an epoch wraps
-    /// to the next (a batch may straddle two epochs).
-    pub fn next_batch(&mut self) -> Batch {
+    /// to the next (a batch may straddle two epochs). Error if a shard can no longer be read
+    /// (truncated since it was opened); the position then stays where it was.
+    pub fn next_batch(&mut self) -> Result<Batch> {
         let mut batch = empty_batch(self.batch_size, self.seq_len);
         let n = self.index.total();
+        let start = self.pos;
         for _ in 0..self.batch_size {
             let g = self.window_at(self.pos.window);
-            self.index.read(&self.set, g, &mut batch);
+            if let Err(e) = self.index.read(&self.set, g, &mut batch) {
+                self.pos = start;
+                return Err(e);
+            }
             self.pos.window += 1;
             if self.pos.window >= n {
                 self.pos.epoch += 1;
                 self.pos.window = 0;
             }
         }
-        batch
+        Ok(batch)
     }
 
     /// Where the loader stands (the window is always < num_windows).
@@ -385,15 +394,15 @@ impl Loader {
 
 /// Deterministic validation batches: windows in order from the start (Sequential), at
 /// most max_batches full batches (fewer if the set is short; none if batch_size or seq_len
-/// is 0).
+/// is 0). Error if a shard can no longer be read.
 pub fn sequential_batches(
     set: &ShardSet,
     batch_size: usize,
     seq_len: usize,
     max_batches: usize,
-) -> Vec<Batch> {
+) -> Result<Vec<Batch>> {
     if batch_size == 0 || seq_len == 0 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let index = WindowIndex::new(set, seq_len);
     let count = (index.total() / batch_size as u64).min(max_batches as u64);
@@ -401,9 +410,9 @@ pub fn sequential_batches(
         .map(|b| {
             let mut batch = empty_batch(batch_size, seq_len);
             for j in 0..batch_size as u64 {
-                index.read(set, b * batch_size as u64 + j, &mut batch);
+                index.read(set, b * batch_size as u64 + j, &mut batch)?;
             }
-            batch
+            Ok(batch)
         })
         .collect()
 }

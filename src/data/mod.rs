@@ -2,15 +2,20 @@
 //!
 //! `source` finds and streams documents, `clean` normalises and de-duplicates them,
 //! `tokenizer` turns text into ids, `prepare` runs the whole pipeline into token `shard`s,
-//! and `loader` serves (B, T) batches from those shards through mmap.
+//! `dataset` opens a data set folder (the one rule every binary follows), and `loader`
+//! serves (B, T) batches from its shards.
 
 pub mod batches;
 pub mod clean;
+pub mod dataset;
 pub mod loader;
 pub mod prepare;
 pub mod shard;
 pub mod source;
 pub mod tokenizer;
+pub mod tokenizer_behaviour;
 
 pub use batches::Batch;
+pub use dataset::Dataset;
 pub use tokenizer::{Tokenizer, END_OF_TEXT};
+pub use tokenizer_behaviour::TokenizerDifference;

@@ -120,26 +120,73 @@ pub struct Manifest {
 pub const MANIFEST_FORMAT: &str = "smelt-shards-v1";
 
 impl Manifest {
-    /// Reads `DIR/manifest.json`.
+    /// Reads `DIR/manifest.json`; an error if there is none.
     pub fn load(dir: &Path) -> Result<Self> {
-        let path = dir.join("manifest.json");
-        let text = fs::read_to_string(&path).map_err(|e| {
+        Self::read(dir)?.ok_or_else(|| {
             Error::Data(format!(
-                "{}: {e}; is {} a data set made by `prepare`?",
-                path.display(),
+                "{}: no such file; is {} a data set made by `prepare`?",
+                dir.join("manifest.json").display(),
                 dir.display()
             ))
-        })?;
+        })
+    }
+
+    /// Reads `DIR/manifest.json` if there is one (`None` when the file does not exist).
+    /// Any manifest that is there must parse and be consistent (format, end-of-text id,
+    /// shard names, token totals): a damaged one is an error, never taken for no manifest.
+    pub fn read(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join("manifest.json");
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let damaged = |what: String| {
+            Error::Data(format!(
+                "{}: {what}; prepare the data set again (or, for a folder of llm.c shards, remove manifest.json)",
+                path.display()
+            ))
+        };
         let m: Manifest = serde_json::from_str(&text)
-            .map_err(|e| Error::Data(format!("{}: not a valid manifest: {e}", path.display())))?;
-        if m.format != MANIFEST_FORMAT {
-            return Err(Error::Data(format!(
-                "{}: format '{}' is not {MANIFEST_FORMAT}",
-                path.display(),
-                m.format
-            )));
+            .map_err(|e| damaged(format!("not a valid manifest ({e})")))?;
+        m.check().map_err(damaged)?;
+        Ok(Some(m))
+    }
+
+    /// What a manifest must hold to describe a data set: our format, an end-of-text id
+    /// inside the vocabulary, shard names that are plain file names (nothing outside the
+    /// folder), and per split a token count equal to its shards'.
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.format != MANIFEST_FORMAT {
+            return Err(format!("format '{}' is not {MANIFEST_FORMAT}", self.format));
         }
-        Ok(m)
+        let t = &self.tokenizer;
+        if t.eot as usize >= t.vocab_size {
+            return Err(format!(
+                "tokenizer.eot {} is not below tokenizer.vocab_size {}",
+                t.eot, t.vocab_size
+            ));
+        }
+        for (name, split) in &self.splits {
+            for shard in &split.shards {
+                let plain =
+                    Path::new(&shard.file).file_name() == Some(std::ffi::OsStr::new(&shard.file));
+                if !plain || shard.file.is_empty() {
+                    return Err(format!(
+                        "split {name}: shard '{}' is not a file name inside the data set",
+                        shard.file
+                    ));
+                }
+            }
+            let sum: u64 = split.shards.iter().map(|s| s.num_tokens).sum();
+            if sum != split.tokens {
+                return Err(format!(
+                    "split {name} records {} tokens but its shards record {sum}",
+                    split.tokens
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Paths of a split's shards inside `dir`.

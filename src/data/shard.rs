@@ -18,10 +18,12 @@
 //! here and ours open there. Version 2 is our documented extension for vocabularies over
 //! 65,536 ids: uint32 tokens, and a u64 count split over header ints 2 (low) and 3 (high).
 //!
-//! A [`Shard`] is memory-mapped, never read into RAM. Shards are written by
+//! A [`Shard`] is never read into RAM: it keeps its file open and reads the tokens asked for
+//! with positioned reads (`pread`), through the page cache. Not a memory map: a mapped file
+//! that something truncates while a run reads it faults (SIGBUS) and kills the process,
+//! whereas a read past the new end is an error that names the shard. Shards are written by
 //! [`ShardWriter`] to `<path>.tmp` and renamed into place once complete, so a shard that
-//! exists is whole. (A mapped shard that another process truncates would fault on access;
-//! shards are written once and never modified.)
+//! exists is whole. An open shard holds one file descriptor.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -357,12 +359,40 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         .collect())
 }
 
-/// A memory-mapped shard (no read into RAM).
+/// An open shard, read on demand (see the module docs).
 pub struct Shard {
     path: PathBuf,
     width: TokenWidth,
     len: usize,
-    map: memmap2::Mmap,
+    file: File,
+}
+
+/// Tokens are read through a stack buffer of this many bytes.
+const READ_BYTES: usize = 32 << 10;
+
+/// Fills `buf` from `offset` (`pread`, repeated until full); `UnexpectedEof` if the file
+/// ends first.
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let (mut buf, mut offset) = (buf, offset);
+        while !buf.is_empty() {
+            match std::os::windows::fs::FileExt::seek_read(file, buf, offset) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Shard {
@@ -378,7 +408,7 @@ impl std::fmt::Debug for Shard {
 impl Shard {
     /// Opens and validates: magic, version, file size = header + count·width (a truncated
     /// file and a count disagreeing with the size are distinct errors), and, when
-    /// `vocab_size` is Some, that every token id < vocab_size (a scan of the map; the error
+    /// `vocab_size` is Some, that every token id < vocab_size (a scan of the file; the error
     /// names the first bad id and its position).
     pub fn open(path: &Path, vocab_size: Option<usize>) -> Result<Self> {
         let p = path.display();
@@ -395,11 +425,10 @@ impl Shard {
                 "{p}: the file has {size} bytes, fewer than the {HEADER_BYTES}-byte shard header: not a token shard (or truncated)"
             )));
         }
-        // SAFETY: shards are written once (to a temp file, then renamed) and never modified
-        // afterwards; the map is only read.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let header = parse_header(&map).map_err(|e| Error::Data(format!("{p}: {e}")))?;
-        let have = map.len() as u64 - HEADER_BYTES as u64;
+        let mut head = [0u8; HEADER_BYTES];
+        read_exact_at(&file, &mut head, 0).map_err(|e| Error::io(path, e))?;
+        let header = parse_header(&head).map_err(|e| Error::Data(format!("{p}: {e}")))?;
+        let have = size - HEADER_BYTES as u64;
         let want = header.num_tokens as u128 * header.width.bytes() as u128;
         if (have as u128) < want {
             return Err(Error::Data(format!(
@@ -424,10 +453,10 @@ impl Shard {
             path: path.to_path_buf(),
             width: header.width,
             len,
-            map,
+            file,
         };
         if let Some(vocab) = vocab_size {
-            if let Some((pos, id)) = shard.first_id_at_least(vocab) {
+            if let Some((pos, id)) = shard.first_id_at_least(vocab)? {
                 return Err(Error::Data(format!(
                     "{p}: token id {id} at position {pos} is >= the vocabulary size {vocab}"
                 )));
@@ -438,9 +467,9 @@ impl Shard {
 
     /// The first (position, id) with id >= limit: a vectorizable max per block, then a
     /// search inside the first block that has one.
-    fn first_id_at_least(&self, limit: usize) -> Option<(usize, u32)> {
+    fn first_id_at_least(&self, limit: usize) -> Result<Option<(usize, u32)>> {
         if limit > self.width.max_token() as usize {
-            return None;
+            return Ok(None);
         }
         const BLOCK: usize = 1 << 16;
         let mut start = 0;
@@ -448,15 +477,15 @@ impl Shard {
         while start < self.len {
             let n = BLOCK.min(self.len - start);
             buf.clear();
-            self.read_into(start, n, &mut buf);
+            self.read_into(start, n, &mut buf)?;
             let max = buf.iter().copied().max().unwrap_or(0);
             if max as usize >= limit {
-                let i = buf.iter().position(|&t| t as usize >= limit)?;
-                return Some((start + i, buf[i]));
+                let i = buf.iter().position(|&t| t as usize >= limit);
+                return Ok(i.map(|i| (start + i, buf[i])));
             }
             start += n;
         }
-        None
+        Ok(None)
     }
 
     pub fn path(&self) -> &Path {
@@ -476,29 +505,23 @@ impl Shard {
         self.len == 0
     }
 
-    fn token_bytes(&self) -> &[u8] {
-        &self.map[HEADER_BYTES..]
-    }
-
-    /// Token `i` (panics if `i >= len()`, a caller bug).
-    pub fn token(&self, i: usize) -> u32 {
+    /// Token `i` (panics if `i >= len()`, a caller bug). Error if the file no longer holds
+    /// it (see [`Shard::read_into`]).
+    pub fn token(&self, i: usize) -> Result<u32> {
         assert!(
             i < self.len,
             "token {i} out of range for {} tokens",
             self.len
         );
-        let b = self.token_bytes();
-        match self.width {
-            TokenWidth::U16 => u16::from_le_bytes([b[2 * i], b[2 * i + 1]]) as u32,
-            TokenWidth::U32 => {
-                u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
-            }
-        }
+        let mut one = Vec::with_capacity(1);
+        self.read_into(i, 1, &mut one)?;
+        Ok(one[0])
     }
 
     /// Appends tokens [start, start+len) to out (panics only on out-of-range indices, a
-    /// caller bug).
-    pub fn read_into(&self, start: usize, len: usize, out: &mut Vec<u32>) {
+    /// caller bug). Error, naming the shard, if the file has been truncated since it was
+    /// opened so that it no longer holds them.
+    pub fn read_into(&self, start: usize, len: usize, out: &mut Vec<u32>) -> Result<()> {
         let end = start
             .checked_add(len)
             .filter(|&e| e <= self.len)
@@ -509,19 +532,46 @@ impl Shard {
                 )
             });
         let w = self.width.bytes();
-        let bytes = &self.token_bytes()[start * w..end * w];
+        let mut buf = [0u8; READ_BYTES];
         out.reserve(len);
-        match self.width {
-            TokenWidth::U16 => out.extend(
-                bytes
-                    .chunks_exact(2)
-                    .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32),
-            ),
-            TokenWidth::U32 => out.extend(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            ),
+        let mut at = start;
+        while at < end {
+            let n = (READ_BYTES / w).min(end - at);
+            let bytes = &mut buf[..n * w];
+            let offset = HEADER_BYTES as u64 + at as u64 * w as u64;
+            read_exact_at(&self.file, bytes, offset).map_err(|e| self.read_error(e, at + n))?;
+            match self.width {
+                TokenWidth::U16 => out.extend(
+                    bytes
+                        .chunks_exact(2)
+                        .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32),
+                ),
+                TokenWidth::U32 => out.extend(
+                    bytes
+                        .chunks_exact(4)
+                        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                ),
+            }
+            at += n;
         }
+        Ok(())
+    }
+
+    /// The error of a read that needed the file to hold `needed` tokens.
+    fn read_error(&self, e: std::io::Error, needed: usize) -> Error {
+        if e.kind() != std::io::ErrorKind::UnexpectedEof {
+            return Error::io(&self.path, e);
+        }
+        let now = match self.file.metadata() {
+            Ok(m) => format!("{} bytes", m.len()),
+            Err(_) => "fewer bytes".into(),
+        };
+        Error::Data(format!(
+            "{}: truncated while in use: it held {} tokens ({} bytes) when opened, now {now}, too few for token {}; a data set must not change while a run reads it (restore the shard or prepare the data set again)",
+            self.path.display(),
+            self.len,
+            HEADER_BYTES as u64 + self.len as u64 * self.width.bytes() as u64,
+            needed - 1
+        ))
     }
 }

@@ -53,6 +53,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::utils::{parallelism, SysRegex};
 use tokenizers::AddedToken;
 
+use super::tokenizer_behaviour::{Behaviour, TokenizerDifference};
 use crate::error::{Error, Result};
 
 /// The document separator, a special token, as in GPT-2.
@@ -163,6 +164,21 @@ impl Tokenizer {
     pub fn sha256(&self) -> Result<String> {
         let digest = Sha256::digest(self.to_json()?.as_bytes());
         Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// How this tokenizer and `other` differ in what they do (encoding to ids, decoding
+    /// ids), or `None` if they tokenize alike: the same vocabulary, merges, normalizer,
+    /// pre-tokenizer, decoder and added tokens, however their `tokenizer.json` is written
+    /// (see [`crate::data::tokenizer_behaviour`]). Not [`Tokenizer::sha256`], which changes
+    /// with formatting.
+    pub fn difference(&self, other: &Tokenizer) -> Result<Option<TokenizerDifference>> {
+        let (a, b) = (self.to_json()?, other.to_json()?);
+        if a == b {
+            return Ok(None);
+        }
+        let parse = |json: &str| serde_json::from_str::<Value>(json).map_err(tk_err);
+        let (a, b) = (Behaviour::of(&parse(&a)?), Behaviour::of(&parse(&b)?));
+        Ok(a.difference(&b))
     }
 
     /// Where the tokenizer came from, for logs and manifests: "gpt2", "bpe" or "file".

@@ -1,15 +1,15 @@
-//! The training run's data: a prepared data set, made on the fly (and cached) when the
-//! config names only a text corpus.
+//! The training run's data: a data set folder (opened by [`Dataset::open`], the rule every
+//! binary follows), made on the fly (and cached) when the config names only a text corpus.
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::config::RunConfig;
+use super::config::{DataConfig, RunConfig};
 use crate::data::batches::Batch;
-use crate::data::loader::{self, Loader, Order, ShardSet};
+use crate::data::loader::{self, Loader, Order};
 use crate::data::prepare::{self, Manifest, PrepareOptions, TokenizerChoice};
-use crate::data::Tokenizer;
+use crate::data::{Dataset, Tokenizer};
 use crate::error::{Error, Result};
 
 /// Everything the training loop reads.
@@ -25,10 +25,38 @@ pub struct TrainData {
     pub val_tokens: u64,
 }
 
-/// The options automatic preparation uses for this config.
-fn prepare_options(cfg: &RunConfig) -> PrepareOptions {
+/// The bundled corpus, beside this crate's sources.
+const BUNDLED_CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/shakespeare");
+
+/// The corpus to prepare: `corpus` as given, except that the default (a path relative to the
+/// repository root) is taken from `bundled` when the working directory `cwd` has no such
+/// folder, saying so. Error, saying what to pass instead, if neither has it. A corpus the
+/// user chose is used as given (a missing one is reported by name when it is read).
+fn resolve_corpus(corpus: &Path, cwd: &Path, bundled: &Path) -> Result<PathBuf> {
+    if corpus != DataConfig::default().corpus || cwd.join(corpus).exists() {
+        return Ok(corpus.to_path_buf());
+    }
+    if bundled.is_dir() {
+        eprintln!(
+            "data: {} is not in {}; using the bundled copy at {}",
+            corpus.display(),
+            cwd.display(),
+            bundled.display()
+        );
+        return Ok(bundled.to_path_buf());
+    }
+    Err(Error::Config(format!(
+        "the default corpus {} is not in {} (it is relative to the repository root) and the bundled copy ({}) is gone; pass --corpus PATH (text files to prepare) or --data DIR (a data set made by `prepare`)",
+        corpus.display(),
+        cwd.display(),
+        bundled.display()
+    )))
+}
+
+/// The options automatic preparation of `corpus` uses for this config.
+fn prepare_options(cfg: &RunConfig, corpus: PathBuf) -> PrepareOptions {
     PrepareOptions {
-        inputs: vec![cfg.data.corpus.clone()],
+        inputs: vec![corpus],
         tokenizer: TokenizerChoice::parse(&cfg.data.tokenizer, cfg.model.vocab_size),
         val_fraction: cfg.data.val_fraction,
         test_fraction: cfg.data.test_fraction,
@@ -37,8 +65,11 @@ fn prepare_options(cfg: &RunConfig) -> PrepareOptions {
 }
 
 /// Prepares `data.corpus` into the cache unless an identical preparation is there already.
+/// The cache is relative to the working directory; the log says where it is.
 fn prepared_corpus(cfg: &RunConfig, live: bool) -> Result<PathBuf> {
-    let opts = prepare_options(cfg);
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let corpus = resolve_corpus(&cfg.data.corpus, &cwd, Path::new(BUNDLED_CORPUS))?;
+    let opts = prepare_options(cfg, corpus.clone());
     let key = serde_json::to_vec(&opts).expect("options serialize");
     let hash: String = Sha256::digest(&key)[..4]
         .iter()
@@ -54,20 +85,21 @@ fn prepared_corpus(cfg: &RunConfig, live: bool) -> Result<PathBuf> {
         "{stem}-{}-{hash}",
         cfg.data.tokenizer.replace(['/', '\\'], "_")
     ));
-    if let Ok(m) = Manifest::load(&dir) {
+    let shown = std::path::absolute(&dir).unwrap_or_else(|_| dir.clone());
+    if let Ok(Some(m)) = Manifest::read(&dir) {
         if m.options == opts {
             eprintln!(
                 "data: using {} (prepared earlier from {})",
-                dir.display(),
-                cfg.data.corpus.display()
+                shown.display(),
+                corpus.display()
             );
             return Ok(dir);
         }
     }
     eprintln!(
         "data: preparing {} into {}",
-        cfg.data.corpus.display(),
-        dir.display()
+        corpus.display(),
+        shown.display()
     );
     let m = prepare::prepare(&opts, &dir, live)?;
     eprintln!(
@@ -79,83 +111,22 @@ fn prepared_corpus(cfg: &RunConfig, live: bool) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn split_paths(m: &Manifest, dir: &Path, split: &str) -> Result<Vec<PathBuf>> {
-    let paths = m.shard_paths(dir, split);
-    if paths.is_empty() {
-        return Err(Error::Data(format!(
-            "data set {} has no {split} shards; prepare it with more documents or a larger --{split}-fraction",
-            dir.display()
-        )));
-    }
-    Ok(paths)
-}
-
-/// Shards in a folder without a manifest, named as llm.c's scripts name them
-/// (`fineweb_train_000001.bin`, `tiny_shakespeare_val.bin`): `.bin` files whose name
-/// contains `train` or `val`, sorted. Such data sets are GPT-2 tokenized.
-fn llm_c_shards(dir: &Path) -> Option<(Vec<PathBuf>, Vec<PathBuf>)> {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
-        .collect();
-    names.sort();
-    let with = |word: &str| -> Vec<PathBuf> {
-        names
-            .iter()
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().contains(word))
-            })
-            .cloned()
-            .collect()
-    };
-    let (train, val) = (with("train"), with("val"));
-    (!train.is_empty() && !val.is_empty()).then_some((train, val))
-}
-
 /// Opens (or first prepares) the data set and sets `cfg.model.vocab_size` to its tokenizer's.
 pub fn open(cfg: &mut RunConfig, live: bool) -> Result<TrainData> {
     let dir = match &cfg.data.dir {
         Some(dir) => dir.clone(),
         None => prepared_corpus(cfg, live)?,
     };
-    let (tokenizer, train_paths, val_paths) = match Manifest::load(&dir) {
-        Ok(manifest) => {
-            let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))?;
-            if tokenizer.vocab_size() != manifest.tokenizer.vocab_size {
-                return Err(Error::Data(format!(
-                    "{}: tokenizer.json has {} tokens but the manifest says {}",
-                    dir.display(),
-                    tokenizer.vocab_size(),
-                    manifest.tokenizer.vocab_size
-                )));
-            }
-            (
-                tokenizer,
-                split_paths(&manifest, &dir, "train")?,
-                split_paths(&manifest, &dir, "val")?,
-            )
-        }
-        Err(no_manifest) => match llm_c_shards(&dir) {
-            Some((train, val)) => {
-                eprintln!(
-                    "data: {} has no manifest: reading its shards as llm.c's GPT-2 shards",
-                    dir.display()
-                );
-                (Tokenizer::gpt2()?, train, val)
-            }
-            None => return Err(no_manifest),
-        },
-    };
+    let dataset = Dataset::open(&dir)?;
+    let tokenizer = dataset.tokenizer().clone();
+    let train_set = dataset.split("train")?;
+    let val_set = dataset.split("val")?;
     cfg.model.vocab_size = tokenizer.vocab_size();
     let t = &cfg.train;
-    let train_set = ShardSet::open(&train_paths, Some(tokenizer.vocab_size()))?;
-    let val_set = ShardSet::open(&val_paths, Some(tokenizer.vocab_size()))?;
     let (train_tokens, val_tokens) = (train_set.num_tokens(), val_set.num_tokens());
-    let unigram_entropy = val_set.unigram_entropy();
-    let val_batches = loader::sequential_batches(&val_set, t.batch_size, t.seq_len, t.eval_batches);
+    let unigram_entropy = val_set.unigram_entropy()?;
+    let val_batches =
+        loader::sequential_batches(&val_set, t.batch_size, t.seq_len, t.eval_batches)?;
     if val_batches.is_empty() {
         return Err(Error::Data(format!(
             "the validation split of {} ({val_tokens} tokens) is smaller than one batch of {}x{}; lower batch_size or seq_len",
@@ -193,4 +164,46 @@ pub fn open(cfg: &mut RunConfig, live: bool) -> Result<TrainData> {
         train_tokens,
         val_tokens,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh empty folder under the system temp dir.
+    fn empty_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("smelt-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_default_corpus_falls_back_to_the_bundled_copy_or_says_what_to_pass() {
+        let default = DataConfig::default().corpus;
+        let elsewhere = empty_dir("resolve-corpus");
+        let bundled = Path::new(BUNDLED_CORPUS);
+        // In the repository root the relative default is used as it is.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        assert_eq!(resolve_corpus(&default, root, bundled).unwrap(), default);
+        // Elsewhere, the bundled copy.
+        assert_eq!(
+            resolve_corpus(&default, &elsewhere, bundled).unwrap(),
+            bundled
+        );
+        // Without a bundled copy (an installed binary): one line saying what to pass.
+        let gone = elsewhere.join("no-bundled-copy");
+        let msg = resolve_corpus(&default, &elsewhere, &gone)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("--corpus PATH") && msg.contains("--data DIR"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
+        // A corpus the user named is theirs, missing or not.
+        let mine = Path::new("my/texts");
+        assert_eq!(resolve_corpus(mine, &elsewhere, &gone).unwrap(), mine);
+        let _ = std::fs::remove_dir_all(&elsewhere);
+    }
 }

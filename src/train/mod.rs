@@ -256,18 +256,13 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
     if let Some(m) = &imported {
         // data::open sized the vocabulary by the tokenizer; the imported weights may have
         // more rows (GPT-2: 50257 tokens). The data must be tokenized by the model's tokenizer.
-        if data.tokenizer.sha256()? != m.tokenizer.sha256()? {
-            return Err(Error::Data(format!(
-                "{} was tokenized with another tokenizer than {}'s; prepare it with --tokenizer {}",
-                data.dir.display(),
-                t.init_from.as_ref().expect("imported").display(),
-                t.init_from
-                    .as_ref()
-                    .expect("imported")
-                    .join("tokenizer.json")
-                    .display()
-            )));
-        }
+        let model_json = t.init_from.as_ref().map(|d| d.join("tokenizer.json"));
+        crate::data::dataset::same_tokenizer(
+            &data.dir,
+            &data.tokenizer,
+            &m.tokenizer,
+            model_json.as_deref(),
+        )?;
         cfg.model = m.config;
     }
     let unigram_entropy = data.unigram_entropy;
@@ -427,7 +422,7 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
         model.exec.zero_grads();
         let mut loss = 0.0;
         for _ in 0..t.grad_accum {
-            let batch = data.train.next_batch();
+            let batch = data.train.next_batch()?;
             model.set_batch(&batch.inputs, Some(&batch.targets))?;
             loss += model.forward_backward()? / t.grad_accum as f32;
         }
