@@ -9,6 +9,7 @@ pub mod batches;
 pub mod clean;
 pub mod dataset;
 pub mod loader;
+pub mod mapped;
 pub mod prepare;
 pub mod shard;
 pub mod source;

@@ -18,12 +18,10 @@
 //! here and ours open there. Version 2 is our documented extension for vocabularies over
 //! 65,536 ids: uint32 tokens, and a u64 count split over header ints 2 (low) and 3 (high).
 //!
-//! A [`Shard`] is never read into RAM: it keeps its file open and reads the tokens asked for
-//! with positioned reads (`pread`), through the page cache. Not a memory map: a mapped file
-//! that something truncates while a run reads it faults (SIGBUS) and kills the process,
-//! whereas a read past the new end is an error that names the shard. Shards are written by
+//! A [`Shard`] is memory-mapped, never read into RAM ([`super::mapped`]): a shard truncated
+//! while a run reads it is an error naming it, not a crash. Shards are written by
 //! [`ShardWriter`] to `<path>.tmp` and renamed into place once complete, so a shard that
-//! exists is whole. An open shard holds one file descriptor.
+//! exists is whole.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -31,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::mapped::MappedFile;
 use crate::error::{Error, Result};
 
 /// Header int 0 of every shard.
@@ -359,40 +358,12 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         .collect())
 }
 
-/// An open shard, read on demand (see the module docs).
+/// An open shard: its tokens through a memory map (see the module docs).
 pub struct Shard {
     path: PathBuf,
     width: TokenWidth,
     len: usize,
-    file: File,
-}
-
-/// Tokens are read through a stack buffer of this many bytes.
-const READ_BYTES: usize = 32 << 10;
-
-/// Fills `buf` from `offset` (`pread`, repeated until full); `UnexpectedEof` if the file
-/// ends first.
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-    }
-    #[cfg(windows)]
-    {
-        let (mut buf, mut offset) = (buf, offset);
-        while !buf.is_empty() {
-            match std::os::windows::fs::FileExt::seek_read(file, buf, offset) {
-                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => {
-                    buf = &mut buf[n..];
-                    offset += n as u64;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
+    map: MappedFile,
 }
 
 impl std::fmt::Debug for Shard {
@@ -425,9 +396,9 @@ impl Shard {
                 "{p}: the file has {size} bytes, fewer than the {HEADER_BYTES}-byte shard header: not a token shard (or truncated)"
             )));
         }
-        let mut head = [0u8; HEADER_BYTES];
-        read_exact_at(&file, &mut head, 0).map_err(|e| Error::io(path, e))?;
-        let header = parse_header(&head).map_err(|e| Error::Data(format!("{p}: {e}")))?;
+        let map = MappedFile::new(path, file)?;
+        let header = parse_header(map.read(0, HEADER_BYTES)?)
+            .map_err(|e| Error::Data(format!("{p}: {e}")))?;
         let have = size - HEADER_BYTES as u64;
         let want = header.num_tokens as u128 * header.width.bytes() as u128;
         if (have as u128) < want {
@@ -453,7 +424,7 @@ impl Shard {
             path: path.to_path_buf(),
             width: header.width,
             len,
-            file,
+            map,
         };
         if let Some(vocab) = vocab_size {
             if let Some((pos, id)) = shard.first_id_at_least(vocab)? {
@@ -522,7 +493,7 @@ impl Shard {
     /// caller bug). Error, naming the shard, if the file has been truncated since it was
     /// opened so that it no longer holds them.
     pub fn read_into(&self, start: usize, len: usize, out: &mut Vec<u32>) -> Result<()> {
-        let end = start
+        start
             .checked_add(len)
             .filter(|&e| e <= self.len)
             .unwrap_or_else(|| {
@@ -532,46 +503,20 @@ impl Shard {
                 )
             });
         let w = self.width.bytes();
-        let mut buf = [0u8; READ_BYTES];
+        let bytes = self.map.read(HEADER_BYTES + start * w, len * w)?;
         out.reserve(len);
-        let mut at = start;
-        while at < end {
-            let n = (READ_BYTES / w).min(end - at);
-            let bytes = &mut buf[..n * w];
-            let offset = HEADER_BYTES as u64 + at as u64 * w as u64;
-            read_exact_at(&self.file, bytes, offset).map_err(|e| self.read_error(e, at + n))?;
-            match self.width {
-                TokenWidth::U16 => out.extend(
-                    bytes
-                        .chunks_exact(2)
-                        .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32),
-                ),
-                TokenWidth::U32 => out.extend(
-                    bytes
-                        .chunks_exact(4)
-                        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                ),
-            }
-            at += n;
+        match self.width {
+            TokenWidth::U16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32),
+            ),
+            TokenWidth::U32 => out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            ),
         }
         Ok(())
-    }
-
-    /// The error of a read that needed the file to hold `needed` tokens.
-    fn read_error(&self, e: std::io::Error, needed: usize) -> Error {
-        if e.kind() != std::io::ErrorKind::UnexpectedEof {
-            return Error::io(&self.path, e);
-        }
-        let now = match self.file.metadata() {
-            Ok(m) => format!("{} bytes", m.len()),
-            Err(_) => "fewer bytes".into(),
-        };
-        Error::Data(format!(
-            "{}: truncated while in use: it held {} tokens ({} bytes) when opened, now {now}, too few for token {}; a data set must not change while a run reads it (restore the shard or prepare the data set again)",
-            self.path.display(),
-            self.len,
-            HEADER_BYTES as u64 + self.len as u64 * self.width.bytes() as u64,
-            needed - 1
-        ))
     }
 }
