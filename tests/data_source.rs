@@ -1,13 +1,16 @@
-//! Finding input files and streaming their documents.
+//! Finding input files and streaming their documents (as pieces; see also
+//! tests/prepare_pieces.rs).
 
 use std::fs;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use smelt::data::pieces::DEFAULT_PIECE_BYTES;
 use smelt::data::source::{
-    discover, read_documents, OnInvalid, SourceFile, SourceKind, SourceOptions, SourceStats,
+    discover, read_pieces, OnInvalid, Piece, SourceFile, SourceKind, SourceOptions, SourceStats,
 };
 
 mod common;
@@ -29,22 +32,40 @@ fn read_with(path: &Path, opts: &SourceOptions) -> smelt::Result<Read> {
     let file = source(path);
     let mut stats = SourceStats::default();
     let mut progress = Vec::new();
-    let mut docs = Vec::new();
-    read_documents(
+    let mut pieces = Vec::new();
+    read_pieces(
         &file,
         opts,
         &mut stats,
         &mut |n| progress.push(n),
-        &mut |d| {
-            docs.push(d);
-            Ok(())
+        &mut |p| {
+            pieces.push(p);
+            Ok(ControlFlow::Continue(()))
         },
     )?;
     Ok(Read {
-        docs,
+        docs: documents(&pieces),
         stats,
         progress,
     })
+}
+
+/// The documents that pieces make up, checking that they come whole and in order.
+fn documents(pieces: &[Piece]) -> Vec<String> {
+    let mut docs: Vec<String> = Vec::new();
+    let mut open = false;
+    for p in pieces {
+        if p.index == 0 {
+            assert!(!open, "a document started before the last one ended");
+            docs.push(String::new());
+        } else {
+            assert!(open, "piece {} of no document", p.index);
+        }
+        docs.last_mut().unwrap().push_str(&p.text);
+        open = !p.last;
+    }
+    assert!(!open, "the last document has no last piece");
+    docs
 }
 
 fn read(path: &Path) -> Read {
@@ -81,6 +102,8 @@ fn options_defaults() {
     assert_eq!(parsed.on_invalid, OnInvalid::Fail);
     assert_eq!(parsed.text_field, "content");
     assert_eq!(parsed.max_document_bytes, 256 << 20);
+    // Options recorded before pieces existed read with the default budget.
+    assert_eq!(parsed.piece_bytes, DEFAULT_PIECE_BYTES);
     assert_eq!(
         serde_json::to_string(&SourceKind::Jsonl).unwrap(),
         "\"jsonl\""
@@ -384,26 +407,24 @@ fn document_over_max_bytes() {
         on_invalid,
         ..SourceOptions::default()
     };
+    // A .txt file streams in pieces: the bound is not for it, whatever its size.
     let opts = |on_invalid| opts_max(10, on_invalid);
+    let text = "0123456789 ".repeat(10_000);
     for p in [
-        t.write("big.txt", b"01234567890"),
-        t.write_gz("big.txt.gz", b"01234567890"),
+        t.write("big.txt", text.as_bytes()),
+        t.write_gz("big.txt.gz", text.as_bytes()),
     ] {
-        let r = read_with(&p, &opts(OnInvalid::Skip)).unwrap();
-        assert!(r.docs.is_empty());
-        assert_eq!(r.stats.skipped_too_large, 1);
-        assert_eq!(
-            r.progress.iter().sum::<u64>(),
-            fs::metadata(&p).unwrap().len()
-        );
-        let e = err(&p, &opts(OnInvalid::Fail));
-        assert!(e.contains("max_document_bytes"), "{e}");
+        for on_invalid in [OnInvalid::Skip, OnInvalid::Fail] {
+            let r = read_with(&p, &opts(on_invalid)).unwrap();
+            assert_eq!(r.docs, [text.as_str()]);
+            assert_eq!(r.stats.skipped_too_large, 0);
+            assert!(r.stats.pieces > 1, "{:?}", r.stats);
+            assert_eq!(
+                r.progress.iter().sum::<u64>(),
+                fs::metadata(&p).unwrap().len()
+            );
+        }
     }
-    let ok = t.write("ok.txt", b"0123456789");
-    assert_eq!(
-        read_with(&ok, &opts(OnInvalid::Skip)).unwrap().docs,
-        ["0123456789"]
-    );
 
     // JSONL: the line is the unit; a long line is skipped without stopping the file.
     let opts = |on_invalid| opts_max(16, on_invalid);
@@ -434,23 +455,38 @@ fn sink_error_stops_reading() {
     let file = source(&p);
     let mut seen = Vec::new();
     let mut stats = SourceStats::default();
-    let e = read_documents(
+    let e = read_pieces(
         &file,
         &SourceOptions::default(),
         &mut stats,
         &mut |_| {},
-        &mut |d| {
-            seen.push(d);
+        &mut |p| {
+            seen.push(p.text);
             if seen.len() == 2 {
                 Err(smelt::Error::Data("stop here".into()))
             } else {
-                Ok(())
+                Ok(ControlFlow::Continue(()))
             }
         },
     )
     .unwrap_err();
     assert_eq!(e.to_string(), "stop here");
     assert_eq!(seen, ["a", "b"]);
+
+    // Break stops quietly.
+    seen.clear();
+    read_pieces(
+        &file,
+        &SourceOptions::default(),
+        &mut stats,
+        &mut |_| {},
+        &mut |p| {
+            seen.push(p.text);
+            Ok(ControlFlow::Break(()))
+        },
+    )
+    .unwrap();
+    assert_eq!(seen, ["a"]);
 }
 
 #[test]

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Throughput and memory of `prepare` on this machine: the bundled corpus copied N times (each
-# copy made distinct, so de-duplication keeps it), with GPT-2's tokenizer (nothing to train)
-# and with a BPE trained on the corpus (MB/s with and without the training). Run at two
-# sizes to show that peak memory does not grow with the corpus.
+# Throughput and memory of `prepare` on this machine: the bundled corpus copied N times, with
+# GPT-2's tokenizer (nothing to train) and with a BPE trained on the corpus (MB/s with and
+# without the training). Every line of copy i ends in " i", so no piece of text repeats and
+# de-duplication (by piece) keeps it all. Run at two sizes to show that peak memory does not
+# grow with the corpus; with --single the copies are one document (one input.txt), to show
+# that it does not grow with the size of a document either.
 #
-#   bash tools/bench_prepare.sh [COPIES...]     (default: 10 100, i.e. ~50 MB and ~500 MB)
+#   bash tools/bench_prepare.sh [--single] [COPIES...]   (default: 10 100, ~50 MB and ~500 MB)
 #
 # For the same text through Python `tokenizers` and `tiktoken`: tools/bench_tokenizers.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+single=false
+if [[ "${1:-}" == "--single" ]]; then
+  single=true
+  shift
+fi
 cargo build --release --quiet --bin prepare
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -19,7 +26,12 @@ for copies in "${@:-10 100}"; do
     mkdir -p "$corpus"
     for i in $(seq 1 "$n"); do
       for f in data/shakespeare/*.txt; do
-        { echo "copy $i"; cat "$f"; } > "$corpus/$(basename "$f" .txt)_$i.txt"
+        if $single; then
+          out="$corpus/input.txt"
+        else
+          out="$corpus/$(basename "$f" .txt)_$i.txt"
+        fi
+        awk -v copy="$i" 'NF { $0 = $0 " " copy } 1' "$f" >> "$out"
       done
     done
     for tok in gpt2 bpe; do

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use smelt::data::clean::CleanOptions;
+use smelt::data::pieces::DEFAULT_PIECE_BYTES;
 use smelt::data::prepare::{self, Manifest, PrepareOptions, TokenizerChoice, SPLITS};
 use smelt::data::source::{OnInvalid, SourceOptions};
 use smelt::data::Dataset;
@@ -19,12 +20,15 @@ enum InvalidPolicy {
     Fail,
 }
 
-/// Prepare a text corpus for training: clean it, build a tokenizer, split documents into
-/// train/val/test by a hash of their content, and write token shards in llm.c's layout
+/// Prepare a text corpus for training: clean it, build a tokenizer, split it into
+/// train/val/test by a hash of each piece's content, and write token shards in llm.c's layout
 /// (DIR/train_000000.bin, val_..., test_...) beside DIR/tokenizer.json and DIR/manifest.json.
 ///
 /// Inputs are files or folders (searched recursively) of .txt (one document per file) and
 /// .jsonl (one document per line, in the field --text-field), optionally gzip'd (.gz).
+/// Documents are read, cleaned, split and encoded in pieces of about --piece-kb, cut at
+/// paragraph breaks (else line breaks, else spaces), so memory stays flat whatever the size
+/// of a document, and a corpus of one file still fills every split.
 #[derive(Parser, Debug)]
 #[command(name = "prepare", version, about, long_about)]
 struct Args {
@@ -46,12 +50,17 @@ struct Args {
     /// Vocabulary size for `--tokenizer bpe`.
     #[arg(long, default_value_t = 8192)]
     vocab_size: usize,
-    /// Share of documents for validation.
+    /// Share of the text (by piece) for validation.
     #[arg(long, default_value_t = 0.1)]
     val_fraction: f64,
-    /// Share of documents for test.
+    /// Share of the text (by piece) for test.
     #[arg(long, default_value_t = 0.05)]
     test_fraction: f64,
+    /// Documents are cut into pieces of about this many KiB (1024 bytes), each assigned to a
+    /// split on its own; smaller pieces spread a small corpus more evenly.
+    #[arg(long, default_value_t = (DEFAULT_PIECE_BYTES >> 10) as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    piece_kb: u64,
     /// Tokens per shard file.
     #[arg(long, default_value_t = 100_000_000)]
     shard_tokens: u64,
@@ -86,7 +95,7 @@ fn summary(m: &Manifest, out: &std::path::Path) -> serde_json::Value {
         .map(|(s, sp)| {
             (
                 s.to_string(),
-                serde_json::json!({"documents": sp.documents, "tokens": sp.tokens, "shards": sp.shards.len()}),
+                serde_json::json!({"documents": sp.documents, "pieces": sp.pieces, "tokens": sp.tokens, "shards": sp.shards.len()}),
             )
         })
         .collect();
@@ -97,6 +106,8 @@ fn summary(m: &Manifest, out: &std::path::Path) -> serde_json::Value {
         "token_width": m.token_width,
         "splits": splits,
         "documents_read": m.sources.documents,
+        "pieces_read": m.sources.pieces,
+        "warnings": m.warnings,
         "dropped_short": m.cleaning.dropped_short,
         "dropped_duplicate": m.cleaning.dropped_duplicate,
         "skipped_invalid": m.sources.skipped_invalid_utf8 + m.sources.skipped_bad_json + m.sources.skipped_missing_field + m.sources.skipped_too_large,
@@ -168,6 +179,7 @@ fn main() -> ExitCode {
                 InvalidPolicy::Skip => OnInvalid::Skip,
                 InvalidPolicy::Fail => OnInvalid::Fail,
             },
+            piece_bytes: (a.piece_kb << 10) as usize,
             ..SourceOptions::default()
         },
         clean: CleanOptions {
@@ -194,22 +206,24 @@ fn main() -> ExitCode {
                     m.token_width
                 );
                 println!(
-                    "{:<6} {:>10} {:>14} {:>7}",
-                    "split", "documents", "tokens", "shards"
+                    "{:<6} {:>10} {:>8} {:>14} {:>7}",
+                    "split", "documents", "pieces", "tokens", "shards"
                 );
                 for name in SPLITS {
                     if let Some(sp) = m.splits.get(name) {
                         println!(
-                            "{name:<6} {:>10} {:>14} {:>7}",
+                            "{name:<6} {:>10} {:>8} {:>14} {:>7}",
                             sp.documents,
+                            sp.pieces,
                             sp.tokens,
                             sp.shards.len()
                         );
                     }
                 }
                 println!(
-                    "read {} documents; dropped {} short, {} duplicate; skipped {} invalid",
+                    "read {} documents in {} pieces; dropped {} short documents, {} duplicate pieces; skipped {} invalid",
                     m.sources.documents,
+                    m.sources.pieces,
                     m.cleaning.dropped_short,
                     m.cleaning.dropped_duplicate,
                     s["skipped_invalid"]

@@ -4,14 +4,16 @@
 //! (Unicode category Cc) other than `\n` and `\t` are removed, and so is U+FEFF (byte order
 //! mark / zero-width no-break space); then the text is put in Unicode NFC.
 //!
-//! [`Cleaner`]: normalises, then drops documents shorter than `min_chars` characters (counted
-//! after trimming whitespace) and exact duplicates of a document already kept.
+//! [`Cleaner`]: takes documents as pieces (see [`crate::data::pieces`]), normalises each,
+//! drops documents shorter than `min_chars` characters (counted after trimming whitespace)
+//! and exact duplicates of a piece already kept. [`can_cut_between`] says where a text can
+//! be cut so that normalising the parts gives the normalised whole.
 //!
-//! Memory: duplicates are found by a 128-bit key per distinct kept document (the first 16
+//! Memory: duplicates are found by a 128-bit key per distinct kept piece (the first 16
 //! bytes of the SHA-256 of its normalised text), so the cleaner holds 16 bytes of key per
-//! kept document, about 20–40 bytes with the hash table's slack (e.g. 100 M documents:
+//! kept piece, about 20–40 bytes with the hash table's slack (e.g. 100 M pieces:
 //! 1.6 GB of keys, 2–4 GB in all). With `dedup = false` it holds nothing. The chance that two
-//! different documents share a key is about n² / 2¹²⁹: nil for any real corpus.
+//! different pieces share a key is about n² / 2¹²⁹: nil for any real corpus.
 //!
 //! Speed: ASCII text without `\r` or control characters (and more generally text whose
 //! characters are all below U+0300) is recognised by one byte scan and only copied; the
@@ -47,8 +49,11 @@ impl Default for CleanOptions {
 /// What the cleaner did.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CleanStats {
+    /// Pieces kept (a document of one piece is one piece).
     pub kept: u64,
+    /// Documents dropped for being shorter than `min_chars`.
     pub dropped_short: u64,
+    /// Pieces dropped as exact duplicates of a piece already kept.
     pub dropped_duplicate: u64,
     /// Control characters (and U+FEFF) removed, over all documents seen.
     pub control_chars_removed: u64,
@@ -201,6 +206,32 @@ pub fn normalize(text: &str) -> (String, u64) {
     (out, removed)
 }
 
+/// Whether text may be cut between the characters `before` and `after` so that cleaning each
+/// side on its own gives exactly the cleaning of the whole (what streaming a document in
+/// pieces relies on):
+///
+/// - not between `\r` and `\n`: the pair is one line break, each half would become one;
+/// - and either `before` is a line break (`\n`, or `\r`, which becomes one): a starter that
+///   composes with nothing and blocks every mark after it from what precedes it;
+/// - or `after` is kept by the character pass and is a stable code point (combining class 0,
+///   NFC_QC=Yes, as in [`normalize`]'s NFC pass): nothing before it composes with it or
+///   reorders past it. A `\r` counts as the `\n` it becomes. (A removed control character
+///   is not such a point: removing it can join a base letter with a mark that follows.)
+pub fn can_cut_between(before: char, after: char) -> bool {
+    if before == '\r' && after == '\n' {
+        return false;
+    }
+    if before == '\n' || before == '\r' || after == '\r' {
+        return true;
+    }
+    if is_filtered(after) {
+        return false;
+    }
+    after < '\u{300}' // all NFC_QC=Yes with class 0 (pinned by a test)
+        || (canonical_combining_class(after) == 0
+            && is_nfc_quick(std::iter::once(after)) == IsNormalized::Yes)
+}
+
 /// The full SHA-256 of a text.
 fn sha256(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
@@ -231,14 +262,76 @@ impl Hasher for KeyHasher {
     }
 }
 
-/// Stateful cleaner: normalize, drop documents with fewer than `min_chars` characters (after
-/// normalisation and trimming whitespace for the count), drop exact duplicates by a 128-bit
-/// key of the normalised text (first 16 bytes of its SHA-256, stable across runs and
-/// platforms). Memory: 16 bytes of key per distinct kept document (see the module doc).
+/// A cleaned piece of a document, ready to be split and encoded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CleanPiece {
+    pub text: String,
+    /// [`document_hash`] of `text`: the key of the train/val/test split.
+    pub hash: u64,
+    /// The document it belongs to, numbered from 0 in the order the cleaner saw them.
+    pub document: u64,
+    /// Its place in the document (0 = first), counting pieces dropped as duplicates, so a
+    /// piece continues the text of the piece `(document, index - 1)` and of no other.
+    pub index: u64,
+}
+
+/// The document being cleaned.
+#[derive(Default)]
+struct Current {
+    document: u64,
+    /// Its trimmed length so far has reached `min_chars`: its pieces pass as they come.
+    long_enough: bool,
+    /// Until then, its normalised pieces (with their index) wait here.
+    held: Vec<(String, u64)>,
+    chars: TrimmedChars,
+}
+
+/// Counts the characters of a text given in parts, as `text.trim().chars().count()` would.
+#[derive(Default)]
+struct TrimmedChars {
+    started: bool,
+    count: usize,
+    /// Whitespace seen since the last other character (counted once something follows it).
+    trailing: usize,
+}
+
+impl TrimmedChars {
+    /// Adds the next part; whether the count has reached `min` (looks no further than that).
+    fn add(&mut self, part: &str, min: usize) -> bool {
+        for c in part.chars() {
+            if self.count >= min {
+                break;
+            }
+            if !c.is_whitespace() {
+                self.started = true;
+                self.count += self.trailing + 1;
+                self.trailing = 0;
+            } else if self.started {
+                self.trailing += 1;
+            }
+        }
+        self.count >= min
+    }
+}
+
+/// Stateful cleaner of documents given in pieces (see [`crate::data::pieces`]): normalises
+/// each piece, drops documents shorter than `min_chars` characters (counted over the whole
+/// document after normalisation, whitespace trimmed at its two ends) and exact duplicate
+/// pieces, by a 128-bit key of the normalised text (first 16 bytes of its SHA-256, stable
+/// across runs and platforms). A document of one piece is cleaned exactly as a whole.
+///
+/// Pieces are the unit of de-duplication because they are what streams: a duplicate must be
+/// known when its piece is seen, before the rest of its document is read. Equal documents
+/// are cut at the same places, so a repeated document still goes whole; so does a repeated
+/// piece inside other text. Memory: 16 bytes of key per distinct kept piece (see the module
+/// doc), plus the pieces of a document held back until it reaches `min_chars` (normally the
+/// first piece reaches it).
 pub struct Cleaner {
     opts: CleanOptions,
     seen: HashSet<u128, BuildHasherDefault<KeyHasher>>,
     stats: CleanStats,
+    current: Current,
+    documents: u64,
 }
 
 impl Cleaner {
@@ -247,23 +340,48 @@ impl Cleaner {
             opts,
             seen: HashSet::default(),
             stats: CleanStats::default(),
+            current: Current::default(),
+            documents: 0,
         }
     }
 
-    /// The cleaned document, or `None` if it is dropped (stats updated).
-    pub fn clean(&mut self, raw: &str) -> Option<String> {
-        self.clean_hashed(raw).map(|(text, _)| text)
-    }
-
-    /// As [`Cleaner::clean`], also returning [`document_hash`] of the cleaned text (computed
-    /// from the same SHA-256 as the dedup key, so the caller need not hash it again).
-    pub fn clean_hashed(&mut self, raw: &str) -> Option<(String, u64)> {
+    /// Takes the next piece of a document: `index` 0 starts a new document, `last` ends it;
+    /// a document's pieces come in order. Returns the cleaned pieces this releases, in order:
+    /// none while the document is still shorter than `min_chars` (or if it ends so, when its
+    /// held pieces are dropped), then every kept piece.
+    pub fn push(&mut self, raw: &str, index: u64, last: bool) -> Vec<CleanPiece> {
+        if index == 0 {
+            self.current = Current {
+                document: self.documents,
+                ..Current::default()
+            };
+            self.documents += 1;
+        }
         let (text, removed) = normalize(raw);
         self.stats.control_chars_removed += removed;
-        if !has_min_chars(text.trim(), self.opts.min_chars) {
-            self.stats.dropped_short += 1;
-            return None;
+        let mut out = Vec::new();
+        let cur = &mut self.current;
+        if !cur.long_enough {
+            cur.long_enough = cur.chars.add(&text, self.opts.min_chars);
+            cur.held.push((text, index));
+            if !cur.long_enough {
+                if last {
+                    cur.held.clear();
+                    self.stats.dropped_short += 1;
+                }
+                return out;
+            }
+            for (text, index) in std::mem::take(&mut cur.held) {
+                out.extend(self.keep(text, index));
+            }
+        } else {
+            out.extend(self.keep(text, index));
         }
+        out
+    }
+
+    /// De-duplicates one normalised piece of the current document.
+    fn keep(&mut self, text: String, index: u64) -> Option<CleanPiece> {
         let digest = sha256(&text);
         if self.opts.dedup {
             let key = u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"));
@@ -273,27 +391,32 @@ impl Cleaner {
             }
         }
         self.stats.kept += 1;
-        let hash = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
-        Some((text, hash))
+        Some(CleanPiece {
+            text,
+            hash: u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")),
+            document: self.current.document,
+            index,
+        })
+    }
+
+    /// Cleans a whole document given as one piece: its text, or `None` if it is dropped.
+    pub fn clean(&mut self, raw: &str) -> Option<String> {
+        self.clean_hashed(raw).map(|(text, _)| text)
+    }
+
+    /// As [`Cleaner::clean`], also returning [`document_hash`] of the cleaned text (computed
+    /// from the same SHA-256 as the dedup key, so the caller need not hash it again).
+    pub fn clean_hashed(&mut self, raw: &str) -> Option<(String, u64)> {
+        let piece = self.push(raw, 0, true).pop()?;
+        Some((piece.text, piece.hash))
     }
 
     pub fn stats(&self) -> &CleanStats {
         &self.stats
     }
 
-    /// Distinct documents remembered for dedup.
+    /// Distinct pieces remembered for dedup.
     pub fn distinct(&self) -> usize {
         self.seen.len()
     }
-}
-
-/// Whether `text` has at least `min` characters, looking at no more than it needs.
-fn has_min_chars(text: &str, min: usize) -> bool {
-    if min == 0 {
-        return true;
-    }
-    if text.len() < min {
-        return false; // fewer bytes than `min`, so fewer characters
-    }
-    text.chars().nth(min - 1).is_some()
 }

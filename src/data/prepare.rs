@@ -1,10 +1,18 @@
-//! The `prepare` pipeline: text files → cleaned documents → tokenizer → train/val/test
-//! split by document → token shards (llm.c layout) + `tokenizer.json` + `manifest.json`.
+//! The `prepare` pipeline: text files → documents in pieces → cleaned pieces → tokenizer →
+//! train/val/test split by piece → token shards (llm.c layout) + `tokenizer.json` +
+//! `manifest.json`.
 //!
-//! Memory stays bounded whatever the corpus size: documents stream from disk one at a time
-//! and are encoded in batches of about `batch_bytes`; the only state that grows is the
-//! de-duplication set (16 bytes per distinct document). BPE training reads a sample of at
-//! most `bpe_sample_bytes` of training text.
+//! Memory stays bounded whatever the size of the corpus and of its documents: documents
+//! stream from disk a piece (~16 KiB, [`crate::data::pieces`]) at a time and are encoded in
+//! batches of about `batch_bytes`; the only state that grows is the de-duplication set (16
+//! bytes per distinct piece). BPE training is fed the training pieces as they are read, at
+//! most `bpe_sample_bytes` of them, and holds only its word counts.
+//!
+//! Each piece goes to a split by the hash of its text, so a corpus of one large file still
+//! fills every split. In the shards, `<|endoftext|>` marks where the text does not go on:
+//! it starts each document, and each piece whose predecessor in the document went to
+//! another split (or was dropped as a duplicate); a piece that continues the piece written
+//! just before it follows it directly, so the pieces of a document read as its whole text.
 //!
 //! Everything is written into a staging folder inside `out` and moved into place only when
 //! complete, manifest last: a run that fails or is interrupted before that leaves the
@@ -12,12 +20,14 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::clean::{CleanOptions, CleanStats, Cleaner};
+use super::clean::{CleanOptions, CleanPiece, CleanStats, Cleaner};
 use super::shard::{ShardInfo, ShardWriter, TokenWidth};
 use super::source::{self, SourceFile, SourceOptions, SourceStats};
 use super::tokenizer::Tokenizer;
@@ -86,10 +96,18 @@ pub const SPLITS: [&str; 3] = ["train", "val", "test"];
 /// One split in the manifest.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SplitManifest {
+    /// Documents with at least one piece in this split.
     pub documents: u64,
+    /// Pieces in this split.
+    #[serde(default)]
+    pub pieces: u64,
     pub tokens: u64,
     pub shards: Vec<ShardInfo>,
 }
+
+/// A split with fewer tokens than this is reported as tiny: 8 batches of 16 × 128 tokens,
+/// what a default `train` run evaluates on.
+pub const TINY_SPLIT_TOKENS: u64 = 8 * 16 * 128;
 
 /// The tokenizer in the manifest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -115,6 +133,9 @@ pub struct Manifest {
     pub text_bytes: u64,
     pub seconds: f64,
     pub tokenizer_seconds: f64,
+    /// What `prepare` warned about (empty or tiny splits), one line each.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 pub const MANIFEST_FORMAT: &str = "smelt-shards-v1";
@@ -198,9 +219,9 @@ impl Manifest {
     }
 }
 
-/// Which split (0 train, 1 val, 2 test) a document goes to, from the hash of its content
-/// alone ([`document_hash`]): the same corpus always gives the same split, whatever the
-/// order of files or the machine.
+/// Which split (0 train, 1 val, 2 test) a piece goes to, from the hash of its content
+/// alone ([`crate::data::clean::document_hash`]): the same corpus always gives the same
+/// split, whatever the order of files or the machine.
 pub fn split_of(hash: u64, val_fraction: f64, test_fraction: f64) -> usize {
     let u = (hash >> 11) as f64 / (1u64 << 53) as f64;
     if u < test_fraction {
@@ -212,20 +233,21 @@ pub fn split_of(hash: u64, val_fraction: f64, test_fraction: f64) -> usize {
     }
 }
 
-/// Streams every cleaned document of the corpus to `sink` with its split, reporting bytes.
-fn for_each_document(
+/// Streams every cleaned piece of the corpus to `sink` with its split, reporting bytes;
+/// `sink` returning `Break` stops the reading.
+fn for_each_piece(
     files: &[SourceFile],
     opts: &PrepareOptions,
     progress: &mut Progress,
     sources: &mut SourceStats,
     cleaner: &mut Cleaner,
-    sink: &mut dyn FnMut(usize, String) -> Result<bool>,
+    sink: &mut dyn FnMut(usize, CleanPiece) -> Result<ControlFlow<()>>,
 ) -> Result<()> {
     let mut done_bytes = 0u64;
     for file in files {
-        let mut stop = false;
+        let mut flow = ControlFlow::Continue(());
         let status = format!("{}", file.path.display());
-        source::read_documents(
+        source::read_pieces(
             file,
             &opts.source,
             sources,
@@ -234,17 +256,17 @@ fn for_each_document(
                 progress.set(done_bytes, &status);
             },
             &mut |raw| {
-                if stop {
-                    return Ok(());
+                for piece in cleaner.push(&raw.text, raw.index, raw.last) {
+                    let split = split_of(piece.hash, opts.val_fraction, opts.test_fraction);
+                    flow = sink(split, piece)?;
+                    if flow.is_break() {
+                        break;
+                    }
                 }
-                if let Some((text, hash)) = cleaner.clean_hashed(&raw) {
-                    let split = split_of(hash, opts.val_fraction, opts.test_fraction);
-                    stop = !sink(split, text)?;
-                }
-                Ok(())
+                Ok(flow)
             },
         )?;
-        if stop {
+        if flow.is_break() {
             break;
         }
     }
@@ -259,9 +281,28 @@ struct SplitWriter {
     shard_tokens: u64,
     current: Option<ShardWriter>,
     done: SplitManifest,
+    /// The last piece written, as (document, index).
+    last_piece: Option<(u64, u64)>,
 }
 
 impl SplitWriter {
+    /// Writes a piece's tokens, after `<|endoftext|>` unless the piece continues the one
+    /// written just before it (the text goes on). So, as in llm.c's shards, every document
+    /// starts with `<|endoftext|>`, and so does every place where the text jumps.
+    fn write_piece(&mut self, document: u64, index: u64, ids: &[u32], eot: u32) -> Result<()> {
+        let continues = index > 0 && self.last_piece == Some((document, index - 1));
+        if !continues {
+            self.write(&[eot])?;
+        }
+        self.write(ids)?;
+        if self.last_piece.map(|(d, _)| d) != Some(document) {
+            self.done.documents += 1;
+        }
+        self.done.pieces += 1;
+        self.last_piece = Some((document, index));
+        Ok(())
+    }
+
     fn write(&mut self, mut tokens: &[u32]) -> Result<()> {
         while !tokens.is_empty() {
             if self.current.is_none() {
@@ -312,42 +353,7 @@ pub fn prepare(opts: &PrepareOptions, out: &Path, live: bool) -> Result<Manifest
         TokenizerChoice::Gpt2 => Tokenizer::gpt2()?,
         TokenizerChoice::File(path) => Tokenizer::load(path)?,
         TokenizerChoice::Bpe { vocab_size } => {
-            let mut progress = Progress::new("bpe sample", total_bytes, Unit::Bytes, live);
-            let (mut sample, mut sample_bytes) = (Vec::new(), 0usize);
-            let mut cleaner = Cleaner::new(opts.clean.clone());
-            let mut sources = SourceStats::default();
-            for_each_document(
-                &files,
-                opts,
-                &mut progress,
-                &mut sources,
-                &mut cleaner,
-                &mut |split, text| {
-                    if split == 0 {
-                        sample_bytes += text.len();
-                        sample.push(text);
-                    }
-                    Ok(sample_bytes < opts.bpe_sample_bytes)
-                },
-            )?;
-            progress.finish();
-            if cleaner.stats().kept == 0 {
-                return Err(empty_corpus(&sources, cleaner.stats(), opts));
-            }
-            if sample.is_empty() {
-                return Err(Error::Data(
-                    "no training documents to train the BPE tokenizer on (after cleaning)".into(),
-                ));
-            }
-            let t = Instant::now();
-            let tokenizer = Tokenizer::train(sample.iter(), *vocab_size)?;
-            eprintln!(
-                "prepare: trained BPE tokenizer ({} tokens) on {:.1} MB in {:.1}s",
-                tokenizer.vocab_size(),
-                sample_bytes as f64 / 1e6,
-                t.elapsed().as_secs_f64()
-            );
-            tokenizer
+            train_bpe(&files, opts, total_bytes, *vocab_size, live)?
         }
     };
     let tokenizer_seconds = tokenizer_started.elapsed().as_secs_f64();
@@ -366,6 +372,10 @@ pub fn prepare(opts: &PrepareOptions, out: &Path, live: bool) -> Result<Manifest
             return Err(e);
         }
     };
+    let warnings = split_warnings(&splits, &sources, opts);
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
 
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
@@ -383,14 +393,121 @@ pub fn prepare(opts: &PrepareOptions, out: &Path, live: bool) -> Result<Manifest
         options: opts.clone(),
         seconds: started.elapsed().as_secs_f64(),
         tokenizer_seconds,
+        warnings,
     };
     publish(out, &staging, &tokenizer, &manifest)?;
     Ok(manifest)
 }
 
+/// Trains the BPE tokenizer on the training pieces, at most `bpe_sample_bytes` of them. A
+/// thread reads and cleans them into a short queue that the trainer consumes, so neither a
+/// sample nor a whole document is ever held: only the trainer's word counts grow.
+fn train_bpe(
+    files: &[SourceFile],
+    opts: &PrepareOptions,
+    total_bytes: u64,
+    vocab_size: usize,
+    live: bool,
+) -> Result<Tokenizer> {
+    let started = Instant::now();
+    let (queue, pieces) = mpsc::sync_channel::<String>(64);
+    let (trained, read) = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> Result<(SourceStats, CleanStats, usize)> {
+            let mut progress = Progress::new("bpe sample", total_bytes, Unit::Bytes, live);
+            let mut cleaner = Cleaner::new(opts.clean.clone());
+            let mut sources = SourceStats::default();
+            let mut sample_bytes = 0usize;
+            for_each_piece(
+                files,
+                opts,
+                &mut progress,
+                &mut sources,
+                &mut cleaner,
+                &mut |split, piece| {
+                    if split != 0 {
+                        return Ok(ControlFlow::Continue(()));
+                    }
+                    sample_bytes += piece.text.len();
+                    // A closed queue: the trainer has stopped (and says why).
+                    if queue.send(piece.text).is_err() || sample_bytes >= opts.bpe_sample_bytes {
+                        return Ok(ControlFlow::Break(()));
+                    }
+                    Ok(ControlFlow::Continue(()))
+                },
+            )?;
+            progress.finish();
+            Ok((sources, cleaner.stats().clone(), sample_bytes))
+        });
+        let trained = Tokenizer::train(pieces.into_iter(), vocab_size);
+        (trained, reader.join())
+    });
+    let (sources, cleaning, sample_bytes) = match read {
+        Ok(read) => read?,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    if cleaning.kept == 0 {
+        return Err(empty_corpus(&sources, &cleaning, opts));
+    }
+    if sample_bytes == 0 {
+        return Err(Error::Data(
+            "no training documents to train the BPE tokenizer on (after cleaning)".into(),
+        ));
+    }
+    let tokenizer = trained?;
+    eprintln!(
+        "prepare: trained BPE tokenizer ({} tokens) on {:.1} MB in {:.1}s",
+        tokenizer.vocab_size(),
+        sample_bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(tokenizer)
+}
+
+/// One line per split that is empty or has fewer than [`TINY_SPLIT_TOKENS`] tokens, among
+/// the splits given a share of the corpus.
+fn split_warnings(
+    splits: &BTreeMap<String, SplitManifest>,
+    sources: &SourceStats,
+    opts: &PrepareOptions,
+) -> Vec<String> {
+    let pieces: u64 = splits.values().map(|s| s.pieces).sum();
+    let shares = [
+        1.0 - opts.val_fraction - opts.test_fraction,
+        opts.val_fraction,
+        opts.test_fraction,
+    ];
+    // Cutting documents finer helps only where some document is more than one piece.
+    let finer = if sources.pieces > sources.documents {
+        ", or a smaller --piece-kb to cut documents into more pieces"
+    } else {
+        ""
+    };
+    let mut warnings = Vec::new();
+    for (name, share) in SPLITS.into_iter().zip(shares) {
+        let Some(split) = splits.get(name).filter(|_| share > 0.0) else {
+            continue;
+        };
+        let advice = match name {
+            "train" => "lower --val-fraction and --test-fraction".to_string(),
+            _ => format!("a larger --{name}-fraction"),
+        };
+        if split.tokens == 0 {
+            warnings.push(format!(
+                "the {name} split is empty: none of the {pieces} pieces of text fell in its share ({share:.3}); {advice}{finer}"
+            ));
+        } else if split.tokens < TINY_SPLIT_TOKENS {
+            warnings.push(format!(
+                "the {name} split is tiny: {} tokens in {} pieces, fewer than {TINY_SPLIT_TOKENS} (8 batches of 16 x 128, what `train` evaluates by default); {advice}{finer}",
+                split.tokens, split.pieces
+            ));
+        }
+    }
+    warnings
+}
+
 fn empty_corpus(sources: &SourceStats, cleaning: &CleanStats, opts: &PrepareOptions) -> Error {
     Error::Data(format!(
-        "the corpus is empty after cleaning: {} documents read, {} shorter than {} characters (--min-chars), {} duplicates",
+        "the corpus is empty after cleaning: {} documents read, {} shorter than {} characters (--min-chars), {} duplicate pieces",
         sources.documents, cleaning.dropped_short, opts.clean.min_chars, cleaning.dropped_duplicate
     ))
 }
@@ -416,20 +533,18 @@ fn encode_all(
             shard_tokens: opts.shard_tokens,
             current: None,
             done: SplitManifest::default(),
+            last_piece: None,
         })
         .collect();
     let eot = tokenizer.eot();
-    let flush = |batch: &mut Vec<(usize, String)>, writers: &mut [SplitWriter]| -> Result<()> {
-        let (splits, docs): (Vec<usize>, Vec<String>) = batch.drain(..).unzip();
-        let encoded = tokenizer.encode_batch(&docs)?;
-        let mut buffer = Vec::new();
-        for (split, ids) in splits.into_iter().zip(encoded) {
-            // As llm.c: every document starts with <|endoftext|>.
-            buffer.clear();
-            buffer.push(eot);
-            buffer.extend_from_slice(&ids);
-            writers[split].write(&buffer)?;
-            writers[split].done.documents += 1;
+    let flush = |batch: &mut Vec<(usize, CleanPiece)>, writers: &mut [SplitWriter]| -> Result<()> {
+        let (places, texts): (Vec<_>, Vec<String>) = batch
+            .drain(..)
+            .map(|(split, p)| ((split, p.document, p.index), p.text))
+            .unzip();
+        let encoded = tokenizer.encode_batch(&texts)?;
+        for ((split, document, index), ids) in places.into_iter().zip(encoded) {
+            writers[split].write_piece(document, index, &ids, eot)?;
         }
         Ok(())
     };
@@ -438,20 +553,20 @@ fn encode_all(
     let mut sources = SourceStats::default();
     let mut cleaner = Cleaner::new(opts.clean.clone());
     let (mut batch, mut batch_bytes) = (Vec::new(), 0usize);
-    for_each_document(
+    for_each_piece(
         files,
         opts,
         &mut progress,
         &mut sources,
         &mut cleaner,
-        &mut |split, text| {
-            batch_bytes += text.len();
-            batch.push((split, text));
+        &mut |split, piece| {
+            batch_bytes += piece.text.len();
+            batch.push((split, piece));
             if batch_bytes >= opts.batch_bytes {
                 flush(&mut batch, &mut writers)?;
                 batch_bytes = 0;
             }
-            Ok(true)
+            Ok(ControlFlow::Continue(()))
         },
     )?;
     flush(&mut batch, &mut writers)?;

@@ -1,32 +1,38 @@
 //! Input files of the `prepare` pipeline: finding them ([`discover`]) and streaming their
-//! documents one at a time ([`read_documents`]), so memory stays bounded whatever the size
-//! of the corpus.
+//! documents ([`read_pieces`]) as pieces (see [`crate::data::pieces`]), so memory stays
+//! bounded whatever the size of the corpus and of any one document in it.
 //!
 //! Formats, chosen by the file name (ASCII case ignored):
 //!
-//! - `.txt`, `.txt.gz`: the whole file is one document.
+//! - `.txt`, `.txt.gz`: the whole file is one document, of any size. A file longer than one
+//!   piece is read twice: first to check that it is UTF-8 and not only whitespace (so a bad
+//!   file is skipped whole, or fails, before any of it is used), then piece by piece.
 //! - `.jsonl`, `.jsonl.gz`: one JSON object per line; the document is the string in
 //!   [`SourceOptions::text_field`] (a missing or non-string field: skipped, as below).
 //!   Blank lines are skipped; a leading byte order mark on a line is ignored. Line numbers
-//!   in messages count from 1, blank lines included.
+//!   in messages count from 1, blank lines included. A line is held whole (it must be parsed
+//!   whole), so it is bounded by `max_document_bytes`; its document is then passed on in
+//!   pieces like any other.
 //!
 //! `.gz` files are decompressed on the fly (concatenated gzip members are read as one
-//! stream). At most one document, `max_document_bytes`, (plus read buffers) is held in
-//! memory: a `.txt`
-//! file or a `.jsonl` line longer than that is skipped (and counted) or is an error, as
-//! [`SourceOptions::on_invalid`] says. The same holds for invalid UTF-8, malformed JSON lines
-//! and records without a string text field. I/O and decompression errors are always errors.
+//! stream). Memory: one piece of a `.txt` file (plus read buffers); a `.jsonl` line and its
+//! parsed text. A `.jsonl` line longer than `max_document_bytes` is skipped (and counted) or
+//! is an error, as [`SourceOptions::on_invalid`] says. The same holds for invalid UTF-8,
+//! malformed JSON lines and records without a string text field. I/O and decompression
+//! errors are always errors.
 
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
+use super::pieces::{self, DEFAULT_PIECE_BYTES};
 use crate::error::{Error, Result};
 
 /// How a file's bytes become documents.
@@ -68,8 +74,12 @@ pub struct SourceOptions {
     /// The JSONL field that holds the document's text.
     pub text_field: String,
     pub on_invalid: OnInvalid,
-    /// Largest `.txt` file / `.jsonl` line accepted, in (uncompressed) bytes.
+    /// Largest `.jsonl` line accepted, in (uncompressed) bytes: a line is held whole.
+    /// (`.txt` files stream in pieces, whatever their size.)
     pub max_document_bytes: usize,
+    /// Documents are passed on in pieces of about this many bytes
+    /// ([`crate::data::pieces`]).
+    pub piece_bytes: usize,
 }
 
 impl Default for SourceOptions {
@@ -78,8 +88,20 @@ impl Default for SourceOptions {
             text_field: "text".to_string(),
             on_invalid: OnInvalid::Skip,
             max_document_bytes: 256 << 20,
+            piece_bytes: DEFAULT_PIECE_BYTES,
         }
     }
+}
+
+/// One piece of a document: a document is the concatenation of its pieces, which come in
+/// order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Piece {
+    pub text: String,
+    /// Its place in the document: 0 starts a document.
+    pub index: u64,
+    /// It is the document's last piece.
+    pub last: bool,
 }
 
 /// Counters over every file read with the same `SourceStats`.
@@ -89,6 +111,9 @@ pub struct SourceStats {
     pub files: u64,
     /// Documents passed to the sink.
     pub documents: u64,
+    /// Pieces passed to the sink (a document is one piece or more).
+    #[serde(default)]
+    pub pieces: u64,
     /// Uncompressed bytes read (for JSONL: whole lines, JSON syntax included).
     pub bytes: u64,
     pub skipped_invalid_utf8: u64,
@@ -101,6 +126,8 @@ pub struct SourceStats {
 const PROGRESS_STEP: u64 = 64 << 10;
 /// Read buffer size.
 const BUF_SIZE: usize = 64 << 10;
+/// A `.jsonl` line buffer grown past this is freed after the line is parsed.
+const LARGE_LINE: usize = 1 << 20;
 
 const EXTENSIONS: &str = ".txt, .jsonl, .txt.gz or .jsonl.gz";
 
@@ -256,49 +283,69 @@ impl Progress<'_> {
     }
 }
 
-/// Streams the documents of one file to `sink`, in order: a .txt file is ONE document (its
-/// whole text, skipped if it is only whitespace); a .jsonl file is one document per
-/// non-blank line, the string in `text_field`. gzip is decompressed on the fly. `progress`
-/// is called with the number of on-disk (compressed, for .gz) bytes consumed since the last
-/// call, every 64 KiB or so and once at the end; after a complete read the calls sum to the
-/// file's size. `sink` returning an error stops reading and propagates it.
-pub fn read_documents(
+/// Streams the documents of one file to `sink` as pieces, in order: a .txt file is ONE
+/// document (its whole text, skipped if it is only whitespace); a .jsonl file is one document
+/// per non-blank line, the string in `text_field`. gzip is decompressed on the fly.
+/// `progress` is called with the number of on-disk (compressed, for .gz) bytes consumed since
+/// the last call, every 64 KiB or so and once at the end; after a complete read the calls
+/// sum to the file's size. `sink` returning `Break` stops reading the file (where it is);
+/// returning an error stops reading and propagates it.
+pub fn read_pieces(
     file: &SourceFile,
     opts: &SourceOptions,
     stats: &mut SourceStats,
     progress: &mut dyn FnMut(u64),
-    sink: &mut dyn FnMut(String) -> Result<()>,
+    sink: &mut dyn FnMut(Piece) -> Result<ControlFlow<()>>,
 ) -> Result<()> {
-    let path = &file.path;
-    let raw = File::open(path).map_err(|e| Error::io(path, e))?;
-    let disk_len = raw.metadata().map_err(|e| Error::io(path, e))?.len();
-    stats.files += 1;
     let count = Rc::new(Cell::new(0u64));
-    let counting = CountingReader {
-        inner: raw,
-        count: Rc::clone(&count),
-    };
-    let reader: Box<dyn BufRead> = if file.gzip {
-        Box::new(BufReader::with_capacity(
-            BUF_SIZE,
-            flate2::read::MultiGzDecoder::new(BufReader::with_capacity(BUF_SIZE, counting)),
-        ))
-    } else {
-        Box::new(BufReader::with_capacity(BUF_SIZE, counting))
-    };
+    let reader = Reader::open(file, &count)?;
+    stats.files += 1;
     let mut progress = Progress {
         count,
         reported: 0,
         callback: progress,
     };
-    let reader = Reader {
-        path,
-        gzip: file.gzip,
-        inner: reader,
-    };
+    let mut out = Out { stats, sink };
     match file.kind {
-        SourceKind::Txt => read_txt(reader, disk_len, opts, stats, &mut progress, sink),
-        SourceKind::Jsonl => read_jsonl(reader, opts, stats, &mut progress, sink),
+        SourceKind::Txt => read_txt(file, reader, opts, &mut progress, &mut out),
+        SourceKind::Jsonl => read_jsonl(reader, opts, &mut progress, &mut out),
+    }
+}
+
+/// Where the pieces of a file go, counted.
+struct Out<'a> {
+    stats: &'a mut SourceStats,
+    sink: &'a mut dyn FnMut(Piece) -> Result<ControlFlow<()>>,
+}
+
+impl Out<'_> {
+    fn send(&mut self, piece: Piece) -> Result<ControlFlow<()>> {
+        self.stats.pieces += 1;
+        self.stats.documents += u64::from(piece.index == 0);
+        (self.sink)(piece)
+    }
+
+    /// Sends a document held whole in memory, in pieces (itself, if it is one).
+    fn send_whole(&mut self, doc: String, budget: usize) -> Result<ControlFlow<()>> {
+        if pieces::first_piece_len(&doc, budget) == doc.len() {
+            return self.send(Piece {
+                text: doc,
+                index: 0,
+                last: true,
+            });
+        }
+        let parts: Vec<&str> = pieces::pieces(&doc, budget).collect();
+        for (i, part) in parts.iter().enumerate() {
+            let piece = Piece {
+                text: part.to_string(),
+                index: i as u64,
+                last: i + 1 == parts.len(),
+            };
+            if self.send(piece)?.is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
     }
 }
 
@@ -309,7 +356,30 @@ struct Reader<'a> {
     inner: Box<dyn BufRead>,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    /// Opens `file`, counting the on-disk bytes read into `count`.
+    fn open(file: &'a SourceFile, count: &Rc<Cell<u64>>) -> Result<Self> {
+        let path = &file.path;
+        let raw = File::open(path).map_err(|e| Error::io(path, e))?;
+        let counting = CountingReader {
+            inner: raw,
+            count: Rc::clone(count),
+        };
+        let inner: Box<dyn BufRead> = if file.gzip {
+            Box::new(BufReader::with_capacity(
+                BUF_SIZE,
+                flate2::read::MultiGzDecoder::new(BufReader::with_capacity(BUF_SIZE, counting)),
+            ))
+        } else {
+            Box::new(BufReader::with_capacity(BUF_SIZE, counting))
+        };
+        Ok(Reader {
+            path,
+            gzip: file.gzip,
+            inner,
+        })
+    }
+
     /// An I/O or decompression error, as one line naming the file (and line).
     fn error(&self, line: Option<u64>, e: io::Error) -> Error {
         let what = if self.gzip { "reading gzip: " } else { "" };
@@ -318,68 +388,160 @@ impl Reader<'_> {
             None => Error::Data(format!("{}: {what}{e}", self.path.display())),
         }
     }
+
+    /// Reads until `buf` holds `want` bytes or the stream ends; whether it ended. `bytes`
+    /// counts what was read.
+    fn fill(&mut self, buf: &mut Vec<u8>, want: usize, bytes: &mut u64) -> Result<bool> {
+        while buf.len() < want {
+            let chunk = match self.inner.fill_buf() {
+                Ok(c) => c,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.error(None, e)),
+            };
+            if chunk.is_empty() {
+                return Ok(true);
+            }
+            let take = chunk.len().min(want - buf.len());
+            buf.extend_from_slice(&chunk[..take]);
+            self.inner.consume(take);
+            *bytes += take as u64;
+        }
+        Ok(false)
+    }
+}
+
+/// What the first read of a `.txt` file longer than one piece found.
+struct Checked {
+    bytes: u64,
+    /// Where the first invalid UTF-8 is, if any.
+    invalid_at: Option<u64>,
+    /// Something other than whitespace is in it.
+    has_text: bool,
+}
+
+/// Reads the rest of a stream whose first bytes are `head`, checking UTF-8 and looking for
+/// text other than whitespace; holds no more than a read buffer.
+fn check_txt(r: &mut Reader<'_>, head: &[u8], read: &mut u64) -> Result<Checked> {
+    let mut pending = head.to_vec(); // bytes not checked yet, starting at file offset `at`
+    let mut at = 0u64;
+    let mut has_text = false;
+    loop {
+        let valid = match std::str::from_utf8(&pending) {
+            Ok(s) => s,
+            Err(e) if e.error_len().is_some() => {
+                return Ok(Checked {
+                    bytes: at + pending.len() as u64,
+                    invalid_at: Some(at + e.valid_up_to() as u64),
+                    has_text,
+                })
+            }
+            // A character cut by the end of the buffer: checked with the next bytes.
+            Err(e) => std::str::from_utf8(&pending[..e.valid_up_to()]).expect("valid prefix"),
+        };
+        has_text = has_text || !valid.trim().is_empty();
+        let done = valid.len();
+        at += done as u64;
+        pending.drain(..done);
+        let before = pending.len();
+        if r.fill(&mut pending, before + BUF_SIZE, read)? && pending.len() == before {
+            break;
+        }
+    }
+    Ok(Checked {
+        bytes: at + pending.len() as u64,
+        invalid_at: (!pending.is_empty()).then_some(at), // a character cut by the end
+        has_text,
+    })
 }
 
 fn read_txt(
+    file: &SourceFile,
     mut r: Reader<'_>,
-    disk_len: u64,
     opts: &SourceOptions,
-    stats: &mut SourceStats,
     progress: &mut Progress<'_>,
-    sink: &mut dyn FnMut(String) -> Result<()>,
+    out: &mut Out<'_>,
 ) -> Result<()> {
-    let max = opts.max_document_bytes;
-    let limit = max.saturating_add(1);
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
-        if buf.len() >= limit {
-            // Over the limit: stop reading; the rest of the file counts as consumed.
-            stats.bytes += buf.len() as u64;
-            if opts.on_invalid == OnInvalid::Fail {
-                return Err(Error::Data(format!(
-                    "{}: document larger than max_document_bytes ({max} bytes)",
-                    r.path.display()
-                )));
-            }
-            stats.skipped_too_large += 1;
-            progress.finish(disk_len.max(progress.count.get()));
-            return Ok(());
+    let budget = opts.piece_bytes;
+    let view = pieces::view_len(budget);
+    let path = &file.path;
+    let mut buf = Vec::new();
+    let mut read = 0u64;
+    let whole = r.fill(&mut buf, view, &mut read)?;
+    let invalid = |stats: &mut SourceStats, offset: u64| {
+        if opts.on_invalid == OnInvalid::Fail {
+            return Err(Error::Data(format!(
+                "{}: invalid UTF-8 at byte {offset}",
+                path.display()
+            )));
         }
-        let chunk = match r.inner.fill_buf() {
-            Ok(c) => c,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(r.error(None, e)),
-        };
-        if chunk.is_empty() {
-            break;
-        }
-        let take = chunk.len().min(limit - buf.len());
-        buf.extend_from_slice(&chunk[..take]);
-        r.inner.consume(take);
-        progress.tick();
-    }
-    stats.bytes += buf.len() as u64;
-    let text = match String::from_utf8(buf) {
-        Ok(text) => text,
-        Err(e) => {
-            if opts.on_invalid == OnInvalid::Fail {
-                return Err(Error::Data(format!(
-                    "{}: invalid UTF-8 at byte {}",
-                    r.path.display(),
-                    e.utf8_error().valid_up_to()
-                )));
-            }
-            stats.skipped_invalid_utf8 += 1;
-            progress.finish(progress.count.get());
-            return Ok(());
-        }
+        stats.skipped_invalid_utf8 += 1;
+        Ok(())
     };
-    progress.finish(progress.count.get());
-    if text.trim().is_empty() {
+    if whole {
+        // The file is no longer than the view: one piece, or a few cut from the buffer.
+        out.stats.bytes += read;
+        progress.finish(progress.count.get());
+        let text = match String::from_utf8(buf) {
+            Ok(text) => text,
+            Err(e) => return invalid(out.stats, e.utf8_error().valid_up_to() as u64),
+        };
+        if !text.trim().is_empty() {
+            let _ = out.send_whole(text, budget)?; // the file ends here: nothing to stop
+        }
         return Ok(());
     }
-    stats.documents += 1;
-    sink(text)
+
+    // Longer: check it all first, then read it again piece by piece.
+    let checked = check_txt(&mut r, &buf, &mut read)?;
+    if checked.invalid_at.is_some() || !checked.has_text {
+        out.stats.bytes += read;
+        progress.finish(progress.count.get());
+        return match checked.invalid_at {
+            Some(offset) => invalid(out.stats, offset),
+            None => Ok(()),
+        };
+    }
+    drop(r);
+    progress.count.set(0);
+    let mut r = Reader::open(file, &progress.count)?;
+    let changed = || {
+        Error::Data(format!(
+            "{}: the file changed while it was read",
+            path.display()
+        ))
+    };
+    buf.clear();
+    read = 0;
+    let mut index = 0;
+    loop {
+        let end = r.fill(&mut buf, view, &mut read)?;
+        progress.tick();
+        if end && read != checked.bytes {
+            return Err(changed());
+        }
+        let text = match std::str::from_utf8(&buf) {
+            Ok(text) => text,
+            Err(e) if e.error_len().is_none() && !end => {
+                std::str::from_utf8(&buf[..e.valid_up_to()]).expect("valid prefix")
+            }
+            Err(_) => return Err(changed()),
+        };
+        let n = pieces::first_piece_len(text, budget);
+        let last = end && n == text.len();
+        let flow = out.send(Piece {
+            text: text[..n].to_string(),
+            index,
+            last,
+        })?;
+        if last || flow.is_break() {
+            break;
+        }
+        buf.drain(..n);
+        index += 1;
+    }
+    out.stats.bytes += read;
+    progress.finish(progress.count.get());
+    Ok(())
 }
 
 /// One line read with a length bound.
@@ -442,9 +604,8 @@ fn read_line_bounded(
 fn read_jsonl(
     mut r: Reader<'_>,
     opts: &SourceOptions,
-    stats: &mut SourceStats,
     progress: &mut Progress<'_>,
-    sink: &mut dyn FnMut(String) -> Result<()>,
+    out: &mut Out<'_>,
 ) -> Result<()> {
     let fail = opts.on_invalid == OnInvalid::Fail;
     let field = opts.text_field.as_str();
@@ -456,7 +617,7 @@ fn read_jsonl(
             r.inner.as_mut(),
             &mut buf,
             opts.max_document_bytes,
-            &mut stats.bytes,
+            &mut out.stats.bytes,
         )
         .map_err(|e| r.error(Some(line_no), e))?;
         progress.tick();
@@ -471,7 +632,7 @@ fn read_jsonl(
                         opts.max_document_bytes
                     )));
                 }
-                stats.skipped_too_large += 1;
+                out.stats.skipped_too_large += 1;
                 continue;
             }
             Line::Ok => {}
@@ -486,7 +647,7 @@ fn read_jsonl(
                         e.valid_up_to()
                     )));
                 }
-                stats.skipped_invalid_utf8 += 1;
+                out.stats.skipped_invalid_utf8 += 1;
                 continue;
             }
         };
@@ -497,8 +658,12 @@ fn read_jsonl(
         }
         match parse_record(text, field) {
             Ok(Field::Text(doc)) => {
-                stats.documents += 1;
-                sink(doc)?;
+                if buf.capacity() > LARGE_LINE {
+                    buf = Vec::new(); // not held beside the document's pieces
+                }
+                if out.send_whole(doc, opts.piece_bytes)?.is_break() {
+                    break;
+                }
             }
             Ok(Field::Missing) => {
                 if fail {
@@ -507,7 +672,7 @@ fn read_jsonl(
                         here()
                     )));
                 }
-                stats.skipped_missing_field += 1;
+                out.stats.skipped_missing_field += 1;
             }
             Ok(Field::NotString(kind)) => {
                 if fail {
@@ -516,13 +681,13 @@ fn read_jsonl(
                         here()
                     )));
                 }
-                stats.skipped_missing_field += 1;
+                out.stats.skipped_missing_field += 1;
             }
             Err(e) => {
                 if fail {
                     return Err(Error::Data(format!("{}: {e}", here())));
                 }
-                stats.skipped_bad_json += 1;
+                out.stats.skipped_bad_json += 1;
             }
         }
     }

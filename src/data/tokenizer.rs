@@ -86,6 +86,11 @@ fn tk_err(e: impl std::fmt::Display) -> Error {
 impl Tokenizer {
     /// Trains a byte-level BPE of `vocab_size` tokens (including the 256 byte tokens and
     /// `<|endoftext|>`) on the given texts.
+    ///
+    /// The texts are consumed as they come (from several threads) and only their word counts
+    /// are kept, so `texts` can stream from a reader; but each text is pre-tokenized whole,
+    /// which holds all of its words at once, at many times its size (one text of 20 MB took
+    /// 2 GB), so give it pieces of documents ([`crate::data::pieces`]), not whole large ones.
     pub fn train<S: AsRef<str> + Send>(
         texts: impl Iterator<Item = S> + Send,
         vocab_size: usize,
@@ -225,7 +230,11 @@ impl Tokenizer {
             return self.encode_batch_reference(docs);
         };
         Ok(if parallelism::get_parallelism() {
+            // A few runs of documents per thread, each with one cache: many small documents
+            // (pieces) then share their caches as one large document would.
+            let run = docs.len().div_ceil(rayon::current_num_threads());
             docs.par_iter()
+                .with_min_len(run.max(1))
                 .map_init(MissCache::default, |cache, d| fast.encode(d, cache))
                 .collect()
         } else {
