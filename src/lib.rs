@@ -14,12 +14,14 @@ pub mod evaluate;
 pub mod generate;
 pub mod graph;
 pub mod infer;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod progress;
 pub mod rng;
 pub mod serve;
+pub mod threads;
 pub mod train;
 
 pub use error::{Error, Result};
