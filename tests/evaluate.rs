@@ -263,7 +263,7 @@ fn loss_covers_every_token_of_the_split() {
     let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
     // A sequence length that leaves a shorter last window.
     let predicted: usize = split_shards(&data, "val").iter().map(|s| s.len() - 1).sum();
-    let seq_len = (37..64).find(|t| predicted % t != 0).unwrap();
+    let seq_len = (37..64).find(|t| !predicted.is_multiple_of(*t)).unwrap();
     let (want, tokens) = reference_loss(&model, &data, "val", seq_len);
     assert_eq!(tokens as usize, predicted);
     let t = seq_len.to_string();
@@ -344,7 +344,7 @@ fn the_emulated_device_scores_partial_batches_alike() {
     let predicted: usize = split_shards(&data, "val").iter().map(|s| s.len() - 1).sum();
     let windows = predicted.div_ceil(16);
     assert!(
-        predicted % 16 != 0 && windows % 5 != 0 && windows > 5,
+        !predicted.is_multiple_of(16) && !windows.is_multiple_of(5) && windows > 5,
         "{predicted} tokens"
     );
     let args = |device: &'static str, precision: &'static str| {
@@ -427,7 +427,10 @@ fn a_loss_that_is_not_finite_is_an_error() {
     let data = prepared(&dir, &model_dir().join("tokenizer.json"));
     let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
     let predicted: usize = split_shards(&data, "val").iter().map(|s| s.len() - 1).sum();
-    let seq_len = (16..64).find(|t| predicted % t != 0).unwrap().to_string();
+    let seq_len = (16..64)
+        .find(|t| !predicted.is_multiple_of(*t))
+        .unwrap()
+        .to_string();
     // A full batch (the graph's loss), and one batch of every window, the last shorter
     // (scored from the logits).
     for (batch, max_batches) in [("4", "1"), ("1000000000", "0")] {

@@ -15,8 +15,11 @@ fn fixture_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_tiny")
 }
 
+/// A config.json key and its new value.
+type Edit = (&'static str, serde_json::Value);
+
 /// A copy of the fixture model whose config.json has `edits` applied.
-fn model_with(dir: &TempDir, name: &str, edits: &[(&str, serde_json::Value)]) -> PathBuf {
+fn model_with(dir: &TempDir, name: &str, edits: &[Edit]) -> PathBuf {
     let model = dir.path(name);
     std::fs::create_dir_all(&model).unwrap();
     for entry in std::fs::read_dir(fixture_model()).unwrap() {
@@ -44,7 +47,7 @@ fn config_json_sizes_beyond_memory_are_one_line_errors() {
         "prompts.jsonl",
         b"{\"prompt\": \"hello\", \"reference\": \"world\"}\n",
     );
-    let cases: [(&str, &[(&str, serde_json::Value)], &str); 5] = [
+    let cases: [(&str, &[Edit], &str); 5] = [
         // 2^30 wide: 12·n_embd² per layer overflows 64 bits.
         (
             "wide",
@@ -86,6 +89,20 @@ fn config_json_sizes_beyond_memory_are_one_line_errors() {
     }
     // The memory error says how much was asked and how much there is.
     let model = model_with(&dir, "deep_bytes", &[("n_layer", 1_000_000_000u64.into())]);
+    // Fine-tuning reads the same config.json first.
+    let out = run(
+        env!("CARGO_BIN_EXE_train"),
+        &[
+            "--init-from",
+            model.to_str().unwrap(),
+            "--data",
+            dir.path("no-data").to_str().unwrap(),
+            "--out",
+            dir.path("run").to_str().unwrap(),
+            "--no-progress",
+        ],
+    );
+    assert_clean_error(&out, "1000000000 layers");
     let out = run(
         env!("CARGO_BIN_EXE_evaluate"),
         &[

@@ -145,9 +145,9 @@ impl GptConfig {
     }
 
     /// Checks, before a graph for batches of `batch` × `seq_len` tokens is built, that
-    /// every size the graph forms fits in 64 bits (so no arithmetic in the graph builder or
-    /// the planner can overflow) and that this machine can hold the graph's bookkeeping. The
-    /// arena itself is checked where a backend allocates it (the planner knows its size).
+    /// every tensor size the graph builder forms fits in 64 bits (in bytes) and that this
+    /// machine can hold the graph's bookkeeping. The planner checks its own sums, and the
+    /// arena is checked where a backend allocates it (the planner knows its size).
     pub fn check_graph(&self, batch: usize, seq_len: usize) -> Result<()> {
         let too_big = || {
             Error::Config(format!(
@@ -163,7 +163,7 @@ impl GptConfig {
         // every other one (attention's (b, heads, t) statistics included) is narrower.
         for width in [vp, 4 * self.n_embd as u64] {
             n.checked_mul(width)
-                .and_then(|e| e.checked_mul(16))
+                .and_then(|e| e.checked_mul(4))
                 .ok_or_else(too_big)?;
         }
         memory::check(
