@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::backend::Backend;
-use crate::data::loader::{sequential_batches, ShardSet};
+use crate::data::loader::ShardSet;
 use crate::data::{Dataset, Tokenizer};
 use crate::error::{Error, Result};
 use crate::generate::{pick_token, SampleOptions};
@@ -18,11 +18,12 @@ use crate::rng::Rng;
 /// The loss of a model on a split.
 #[derive(Clone, Debug, Serialize)]
 pub struct LossReport {
-    /// Mean cross-entropy per token (nats).
+    /// Mean cross-entropy per predicted token (nats).
     pub loss: f64,
     /// exp(loss).
     pub perplexity: f64,
-    /// Tokens whose next token was predicted.
+    /// Tokens whose next token was predicted: every token of the split but each shard's
+    /// first (or the first `--max-batches` windows' worth).
     pub tokens: u64,
 }
 
@@ -35,9 +36,34 @@ pub fn open_split(data: &Path, split: &str, tokenizer: &Tokenizer) -> Result<Sha
     dataset.split(split)
 }
 
-/// Mean loss over the split's consecutive (seq_len + 1)-token windows, `batch` at a time
-/// (at most `max_batches` batches; 0 means all). The windows that do not fill a last batch
-/// are left out.
+/// A stretch of one shard whose tokens are predicted: inputs `start .. start + len`,
+/// targets one token later.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    shard: usize,
+    start: usize,
+    len: usize,
+}
+
+/// The split cut into windows that predict each of its tokens once (but each shard's first,
+/// which nothing precedes): per shard, the loader's windows of `seq_len + 1` tokens with
+/// stride `seq_len`, then one shorter window for the tokens left over.
+fn windows(set: &ShardSet, seq_len: usize) -> impl Iterator<Item = Window> + '_ {
+    set.shards().iter().enumerate().flat_map(move |(shard, s)| {
+        let predicted = s.len().saturating_sub(1);
+        (0..predicted).step_by(seq_len).map(move |start| Window {
+            shard,
+            start,
+            len: seq_len.min(predicted - start),
+        })
+    })
+}
+
+/// Mean loss per token over every window of the split ([`windows`]), `batch` windows at a
+/// time; with `max_batches` > 0, over the first `max_batches · batch` windows only. The
+/// graph has no more rows than there are windows and is no longer than the longest; a batch
+/// that does not fill it (the last, the shorter windows) is padded and scored from the
+/// logits of its real positions only. A loss that is not finite is an error.
 pub fn split_loss<B: Backend>(
     backend: B,
     model: &HfModel,
@@ -46,32 +72,114 @@ pub fn split_loss<B: Backend>(
     seq_len: usize,
     max_batches: usize,
 ) -> Result<LossReport> {
-    let mut gpt = Gpt::new(backend, model.config, batch, seq_len, true)?;
-    gpt.load(&model.weights)?;
-    let limit = if max_batches == 0 {
-        usize::MAX
-    } else {
-        max_batches
+    if batch == 0 || seq_len == 0 {
+        return Err(Error::Config(
+            "the batch size and the sequence length must be at least 1".into(),
+        ));
+    }
+    let limit = match max_batches {
+        0 => usize::MAX,
+        m => m.saturating_mul(batch),
     };
-    let batches = sequential_batches(set, batch, seq_len, limit)?;
-    if batches.is_empty() {
+    let (count, longest) = windows(set, seq_len)
+        .take(limit)
+        .fold((0usize, 0usize), |(n, l), w| (n + 1, l.max(w.len)));
+    if count == 0 {
         return Err(Error::Data(format!(
-            "the split has {} tokens: fewer than one batch of {batch} x {} tokens; lower --batch-size or --seq-len",
+            "the split has {} tokens in {} shards: no token to predict (a shard needs at least 2)",
             set.num_tokens(),
-            seq_len + 1
+            set.shards().len()
         )));
     }
-    let mut sum = 0.0f64;
-    for b in &batches {
-        gpt.set_batch(&b.inputs, Some(&b.targets))?;
-        sum += gpt.forward()? as f64;
+    let rows = batch.min(count);
+    let mut gpt = Gpt::new(backend, model.config, rows, longest, true)?;
+    gpt.load(&model.weights)?;
+    let mut total = Total::default();
+    let mut pending = Vec::with_capacity(rows);
+    for w in windows(set, seq_len).take(limit) {
+        pending.push(w);
+        if pending.len() == rows {
+            score_batch(&mut gpt, set, &pending, &mut total)?;
+            pending.clear();
+        }
     }
-    let loss = sum / batches.len() as f64;
+    if !pending.is_empty() {
+        score_batch(&mut gpt, set, &pending, &mut total)?;
+    }
+    let loss = total.nats / total.tokens as f64;
     Ok(LossReport {
         loss,
         perplexity: loss.exp(),
-        tokens: (batches.len() * batch * seq_len) as u64,
+        tokens: total.tokens,
     })
+}
+
+/// Summed cross-entropy and the tokens it covers.
+#[derive(Default)]
+struct Total {
+    nats: f64,
+    tokens: u64,
+}
+
+/// Runs one batch of windows through the graph and adds their losses to `total`.
+fn score_batch<B: Backend>(
+    gpt: &mut Gpt<B>,
+    set: &ShardSet,
+    windows: &[Window],
+    total: &mut Total,
+) -> Result<()> {
+    let (rows, cols) = (gpt.batch, gpt.seq_len);
+    // Padding (token 0) only ever follows a window's real positions, which causal attention
+    // keeps from seeing it, or fills rows of its own.
+    let mut inputs = vec![0u32; rows * cols];
+    let mut targets = vec![0u32; rows * cols];
+    let mut tokens = Vec::with_capacity(cols + 1);
+    for (r, w) in windows.iter().enumerate() {
+        tokens.clear();
+        set.shards()[w.shard].read_into(w.start, w.len + 1, &mut tokens)?;
+        inputs[r * cols..r * cols + w.len].copy_from_slice(&tokens[..w.len]);
+        targets[r * cols..r * cols + w.len].copy_from_slice(&tokens[1..]);
+    }
+    gpt.set_batch(&inputs, Some(&targets))?;
+    let mean = gpt.forward()?;
+    let full = windows.len() == rows && windows.iter().all(|w| w.len == cols);
+    let (nats, count) = if full {
+        // The graph's own loss: the mean over every position.
+        let count = (rows * cols) as u64;
+        (mean as f64 * count as f64, count)
+    } else {
+        let logits = gpt.logits()?;
+        let (v, vp) = (gpt.config.vocab_size, gpt.config.padded_vocab());
+        let mut nats = 0.0f64;
+        let mut count = 0u64;
+        for (r, w) in windows.iter().enumerate() {
+            for p in 0..w.len {
+                let i = r * cols + p;
+                nats += cross_entropy(&logits[i * vp..i * vp + v], targets[i] as usize);
+                count += 1;
+            }
+        }
+        (nats, count)
+    };
+    if !nats.is_finite() {
+        let w = windows[0];
+        return Err(Error::Data(format!(
+            "the model's loss is not finite ({nats}) on the {} windows from token {} of {}: its logits overflow f32; the model cannot be evaluated as it is",
+            windows.len(),
+            w.start,
+            set.shards()[w.shard].path().display()
+        )));
+    }
+    total.nats += nats;
+    total.tokens += count;
+    Ok(())
+}
+
+/// `-log softmax(logits)[target]`, in f64 (as the graph's loss, over the real vocabulary).
+fn cross_entropy(logits: &[f32], target: usize) -> f64 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
+    max + sum.ln() - logits[target] as f64
 }
 
 /// Greedy continuations of `prompts` (at most `max_new_tokens` tokens each, ending at the

@@ -28,6 +28,7 @@ use rayon::prelude::*;
 
 use crate::backend::cpu::kernels;
 use crate::error::{Error, Result};
+use crate::memory;
 use crate::model::config::LAYER_NORM_EPS;
 use crate::model::hf::Weights;
 use crate::model::GptConfig;
@@ -79,6 +80,19 @@ impl KvCache {
             len: 0,
             capacity: config.block_size,
         }
+    }
+
+    /// [`KvCache::new`] after checking that this machine has the memory for it.
+    pub fn try_new(config: &GptConfig) -> Result<Self> {
+        let values = (config.block_size as u64)
+            .checked_mul(config.n_embd as u64)
+            .and_then(|n| n.checked_mul(2 * config.n_layer as u64));
+        memory::check(
+            &format!("a KV cache of {} positions", config.block_size),
+            values.and_then(|n| n.checked_mul(4)),
+            "the model's n_positions is too large for this machine",
+        )?;
+        Ok(Self::new(config))
     }
 
     /// Number of tokens in the cache.
@@ -192,6 +206,12 @@ impl GptWeights {
     /// its shape; unknown names are an error.
     pub fn new(config: GptConfig, weights: &Weights) -> Result<Self> {
         config.validate()?;
+        // This copy (transposed) comes on top of `weights`.
+        memory::check(
+            "the weights laid out for inference",
+            config.weight_bytes(),
+            "use a smaller model",
+        )?;
         let c = config.n_embd;
         let mut used = 0usize;
         let mut take = |name: String, shape: &[usize]| -> Result<Vec<f32>> {
@@ -488,7 +508,7 @@ impl KvModel {
     /// present with its shape; unknown names are an error.
     pub fn new(config: GptConfig, weights: &Weights) -> Result<Self> {
         let weights = GptWeights::new(config, weights)?;
-        let cache = weights.new_cache();
+        let cache = KvCache::try_new(weights.config())?;
         Ok(KvModel { weights, cache })
     }
 

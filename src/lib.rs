@@ -14,6 +14,7 @@ pub mod evaluate;
 pub mod generate;
 pub mod graph;
 pub mod infer;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod optim;
@@ -21,6 +22,7 @@ pub mod progress;
 pub mod rng;
 pub mod serve;
 pub mod text_stream;
+pub mod threads;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -346,3 +346,89 @@ fn hand_checked_cases() {
 fn mismatched_lengths_panic() {
     metrics::score(&["a".to_string()], &[]);
 }
+
+/// The LCS by the textbook dynamic-programming table, as rouge-score computes it.
+fn lcs_table(a: &[u32], b: &[u32]) -> usize {
+    let mut t = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            t[i][j] = if a[i - 1] == b[j - 1] {
+                t[i - 1][j - 1] + 1
+            } else {
+                t[i - 1][j].max(t[i][j - 1])
+            };
+        }
+    }
+    t[a.len()][b.len()]
+}
+
+#[test]
+fn bit_parallel_lcs_equals_the_table_on_random_sequences() {
+    let mut rng = smelt::rng::Rng::new(20240520);
+    // Lengths around the 64-bit word boundaries, and random ones.
+    let edges = [0usize, 1, 2, 63, 64, 65, 127, 128, 129, 191, 192, 193];
+    let mut cases = 0;
+    for round in 0..3000 {
+        let len = |rng: &mut smelt::rng::Rng, k: usize| {
+            if round % 3 == 0 {
+                edges[(rng.below(edges.len() as u64)) as usize]
+            } else {
+                rng.below(k as u64) as usize
+            }
+        };
+        let (n, m) = (len(&mut rng, 260), len(&mut rng, 260));
+        // Small alphabets make long common subsequences; large ones, sparse matches.
+        let alphabet = 1 + rng.below([2, 4, 12, 100][round % 4]);
+        let a: Vec<u32> = (0..n).map(|_| rng.below(alphabet) as u32).collect();
+        let b: Vec<u32> = (0..m).map(|_| rng.below(alphabet) as u32).collect();
+        let want = lcs_table(&a, &b);
+        assert_eq!(rouge::lcs_len(&a, &b), want, "a {a:?} b {b:?}");
+        assert_eq!(rouge::lcs_len(&b, &a), want, "a {b:?} b {a:?}");
+        cases += 1;
+    }
+    assert_eq!(cases, 3000);
+}
+
+#[test]
+fn rouge_l_of_a_forty_thousand_word_record_is_exact() {
+    // A 40k-word reference from the sonnets' words, and a prediction that replaces every
+    // tenth word by a number the reference never holds: their LCS is exactly the words kept.
+    let sonnets = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/data/shakespeare/sonnets.txt"
+    ))
+    .unwrap();
+    let words: Vec<&str> = sonnets
+        .split_whitespace()
+        .filter(|w| w.chars().all(|c| c.is_ascii_alphabetic()))
+        .collect();
+    let n = 40_000;
+    let reference: Vec<String> = words
+        .iter()
+        .cycle()
+        .take(n)
+        .map(|w| w.to_string())
+        .collect();
+    let prediction: Vec<String> = reference
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            if i % 10 == 9 {
+                format!("{}", 1_000_000 + i)
+            } else {
+                w.clone()
+            }
+        })
+        .collect();
+    let (reference, prediction) = (reference.join(" "), prediction.join(" "));
+    let (t, p) = (rouge::tokenize(&reference), rouge::tokenize(&prediction));
+    assert_eq!((t.len(), p.len()), (n, n));
+    let kept = n - n / 10;
+    assert_eq!(rouge::lcs_len(&t, &p), kept);
+    let (precision, recall) = (kept as f64 / n as f64, kept as f64 / n as f64);
+    let s = metrics::rouge_l(&prediction, &reference);
+    assert_eq!((s.precision, s.recall), (precision, recall));
+    // The whole score of such a record (BLEU, ROUGE-1/2/L, F1, EM) completes too.
+    let scores = metrics::score(&[prediction], &[reference]);
+    assert!((scores.rouge_l - s.fmeasure).abs() < 1e-12, "{scores:?}");
+}

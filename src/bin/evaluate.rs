@@ -2,10 +2,12 @@
 //! exact match of generated (or given) outputs. Argument parsing only; the work is in
 //! `smelt::evaluate` and `smelt::metrics`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+use serde::Serialize;
 use smelt::backend::select::{run_on_device, DeviceJob};
 use smelt::backend::Backend;
 use smelt::data::loader::ShardSet;
@@ -26,12 +28,15 @@ enum Task {
 
 /// Evaluate a language model.
 ///
-/// `evaluate --model DIR --data DIR --split val|test` prints the mean loss, perplexity and
-/// tokens evaluated. `evaluate --model DIR --task generate --input FILE.jsonl` (records with
-/// "prompt" and "reference") generates greedily for each prompt and scores corpus BLEU
-/// (sacreBLEU's default), ROUGE-1/2/L F-measure (rouge-score with stemming) and SQuAD token F1
-/// and exact match. `evaluate --task score --input FILE.jsonl` (records with "prediction" and
-/// "reference") scores existing outputs. --json prints one JSON object.
+/// `evaluate --model DIR --data DIR --split val|test` prints the mean loss per token,
+/// perplexity and tokens evaluated: every token of the split is predicted once (windows of
+/// --seq-len tokens, the last of each shard shorter). `evaluate --model DIR --task generate
+/// --input FILE.jsonl` (records with "prompt" and "reference") generates greedily for each
+/// prompt and scores corpus BLEU (sacreBLEU's default, 0-100), ROUGE-1/2/L F-measure
+/// (rouge-score with stemming, 0-1) and SQuAD token F1 and exact match (0-100).
+/// `evaluate --task score --input FILE.jsonl` (records with "prediction" and "reference")
+/// scores existing outputs. --json prints one JSON object (with the scores' ranges under
+/// "scales").
 #[derive(Parser, Debug)]
 #[command(name = "evaluate", version, about, long_about)]
 struct Args {
@@ -57,7 +62,8 @@ struct Args {
     /// Tokens per sequence (task loss) [default: the model's context].
     #[arg(long)]
     seq_len: Option<usize>,
-    /// Evaluate at most this many batches; 0 means the whole split (task loss).
+    /// Evaluate at most this many batches (the split's first windows); 0 means the whole
+    /// split (task loss).
     #[arg(long, default_value_t = 0)]
     max_batches: usize,
     /// Tokens to generate per prompt (task generate).
@@ -100,17 +106,42 @@ fn need<T>(x: Option<T>, what: &str) -> Result<T> {
     x.ok_or_else(|| Error::Config(format!("{what} (see evaluate --help)")))
 }
 
+/// What `--json` prints for the generate and score tasks: the scores under their names,
+/// the number of examples, and each score's range (`scales`).
+#[derive(Serialize)]
+struct ScoresReport<'a> {
+    examples: usize,
+    #[serde(flatten)]
+    scores: &'a Scores,
+    scales: BTreeMap<&'static str, &'static str>,
+}
+
 fn print_scores(s: &Scores, n: usize, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(s).expect("scores serialize"));
+        let report = ScoresReport {
+            examples: n,
+            scores: s,
+            scales: Scores::SCALES.into_iter().collect(),
+        };
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("scores serialize")
+        );
     } else {
-        println!("examples     {n}");
-        println!("BLEU         {:.2}", s.bleu);
-        println!("ROUGE-1 F    {:.4}", s.rouge1);
-        println!("ROUGE-2 F    {:.4}", s.rouge2);
-        println!("ROUGE-L F    {:.4}", s.rouge_l);
-        println!("token F1     {:.2}", s.f1);
-        println!("exact match  {:.2}", s.exact_match);
+        println!("examples             {n}");
+        let rows = [
+            ("BLEU", "bleu", s.bleu, 2),
+            ("ROUGE-1 F", "rouge1", s.rouge1, 4),
+            ("ROUGE-2 F", "rouge2", s.rouge2, 4),
+            ("ROUGE-L F", "rougeL", s.rouge_l, 4),
+            ("token F1", "f1", s.f1, 2),
+            ("exact match", "exact_match", s.exact_match, 2),
+        ];
+        for (label, key, value, digits) in rows {
+            let scale = Scores::scale(key).expect("every score has a scale");
+            let label = format!("{label} ({scale})");
+            println!("{label:<20} {value:.digits$}");
+        }
     }
 }
 
@@ -144,10 +175,10 @@ fn run(args: &Args) -> Result<()> {
             if args.json {
                 println!("{}", serde_json::to_string(&r).expect("report serializes"));
             } else {
-                println!("split        {}", args.split);
-                println!("loss         {:.4}", r.loss);
-                println!("perplexity   {:.3}", r.perplexity);
-                println!("tokens       {}", r.tokens);
+                println!("split              {}", args.split);
+                println!("loss (nats/token)  {:.4}", r.loss);
+                println!("perplexity         {:.3}", r.perplexity);
+                println!("tokens             {}", r.tokens);
             }
         }
         Task::Generate => {
@@ -178,7 +209,8 @@ fn run(args: &Args) -> Result<()> {
 
 fn main() -> ExitCode {
     let args = smelt::cli::parse_args::<Args>("evaluate");
-    match run(&args) {
+    let result = smelt::threads::init(0, "RAYON_NUM_THREADS").and_then(|_| run(&args));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -83,6 +83,25 @@ fn tk_err(e: impl std::fmt::Display) -> Error {
     Error::Tokenizer(e.to_string())
 }
 
+/// Refuses a BPE vocabulary that token ids cannot number or this machine cannot hold, before
+/// any training: `tokenizers`' trainer reserves `vocab_size` entries up front (an id → token
+/// list and a token → id map, 24-byte strings: at least 56 bytes per token) and aborts the
+/// process when the allocator refuses.
+fn check_bpe_vocab_size(vocab_size: usize) -> Result<()> {
+    const TRAINER_BYTES_PER_TOKEN: u64 = 56;
+    let max = u32::MAX as u64 + 1;
+    if vocab_size as u64 > max {
+        return Err(Error::Config(format!(
+            "vocab_size ({vocab_size}) is more than {max}: token ids are 32-bit; choose a smaller vocabulary"
+        )));
+    }
+    crate::memory::check(
+        &format!("training a BPE vocabulary of {vocab_size} tokens"),
+        (vocab_size as u64).checked_mul(TRAINER_BYTES_PER_TOKEN),
+        "choose a smaller vocab_size",
+    )
+}
+
 impl Tokenizer {
     /// Trains a byte-level BPE of `vocab_size` tokens (including the 256 byte tokens and
     /// `<|endoftext|>`) on the given texts.
@@ -95,6 +114,7 @@ impl Tokenizer {
         texts: impl Iterator<Item = S> + Send,
         vocab_size: usize,
     ) -> Result<Self> {
+        check_bpe_vocab_size(vocab_size)?;
         if vocab_size < 258 {
             return Err(Error::Config(format!(
                 "vocab_size ({vocab_size}) must be at least 258: 256 byte tokens, <|endoftext|> and one merge"

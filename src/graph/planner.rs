@@ -56,8 +56,34 @@ impl Plan {
     }
 }
 
+/// An upper bound of the arena's length in words: every tensor in a place of its own,
+/// parameter-sized ones four times (params, grads, AdamW m and v), in checked arithmetic.
+/// None if it (in bytes) exceeds 64 bits; otherwise no offset the planner forms can overflow.
+fn arena_bound(graph: &Graph) -> Option<usize> {
+    let mut words = 0usize;
+    for t in &graph.tensors {
+        let len = t.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+        let w = align(
+            len.checked_mul(t.dtype.bytes())?
+                .div_ceil(4)
+                .checked_add(ALIGN)?,
+        );
+        let copies = match t.storage {
+            Storage::Param | Storage::GradAccum(_) => 4,
+            Storage::Activation | Storage::Output => 1,
+        };
+        words = words.checked_add(w.checked_mul(copies)?)?;
+    }
+    words.checked_mul(4).map(|_| words)
+}
+
 /// Plans the arena for `graph`.
 pub fn plan(graph: &Graph) -> Result<Plan> {
+    if arena_bound(graph).is_none() {
+        return Err(Error::Config(
+            "the model's memory would exceed 2^64 bytes: lower the model's size, the batch size or the sequence length".into(),
+        ));
+    }
     let n = graph.tensors.len();
     let mut views = vec![View::new(0, 0); n];
 

@@ -36,6 +36,27 @@ pub struct Scores {
     pub exact_match: f64,
 }
 
+impl Scores {
+    /// Each score's range by its JSON name. Every metric keeps its reference package's
+    /// convention: sacreBLEU and the SQuAD script report 0-100, rouge-score 0-1.
+    pub const SCALES: [(&'static str, &'static str); 6] = [
+        ("bleu", "0-100"),
+        ("rouge1", "0-1"),
+        ("rouge2", "0-1"),
+        ("rougeL", "0-1"),
+        ("f1", "0-100"),
+        ("exact_match", "0-100"),
+    ];
+
+    /// The range of the score named `key` (a JSON name), if it is one.
+    pub fn scale(key: &str) -> Option<&'static str> {
+        Self::SCALES
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|&(_, scale)| scale)
+    }
+}
+
 /// Scores `predictions[i]` against `references[i]` (one reference each). With no pairs every
 /// score is 0.
 ///

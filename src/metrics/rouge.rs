@@ -78,21 +78,83 @@ pub fn rouge_n_tokens(target: &[String], prediction: &[String], n: usize) -> Rou
     )
 }
 
-/// Length of the longest common subsequence.
-pub fn lcs_len(a: &[String], b: &[String]) -> usize {
-    let mut prev = vec![0usize; b.len() + 1];
-    let mut cur = vec![0usize; b.len() + 1];
-    for x in a {
-        for (j, y) in b.iter().enumerate() {
-            cur[j + 1] = if x == y {
-                prev[j] + 1
-            } else {
-                prev[j + 1].max(cur[j])
-            };
-        }
-        std::mem::swap(&mut prev, &mut cur);
+/// Length of the longest common subsequence, exactly as rouge-score's dynamic-programming
+/// table gives it, in O(|a|·|b| / 64) word operations and O(|a| + |b|) memory: the
+/// bit-parallel algorithm of Allison and Dix (1986) in Hyyrö's (2004) form.
+///
+/// `v` holds one bit per token of `a` (1 = not yet matched); for each token `y` of `b`,
+/// with `m` the set of positions where `a` holds `y`, `v ← (v + (v & m)) | (v & !m)`, the
+/// addition carrying from lower to higher positions across 64-bit words. The LCS is the
+/// number of zero bits at the end. Only the words where `m` has bits, or a carry arrives,
+/// change, so each token of `b` visits `a`'s words from its first match onwards.
+pub fn lcs_len<T: Eq + std::hash::Hash>(a: &[T], b: &[T]) -> usize {
+    // Bits go along the shorter sequence; the LCS is symmetric.
+    let (a, b) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if a.is_empty() {
+        return 0;
     }
-    prev[b.len()]
+    // Each distinct token of `a` → its match mask as (word index, bits), words ascending.
+    let mut masks: HashMap<&T, Vec<(usize, u64)>> = HashMap::new();
+    for (i, x) in a.iter().enumerate() {
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        let mask = masks.entry(x).or_default();
+        match mask.last_mut() {
+            Some((w, bits)) if *w == word => *bits |= bit,
+            _ => mask.push((word, bit)),
+        }
+    }
+    let words = a.len().div_ceil(64);
+    let mut v = vec![u64::MAX; words];
+    for y in b {
+        let Some(mask) = masks.get(y) else {
+            continue; // no match: v stays as it is
+        };
+        let mut carry = 0u64;
+        let mut next = 0; // index into `mask`
+        let mut w = mask[0].0;
+        while w < words {
+            let m = match mask.get(next) {
+                Some(&(mw, bits)) if mw == w => {
+                    next += 1;
+                    bits
+                }
+                _ => 0,
+            };
+            if m == 0 && carry == 0 {
+                // Nothing changes until the next word with a match.
+                match mask.get(next) {
+                    Some(&(mw, _)) => {
+                        w = mw;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            let x = v[w];
+            let u = x & m;
+            let (sum, c1) = x.overflowing_add(u);
+            let (sum, c2) = sum.overflowing_add(carry);
+            carry = (c1 | c2) as u64;
+            v[w] = sum | (x & !m);
+            w += 1;
+        }
+    }
+    // Bits past a.len() in the last word are never matched; carries into them do not
+    // reach back. Count the zeros among the first a.len() bits.
+    let tail = a.len() % 64;
+    let ones: usize = v
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let x = if i + 1 == words && tail != 0 {
+                x & ((1u64 << tail) - 1)
+            } else {
+                x
+            };
+            x.count_ones() as usize
+        })
+        .sum();
+    a.len() - ones
 }
 
 /// rouge-score's `_score_lcs` on token lists.

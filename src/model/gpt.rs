@@ -198,6 +198,7 @@ impl<B: Backend> Gpt<B> {
                 config.block_size
             )));
         }
+        config.check_graph(batch, seq_len)?;
         let (mut graph, tokens, targets, logits, loss) =
             build_graph(&config, batch, seq_len, training);
         if training {

@@ -110,6 +110,8 @@ pub fn load_config(path: &Path) -> Result<(GptConfig, bool)> {
         vocab_size: size("vocab_size")?,
     };
     config.validate().map_err(|e| bad(e.to_string()))?;
+    // Before anything is sized by it (the list of expected tensors, the weights).
+    config.check_weights_fit().map_err(|e| bad(e.to_string()))?;
 
     let flag = |key: &str, default: bool| -> Result<bool> {
         match obj.get(key) {

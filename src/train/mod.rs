@@ -161,12 +161,7 @@ pub fn run_with(mut cfg: RunConfig, opts: RunOptions) -> Result<Outcome> {
             )));
         }
     }
-    if cfg.train.threads > 0 {
-        // Fails only if a pool already exists (e.g. a second run in one process): keep it.
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(cfg.train.threads)
-            .build_global();
-    }
+    crate::threads::init(cfg.train.threads, "train.threads")?;
     run_on_device(cfg, opts)
 }
 

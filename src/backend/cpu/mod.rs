@@ -6,6 +6,7 @@ pub mod kernels;
 
 use super::{AdamWGroup, AdamWStep, AttentionShape, Backend, DType, MatmulShape, View};
 use crate::error::Result;
+use crate::memory;
 
 /// The reference backend. Its arena is one `Vec<f32>`.
 #[derive(Clone, Debug, Default)]
@@ -62,11 +63,19 @@ impl Backend for CpuBackend {
     }
 
     fn alloc(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(vec![0.0; len])
+        memory::zeroed_vec(
+            "the model's memory (parameters, gradients, optimizer state and activations for this batch)",
+            len,
+            "use a smaller model, batch size or sequence length",
+        )
     }
 
     fn alloc_indices(&self, len: usize) -> Result<Vec<u32>> {
-        Ok(vec![0; len])
+        memory::zeroed_vec(
+            "the batch's token ids",
+            len,
+            "use a smaller batch size or sequence length",
+        )
     }
 
     fn write_indices(&self, dst: &mut Vec<u32>, src: &[u32]) -> Result<()> {
