@@ -465,3 +465,54 @@ proptest! {
         }
     }
 }
+
+/// The backstop for a shard truncated between the length check and the read: a bus error in a
+/// mapped shard ends the process with one line naming the shard and status 1, not a silent
+/// crash. Run in a child process (the fault ends it).
+#[test]
+#[cfg(unix)]
+fn a_bus_error_in_a_mapped_shard_is_one_error_line() {
+    use smelt::data::mapped::MappedFile;
+    const CHILD: &str = "SMELT_SIGBUS_CHILD";
+    if let Some(path) = std::env::var_os(CHILD) {
+        let path = std::path::PathBuf::from(path);
+        let map = MappedFile::new(&path, std::fs::File::open(&path).unwrap()).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        assert!(
+            map.read(0, 1).is_err(),
+            "the checked read sees the truncation"
+        );
+        // The unchecked read faults: the guard must end the process here.
+        let byte = std::hint::black_box(map.bytes())[map.len() - 1];
+        println!("read {byte} past the end of a truncated file");
+        return;
+    }
+    let dir = TempDir::new("sigbus");
+    let path = dir.write("train_000000.bin", &vec![7u8; 64 << 10]);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_bus_error_in_a_mapped_shard_is_one_error_line",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, &path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(
+        line.contains("train_000000.bin") && line.contains("truncated while in use"),
+        "{line}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

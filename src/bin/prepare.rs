@@ -163,6 +163,11 @@ fn verify(dir: &std::path::Path, json: bool) -> ExitCode {
 
 fn main() -> ExitCode {
     let a = smelt::cli::parse_args::<Args>("prepare");
+    // The CPU thread pool first: a process limit on threads is one error line, not a panic.
+    if let Err(e) = smelt::threads::init(0, "RAYON_NUM_THREADS") {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     if let Some(dir) = &a.verify {
         return verify(dir, a.json);
     }

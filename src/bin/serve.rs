@@ -224,7 +224,8 @@ fn run(args: Args) -> Result<()> {
 
 fn main() -> ExitCode {
     let args: Args = smelt::cli::parse_args("serve");
-    match run(args) {
+    // The CPU thread pool first: a process limit on threads is one error line, not a panic.
+    match smelt::threads::init(0, "RAYON_NUM_THREADS").and_then(|_| run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -82,7 +82,11 @@ impl MappedFile {
                     self.map.len()
                 )
             });
-        let now = self.file.metadata().map_err(|e| Error::io(&self.path, e))?.len();
+        let now = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(&self.path, e))?
+            .len();
         if now < end as u64 {
             return Err(Error::Data(format!(
                 "{}: truncated while in use: {} bytes when opened, {now} now; a data set must not change while a run reads it (restore the shard or prepare the data set again)",

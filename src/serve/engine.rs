@@ -445,7 +445,13 @@ impl Worker {
         }
         let window = self.gpt.config().block_size;
         let context = req.prompt[req.prompt.len().saturating_sub(window)..].to_vec();
-        let mut cache = self.spare.pop().unwrap_or_else(|| self.gpt.new_cache());
+        let mut cache = match self.spare.pop() {
+            Some(cache) => cache,
+            None => match KvCache::try_new(self.gpt.config()) {
+                Ok(cache) => cache,
+                Err(e) => return fail(e.to_string()),
+            },
+        };
         let logits = match self.gpt.prefill(&mut cache, &context) {
             Ok(l) => l,
             Err(e) => {
