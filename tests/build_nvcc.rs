@@ -103,3 +103,24 @@ fn nothing_outside_the_crate_tools_and_path_folders_is_watched() {
     assert_eq!(s.nvcc, None);
     assert!(s.watch.is_empty(), "{s:?}");
 }
+
+#[test]
+fn every_variable_the_search_reads_re_runs_the_build_script() {
+    // build.rs emits rerun-if-env-changed for ENV_VARS: each variable the search reads must be
+    // there, or a change of it (PATH gaining a CUDA folder) would go unnoticed.
+    let root = TempDir::new("nvcc-vars");
+    let read = std::cell::RefCell::new(Vec::new());
+    let spy = |k: &str| {
+        read.borrow_mut().push(k.to_string());
+        None
+    };
+    nvcc::find_nvcc(&root, &spy);
+    let read = read.into_inner();
+    assert!(read.iter().any(|k| k == "PATH"), "{read:?}");
+    for k in &read {
+        assert!(
+            nvcc::ENV_VARS.contains(&k.as_str()),
+            "{k} is read but not watched"
+        );
+    }
+}

@@ -232,7 +232,7 @@ fn reference_loss(model: &Path, data: &Path, split: &str, seq_len: usize) -> (f6
     let (mut nats, mut count) = (0.0f64, 0u64);
     for shard in split_shards(data, split) {
         let mut tokens = Vec::new();
-        shard.read_into(0, shard.len(), &mut tokens);
+        shard.read_into(0, shard.len(), &mut tokens).unwrap();
         for start in (0..tokens.len() - 1).step_by(seq_len) {
             let len = seq_len.min(tokens.len() - 1 - start);
             let gpt = graphs.entry(len).or_insert_with(|| {

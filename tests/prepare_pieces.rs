@@ -62,7 +62,7 @@ fn split_tokens(data: &Path, split: &str) -> Vec<u32> {
     let mut tokens = Vec::new();
     for path in m.shard_paths(data, split) {
         let shard = Shard::open(&path, None).unwrap();
-        shard.read_into(0, shard.len(), &mut tokens);
+        shard.read_into(0, shard.len(), &mut tokens).unwrap();
     }
     tokens
 }
