@@ -538,7 +538,7 @@ fn generated_text(bytes: usize, seed: u64) -> String {
 fn peak_rss_kib(args: &[&str], log: &Path) -> u64 {
     let stderr = std::fs::File::create(log).unwrap();
     #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its rusage
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_prepare"))
+    let child = common::bin_command(env!("CARGO_BIN_EXE_prepare"), log.parent().unwrap())
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(stderr)

@@ -11,11 +11,7 @@ mod common;
 use common::{assert_clean_error, TempDir};
 
 fn train(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_train"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("train runs")
+    common::run_bin(env!("CARGO_BIN_EXE_train"), args)
 }
 
 fn assert_ok(out: &Output) -> String {
@@ -38,7 +34,7 @@ fn setup(dir: &TempDir) -> (PathBuf, String) {
         .collect();
     let corpus = dir.write("corpus.jsonl", lines.as_bytes());
     let data = dir.path("data");
-    let out = Command::new(env!("CARGO_BIN_EXE_prepare"))
+    let out = common::bin_command(env!("CARGO_BIN_EXE_prepare"), dir)
         .args([
             corpus.to_str().unwrap(),
             "--out",
@@ -318,7 +314,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     let dir = TempDir::new("resume-sigint");
     let (data, cfg) = setup(&dir);
     let run = dir.path("run");
-    let child = Command::new(env!("CARGO_BIN_EXE_train"))
+    let child = common::bin_command(env!("CARGO_BIN_EXE_train"), &dir)
         .args([
             "--config",
             &cfg,

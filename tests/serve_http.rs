@@ -53,6 +53,7 @@ fn check_stream(events: &[String]) -> (String, String, Value) {
 /// `generate --json` greedy output: (text, generated token ids).
 fn generate_greedy(prompt: &str, n: usize) -> (String, Vec<u64>) {
     let out = Command::new(env!("CARGO_BIN_EXE_generate"))
+        .current_dir(std::env::temp_dir())
         .arg("--model")
         .arg(fixture_dir())
         .args(["--prompt", prompt, "--temperature", "0", "--json"])
@@ -385,6 +386,7 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
 fn bad_arguments_are_one_line() {
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_serve"))
+            .current_dir(std::env::temp_dir())
             .args(args)
             .output()
             .unwrap();

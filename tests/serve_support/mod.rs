@@ -31,6 +31,7 @@ impl Server {
     /// Serves the model directory `model` with `extra` arguments.
     pub fn start_model(model: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_serve"))
+            .current_dir(std::env::temp_dir())
             .arg("--model")
             .arg(model)
             .args(["--addr", "127.0.0.1:0", "--device", "cpu"])
