@@ -8,11 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::{assert_clean_error, run_bin, sonnets_jsonl, TempDir};
-
-fn train(args: &[&str]) -> Output {
-    run_bin(env!("CARGO_BIN_EXE_train"), args)
-}
+use common::{assert_clean_error, run_bin, TempDir};
 
 fn prepare(args: &[&str]) -> Output {
     run_bin(env!("CARGO_BIN_EXE_prepare"), args)
@@ -32,28 +28,20 @@ fn assert_success(out: &Output) {
 
 /// The sonnets prepared into `dir/name` with `tokenizer` (`bpe` means BPE-320), 20% val.
 fn prepared(dir: &TempDir, name: &str, tokenizer: &str) -> PathBuf {
-    let corpus = dir.path("corpus.jsonl");
-    if !corpus.exists() {
-        sonnets_jsonl(dir);
-    }
-    let out = dir.path(name);
-    assert_success(&prepare(&[
-        corpus.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--text-field",
-        "body",
-        "--min-chars",
-        "20",
-        "--tokenizer",
-        tokenizer,
-        "--vocab-size",
-        "320",
-        "--val-fraction",
-        "0.2",
-        "--no-progress",
-    ]));
-    out
+    common::prepare_sonnets(
+        dir,
+        name,
+        &[
+            "--min-chars",
+            "20",
+            "--tokenizer",
+            tokenizer,
+            "--vocab-size",
+            "320",
+            "--val-fraction",
+            "0.2",
+        ],
+    )
 }
 
 /// A copy of a prepared GPT-2 data set's train and val shards named as llm.c names them, and
@@ -86,17 +74,7 @@ fn train_on(dir: &TempDir, data: &Path, extra: &[&str]) -> Output {
     let cfg = tiny_config(dir);
     let out = dir.path(&format!("run-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let mut args = vec![
-        "--config",
-        &cfg,
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-progress",
-    ];
-    args.extend_from_slice(extra);
-    train(&args)
+    common::train_run(&cfg, data, &out, extra)
 }
 
 fn read_json(path: &Path) -> serde_json::Value {

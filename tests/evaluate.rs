@@ -27,30 +27,19 @@ fn model_dir() -> PathBuf {
 
 /// The sonnets prepared with the fixture model's tokenizer.
 fn prepared(dir: &TempDir, tokenizer: &Path) -> PathBuf {
-    let data = dir.path("data");
-    let corpus = sonnets_jsonl(dir);
-    let out = run(
-        env!("CARGO_BIN_EXE_prepare"),
+    let tokenizer = tokenizer.to_str().unwrap();
+    common::prepare_sonnets(
+        dir,
+        "data",
         &[
-            corpus.to_str().unwrap(),
-            "--out",
-            data.to_str().unwrap(),
-            "--text-field",
-            "body",
             "--tokenizer",
-            tokenizer.to_str().unwrap(),
+            tokenizer,
             "--val-fraction",
             "0.3",
             "--test-fraction",
             "0",
         ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    data
+    )
 }
 
 #[test]

@@ -121,22 +121,7 @@ fn config_json_sizes_beyond_memory_are_one_line_errors() {
 
 /// The sonnets prepared with a 300-token BPE, for training runs.
 fn prepared(dir: &TempDir) -> PathBuf {
-    let data = dir.path("data");
-    let corpus = sonnets_jsonl(dir);
-    let out = run(
-        env!("CARGO_BIN_EXE_prepare"),
-        &[
-            corpus.to_str().unwrap(),
-            "--out",
-            data.to_str().unwrap(),
-            "--text-field",
-            "body",
-            "--vocab-size",
-            "300",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    data
+    common::prepare_sonnets(dir, "data", &["--vocab-size", "300"])
 }
 
 fn train_with(dir: &TempDir, data: &Path, toml: &str) -> Output {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::{assert_clean_error, TempDir};
+use common::{assert_clean_error, metrics, train_run, TempDir};
 
 fn train(args: &[&str]) -> Output {
     common::run_bin(env!("CARGO_BIN_EXE_train"), args)
@@ -22,38 +22,7 @@ fn assert_ok(out: &Output) -> String {
 
 /// A prepared data set (the sonnets, a 300-token BPE) and a tiny model config, in `dir`.
 fn setup(dir: &TempDir) -> (PathBuf, String) {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/data/shakespeare/sonnets.txt"
-    ))
-    .unwrap();
-    let lines: String = text
-        .split("\n\n")
-        .enumerate()
-        .map(|(i, body)| format!("{}\n", serde_json::json!({"id": i, "body": body})))
-        .collect();
-    let corpus = dir.write("corpus.jsonl", lines.as_bytes());
-    let data = dir.path("data");
-    let out = common::bin_command(env!("CARGO_BIN_EXE_prepare"), dir)
-        .args([
-            corpus.to_str().unwrap(),
-            "--out",
-            data.to_str().unwrap(),
-            "--text-field",
-            "body",
-            "--min-chars",
-            "20",
-            "--vocab-size",
-            "300",
-            "--no-progress",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let data = common::prepare_sonnets(dir, "data", &["--min-chars", "20", "--vocab-size", "300"]);
     let cfg = dir.write(
         "run.toml",
         b"[model]\nn_layer = 1\nn_head = 2\nn_embd = 32\nblock_size = 32\n\
@@ -61,29 +30,6 @@ fn setup(dir: &TempDir) -> (PathBuf, String) {
           eval_every = 5\ncheckpoint_every = 5\neval_batches = 1\nsample_tokens = 5\n",
     );
     (data, cfg.to_string_lossy().into_owned())
-}
-
-/// `train --config CFG --data DATA --out OUT --no-progress EXTRA...`
-fn train_run(cfg: &str, data: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "--config",
-        cfg,
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-progress",
-    ];
-    args.extend_from_slice(extra);
-    train(&args)
-}
-
-fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is one JSON object"))
-        .collect()
 }
 
 /// The per-step training losses in metrics.jsonl, as f32 bits, with their steps.

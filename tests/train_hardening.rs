@@ -4,11 +4,14 @@
 //! before anything about the run directory, and what people read (the loss chart, the
 //! sample, the loss lines, the device line, `--help`) says what it is.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{assert_clean_error, run_bin, sonnets_jsonl, TempDir};
+use common::{assert_clean_error, metrics, prepare_sonnets, run_bin, train_run, TempDir};
+
+/// The sonnets as a 300-token BPE data set.
+const SONNETS_BPE: &[&str] = &["--min-chars", "20", "--vocab-size", "300"];
 
 fn train(args: &[&str]) -> Output {
     run_bin(env!("CARGO_BIN_EXE_train"), args)
@@ -18,33 +21,6 @@ fn assert_ok(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "train failed: {stderr}");
     stderr
-}
-
-/// A prepared data set (the sonnets, a 300-token BPE) in `dir`.
-fn prepared(dir: &TempDir) -> PathBuf {
-    let corpus = sonnets_jsonl(dir);
-    let data = dir.path("data");
-    let out = run_bin(
-        env!("CARGO_BIN_EXE_prepare"),
-        &[
-            corpus.to_str().unwrap(),
-            "--out",
-            data.to_str().unwrap(),
-            "--text-field",
-            "body",
-            "--min-chars",
-            "20",
-            "--vocab-size",
-            "300",
-            "--no-progress",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    data
 }
 
 /// A tiny model's config, with `extra` lines (`key = value`) added to or replacing those of
@@ -65,29 +41,6 @@ fn tiny_config(dir: &TempDir, name: &str, extra: &str) -> String {
     dir.write(name, text.as_bytes())
         .to_string_lossy()
         .into_owned()
-}
-
-/// `train --config CFG --data DATA --out OUT --no-progress EXTRA...`
-fn train_run(cfg: &str, data: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "--config",
-        cfg,
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-progress",
-    ];
-    args.extend_from_slice(extra);
-    train(&args)
-}
-
-fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn step_dirs(run: &Path) -> Vec<String> {
@@ -180,7 +133,7 @@ fn a_config_error_comes_before_the_run_directorys_checkpoints() {
 #[test]
 fn an_overflowing_update_stops_the_run_before_any_save_and_names_lr() {
     let dir = TempDir::new("hard-lr");
-    let data = prepared(&dir);
+    let data = prepare_sonnets(&dir, "data", SONNETS_BPE);
     let cfg = tiny_config(
         &dir,
         "huge.toml",
@@ -201,7 +154,7 @@ fn an_overflowing_update_stops_the_run_before_any_save_and_names_lr() {
 #[test]
 fn a_diverging_resume_keeps_the_last_good_checkpoint_newest() {
     let dir = TempDir::new("hard-last-good");
-    let data = prepared(&dir);
+    let data = prepare_sonnets(&dir, "data", SONNETS_BPE);
     let cfg = tiny_config(&dir, "run.toml", "checkpoint_every = 1");
     let run = dir.path("run");
     assert_ok(&train_run(&cfg, &data, &run, &["--stop-at-step", "2"]));
@@ -236,7 +189,7 @@ fn a_diverging_resume_keeps_the_last_good_checkpoint_newest() {
 #[test]
 fn non_finite_weight_files_are_refused_where_they_are_loaded() {
     let dir = TempDir::new("hard-nan-files");
-    let data = prepared(&dir);
+    let data = prepare_sonnets(&dir, "data", SONNETS_BPE);
     let cfg = tiny_config(&dir, "run.toml", "");
     let run = dir.path("run");
     assert_ok(&train_run(&cfg, &data, &run, &["--stop-at-step", "4"]));
@@ -290,7 +243,7 @@ fn non_finite_weight_files_are_refused_where_they_are_loaded() {
 #[test]
 fn the_record_names_what_each_number_is() {
     let dir = TempDir::new("hard-record");
-    let data = prepared(&dir);
+    let data = prepare_sonnets(&dir, "data", SONNETS_BPE);
     let cfg = tiny_config(&dir, "run.toml", "");
     let run = dir.path("run");
     let out = train_run(&cfg, &data, &run, &["--max-steps", "20"]);
@@ -369,7 +322,7 @@ fn the_record_names_what_each_number_is() {
 #[test]
 fn the_learning_rate_floor_follows_lr() {
     let dir = TempDir::new("hard-min-lr");
-    let data = prepared(&dir);
+    let data = prepare_sonnets(&dir, "data", SONNETS_BPE);
     let cfg = tiny_config(&dir, "run.toml", "");
     let run = dir.path("run");
     assert_ok(&train_run(&cfg, &data, &run, &["--lr", "1e-4"]));
@@ -395,7 +348,7 @@ fn the_learning_rate_floor_follows_lr() {
 #[test]
 fn an_unused_vocab_size_is_reported() {
     let dir = TempDir::new("hard-vocab");
-    let data = prepared(&dir);
+    let data = prepare_sonnets(&dir, "data", SONNETS_BPE);
     let cfg = dir.write(
         "run.toml",
         b"[model]\nn_layer = 1\nn_head = 2\nn_embd = 32\nblock_size = 32\nvocab_size = 999\n\

@@ -189,3 +189,54 @@ pub fn sonnets_jsonl(dir: &Path) -> PathBuf {
     std::fs::write(&corpus, lines).unwrap();
     corpus
 }
+
+/// The sonnets (see [`sonnets_jsonl`], written into `dir` once) prepared by the `prepare`
+/// binary into `dir/name`, with `--text-field body --no-progress` and then `extra` (the
+/// tokenizer, fractions, ...). Asserts success; returns the data set's folder.
+pub fn prepare_sonnets(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let corpus = dir.join("corpus.jsonl");
+    if !corpus.exists() {
+        sonnets_jsonl(dir);
+    }
+    let data = dir.join(name);
+    let mut args = vec![
+        corpus.to_str().unwrap(),
+        "--out",
+        data.to_str().unwrap(),
+        "--text-field",
+        "body",
+        "--no-progress",
+    ];
+    args.extend_from_slice(extra);
+    let out = run_bin(env!("CARGO_BIN_EXE_prepare"), &args);
+    assert!(
+        out.status.success(),
+        "prepare failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    data
+}
+
+/// `train --config CFG --data DATA --out OUT --no-progress EXTRA...` (as [`run_bin`] runs it).
+pub fn train_run(cfg: &str, data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "--config",
+        cfg,
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ];
+    args.extend_from_slice(extra);
+    run_bin(env!("CARGO_BIN_EXE_train"), &args)
+}
+
+/// The lines of a run's `metrics.jsonl`, each one JSON object.
+pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is one JSON object"))
+        .collect()
+}
