@@ -126,19 +126,11 @@ fn prepared(dir: &TempDir) -> PathBuf {
 
 fn train_with(dir: &TempDir, data: &Path, toml: &str) -> Output {
     let cfg = dir.write("run.toml", toml.as_bytes());
-    run(
-        env!("CARGO_BIN_EXE_train"),
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            dir.path("run").to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--no-progress",
-        ],
+    common::train_run(
+        cfg.to_str().unwrap(),
+        data,
+        &dir.path("run"),
+        &["--device", "cpu"],
     )
 }
 

@@ -203,51 +203,51 @@ impl RunConfig {
         let min_lr = self.min_lr();
         let fractions = d.val_fraction + d.test_fraction;
         let checks = [
-            FloatCheck::f32("train.lr", t.lr, t.lr > 0.0, "a positive number"),
-            FloatCheck::f32(
+            FloatCheck::new("train.lr", t.lr, t.lr > 0.0, "a positive number"),
+            FloatCheck::new(
                 "train.min_lr",
                 min_lr,
                 (0.0..=t.lr).contains(&min_lr),
                 "between 0 and train.lr (unset: train.lr / 10)",
             ),
-            FloatCheck::f64(
+            FloatCheck::new(
                 "train.max_seconds",
                 t.max_seconds,
                 t.max_seconds >= 0.0,
                 "a number of seconds >= 0 (0: no limit)",
             ),
-            FloatCheck::f64(
+            FloatCheck::new(
                 "data.val_fraction",
                 d.val_fraction,
                 d.val_fraction > 0.0 && d.val_fraction < 1.0,
                 "above 0 and below 1",
             ),
-            FloatCheck::f64(
+            FloatCheck::new(
                 "data.test_fraction",
                 d.test_fraction,
                 d.test_fraction >= 0.0 && fractions < 1.0,
                 "at least 0, with data.val_fraction + data.test_fraction below 1",
             ),
-            FloatCheck::f32(
+            FloatCheck::new(
                 "optimizer.beta1",
                 o.beta1,
                 (0.0..1.0).contains(&o.beta1),
                 "in [0, 1)",
             ),
-            FloatCheck::f32(
+            FloatCheck::new(
                 "optimizer.beta2",
                 o.beta2,
                 (0.0..1.0).contains(&o.beta2),
                 "in [0, 1)",
             ),
-            FloatCheck::f32("optimizer.eps", o.eps, o.eps > 0.0, "a positive number"),
-            FloatCheck::f32(
+            FloatCheck::new("optimizer.eps", o.eps, o.eps > 0.0, "a positive number"),
+            FloatCheck::new(
                 "optimizer.weight_decay",
                 o.weight_decay,
                 o.weight_decay >= 0.0,
                 "a number >= 0",
             ),
-            FloatCheck::f32(
+            FloatCheck::new(
                 "optimizer.grad_clip",
                 o.grad_clip,
                 o.grad_clip >= 0.0,
@@ -275,17 +275,13 @@ struct FloatCheck {
 }
 
 impl FloatCheck {
-    fn f32(key: &'static str, x: f32, in_range: bool, want: &'static str) -> Self {
-        FloatCheck {
-            key,
-            shown: format!("{x:?}"),
-            finite: x.is_finite(),
-            in_range,
-            want,
-        }
-    }
-
-    fn f64(key: &'static str, x: f64, in_range: bool, want: &'static str) -> Self {
+    /// `x` as its own type (f32 or f64) shows and judges it.
+    fn new<F: num_traits::Float + std::fmt::Debug>(
+        key: &'static str,
+        x: F,
+        in_range: bool,
+        want: &'static str,
+    ) -> Self {
         FloatCheck {
             key,
             shown: format!("{x:?}"),

@@ -408,8 +408,8 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
             ));
         }
     }
-    let mut last_checkpoint: Option<PathBuf> = None;
-    // The newest checkpoint known to be good: where a diverged run can go back to.
+    // The newest checkpoint known to be good (saved by this run, or the one it resumed):
+    // where a diverged run can go back to.
     let mut last_good = resume.map(|r| r.dir.clone());
     for step in first_step..t.max_steps {
         let step_start = Instant::now();
@@ -517,8 +517,7 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
                 &mut metrics,
                 &started,
             )?;
-            last_good = Some(dir.clone());
-            last_checkpoint = Some(dir);
+            last_good = Some(dir);
         }
         if interrupted {
             progress.finish();
@@ -527,7 +526,7 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
                 &progression.train_losses,
                 &progression.val_losses,
             )?;
-            let checkpoint = last_checkpoint.expect("saved above");
+            let checkpoint = last_good.expect("saved above");
             return Ok(Outcome::Interrupted {
                 step: done,
                 checkpoint,
@@ -595,7 +594,7 @@ fn run_on<B: Backend>(backend: B, mut cfg: RunConfig, opts: RunOptions) -> Resul
     };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serializes");
     write_atomic(&t.out.join("summary.json"), &json)?;
-    if let Some(dir) = &last_checkpoint {
+    if let Some(dir) = &last_good {
         eprintln!("resumable checkpoint: {}", dir.display());
     }
     eprintln!("checkpoint: {}", ckpt.display());

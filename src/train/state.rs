@@ -161,11 +161,8 @@ impl Resume {
 
     /// The run directory the checkpoint belongs to (`RUN/checkpoints/step_N` → `RUN`).
     pub fn run_dir(&self) -> PathBuf {
-        let checkpoints = self.dir.parent().unwrap_or(Path::new("."));
-        match checkpoints.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        }
+        // The resolved checkpoint is a step checkpoint, so this always finds its run.
+        checkpoint::run_dir_of(&self.dir).unwrap_or_else(|| PathBuf::from("."))
     }
 
     /// Checks a resumed run's settings against the saved ones: only the keys that change
