@@ -102,9 +102,13 @@ fn build_fatbin(nvcc: &Path, root: &Path, out: &Path, kernels: &[PathBuf]) {
 
 /// The kernels compiled for the CPU through the emulation header (`kernels/emu/cuda_emu.h`):
 /// one C++ translation unit with the header and every kernel, whose `SMELT_EMU_EXPORT`
-/// lines define the `smelt_emu_<kernel>` launchers that `src/backend/emu` calls.
+/// lines define the `smelt_emu_<kernel>` launchers that `src/backend/emu` calls. That unit is
+/// instrumented for the sanitizer (every load and store calls `__asan_*_noabort`, which
+/// `kernels/emu/sanitizer.cpp` defines; no ASan runtime); the runtime and the sanitizer
+/// themselves are compiled without instrumentation, into the same library.
 fn build_emulation(root: &Path, out: &Path, kernels: &[PathBuf]) {
-    let header = root.join("kernels/emu/cuda_emu.h");
+    let emu = root.join("kernels/emu");
+    let header = emu.join("cuda_emu.h");
     if !header.is_file() || kernels.is_empty() {
         return;
     }
@@ -114,14 +118,32 @@ fn build_emulation(root: &Path, out: &Path, kernels: &[PathBuf]) {
         text.push_str(&format!("#include \"{}\"\n", k.display()));
     }
     fs::write(&unit, text).expect("write emulation unit");
-    cc::Build::new()
-        .cpp(true)
+    let base = || {
+        let mut b = cc::Build::new();
+        b.cpp(true)
+            .include(root.join("kernels"))
+            .define("SMELT_EMULATE", None)
+            .flag_if_supported("-std=c++17")
+            .flag_if_supported("-Wno-unused-parameter")
+            .opt_level(2);
+        b
+    };
+    let runtime = base()
+        .file(emu.join("runtime.cpp"))
+        .file(emu.join("sanitizer.cpp"))
+        .compile_intermediates();
+    let mut kernels_unit = base();
+    if !kernels_unit.get_compiler().is_like_gnu() || kernels_unit.get_compiler().is_like_clang() {
+        panic!("the CUDA emulation's sanitizer needs g++ (its -fsanitize=kernel-address callbacks)");
+    }
+    kernels_unit
         .file(&unit)
-        .include(root.join("kernels"))
-        .define("SMELT_EMULATE", None)
-        .flag_if_supported("-std=c++17")
-        .flag_if_supported("-Wno-unused-parameter")
-        .opt_level(2)
+        .objects(runtime)
+        .flag("-fsanitize=kernel-address")
+        .flag("-fsanitize-recover=kernel-address")
+        .flag("--param=asan-instrumentation-with-call-threshold=0")
+        .flag("--param=asan-stack=0")
+        .flag("--param=asan-globals=0")
         .compile("smelt_emu");
     println!("cargo:rustc-cfg=smelt_emulation");
 }

@@ -22,10 +22,12 @@
 // are warp rendezvous).
 //
 // cp.async: cp_async_16 copies 16 bytes (both addresses 16-byte aligned) global -> shared,
-// asynchronously on the GPU; cp_async_commit() closes a group, cp_async_wait<N>() waits until at
-// most N groups are pending. The emulation copies synchronously and commit/wait do nothing, so
-// it CANNOT show a missing or too-weak wait (or a missing __syncthreads after the wait): those
-// need the GPU. ldmatrix likewise reads whatever shared memory holds at the call.
+// asynchronously; cp_async_commit() closes the calling thread's group of copies,
+// cp_async_wait<N>() waits until at most N of its groups are pending. The emulation completes
+// copies late, as the GPU may (emu/cuda_emu.h, "cp.async"): the destination holds 0xff and is
+// marked pending until a wait of the issuing thread covers the copy, and the sanitizer reports
+// any access to it before then; the landing is a write by the waiting thread, so other threads
+// read it only after a __syncthreads() (racecheck). ldmatrix reads shared memory at the call.
 
 #pragma once
 
@@ -107,11 +109,13 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned r[4], const void* row
 }
 
 __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src) {
-    std::memcpy(smem_dst, gmem_src, 16);
+    smelt_emu::cp_async_16(smem_dst, gmem_src);
 }
-__device__ __forceinline__ void cp_async_commit() {}
+__device__ __forceinline__ void cp_async_commit() { smelt_emu::cp_async_commit(); }
 template <int N>
-__device__ __forceinline__ void cp_async_wait() {}
+__device__ __forceinline__ void cp_async_wait() {
+    smelt_emu::cp_async_wait(N);
+}
 
 #else  // nvcc
 

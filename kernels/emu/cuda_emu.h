@@ -1,10 +1,14 @@
-// cuda_emu.h: CUDA's execution model on the CPU, so the same kernels/*.cu run in `cargo test`.
+// cuda_emu.h: CUDA's execution model on the CPU, so the same kernels/*.cu run in `cargo test`,
+// and a sanitizer that catches what real hardware would punish.
 //
 // build.rs compiles ONE C++17 translation unit, OUT_DIR/smelt_emu.cpp, holding this header and
-// then every kernels/*.cu, with -DSMELT_EMULATE (and -I kernels), into the static library
-// `smelt_emu`. Each kernel file ends with SMELT_EMU_EXPORT lines that define C launchers
-// `smelt_emu_<kernel>(grid, block, dynamic_smem_bytes, args...)`, which Rust calls through FFI
-// (src/backend/emu). This header is included exactly once, in that unit.
+// then every kernels/*.cu, with -DSMELT_EMULATE (and -I kernels), plus the runtime
+// (emu/runtime.cpp: fibers, scheduler, launches) and the sanitizer (emu/sanitizer.cpp), into the
+// static library `smelt_emu`. Only the kernels' unit is instrumented (see "Sanitizer"); the
+// runtime is reached through the out-of-line calls of emu/runtime.h. Each kernel file ends with
+// SMELT_EMU_EXPORT lines that define C launchers `smelt_emu_<kernel>(grid, block,
+// dynamic_smem_bytes, args...)`, which Rust calls through FFI. This header is included exactly
+// once, in that unit.
 //
 // This file is also the definition of the CUDA subset our kernels may use: anything not
 // declared here does not compile under emulation, so it is not allowed in kernels/*.cu.
@@ -24,7 +28,8 @@
 //   instructions of assembly on x86-64 (ucontext elsewhere, or with -DSMELT_EMU_UCONTEXT).
 // * Scheduling order alternates: even blocks run their threads in increasing thread id, odd
 //   blocks in decreasing order. So a missing __syncthreads (a thread reading shared memory that
-//   a neighbour writes in the same barrier interval) gives wrong results in one of the two.
+//   a neighbour writes in the same barrier interval) gives wrong results in one of the two, and
+//   the sanitizer reports it in both.
 // * __syncthreads() is a barrier: a thread waits until all blockDim.x*y*z threads of the block
 //   have reached a __syncthreads() (any of them; like bar.sync 0). If the scheduler finds no
 //   runnable thread while some wait at a barrier that others will never reach (they returned,
@@ -44,20 +49,83 @@
 // * Shared memory: `__shared__` is `thread_local`, so a static __shared__ variable (at kernel
 //   or device-function scope) has one instance per worker, which runs one block at a time: all
 //   threads of a block share it, concurrent blocks do not. It is NOT reset between blocks: it
-//   holds what the previous block on that worker left (uninitialised memory, as on a GPU).
+//   holds what the previous block on that worker left (the sanitizer reports reading it).
 // * Dynamic shared memory is `extern __shared__ float smem[];` - that one name and type (nvcc
 //   compiles all kernels as one unit, where every declaration of an extern __shared__ name must
 //   agree anyway; reinterpret_cast it for other types). It is a 16-byte aligned per-worker
 //   buffer of SMELT_EMU_MAX_DYNAMIC_SMEM bytes (227 KiB, Hopper's opt-in maximum), filled with
-//   0xff bytes (NaN) before each block so reads of unwritten shared memory show. Launches asking
-//   for more abort. (On the GPU, above 48 KiB needs cudaFuncSetAttribute by the backend.)
+//   0xff bytes (NaN) before each block. Launches asking for more abort. (On the GPU, above 48
+//   KiB needs cudaFuncSetAttribute by the backend.)
+// * cp.async (tensor_core.cuh) completes late, as PTX allows: cp_async_16 reads its source at
+//   once but its 16 destination bytes hold 0xff until a cp_async_wait<N> of the issuing thread
+//   covers the copy's group (groups are per thread: cp_async_commit closes one; wait<N> lands
+//   every committed group but the N most recent; copies never waited land when the thread
+//   exits). The landing is a write by the waiting thread at the wait, so other threads need a
+//   __syncthreads() after the wait before they read.
 // * Launch checks, as cudaLaunchKernel: block <= 1024 threads, blockDim.z <= 64, grid.y/.z <=
 //   65535, no zero dimension. Not checked: __launch_bounds__, registers, static smem size.
-// * Arithmetic is the host's IEEE float (no fast-math; subnormals kept). nvcc builds with
-//   --use_fast_math (approximate expf/division, flush-to-zero), so GPU results differ by a few
-//   ulps: compare with tolerances, except for exact operations (casts, copies, integer work).
 //
-// Supported subset (see the definitions below): __global__ __device__ __host__
+// ---------------------------------------------------------------------------------------------
+// Sanitizer (on by default; SMELT_EMU_SANITIZE=0 turns it off, =abort prints and aborts)
+// ---------------------------------------------------------------------------------------------
+// The kernels' unit is compiled with g++'s `-fsanitize=kernel-address --param
+// asan-instrumentation-with-call-threshold=0 --param asan-stack=0 --param asan-globals=0
+// -fsanitize-recover=kernel-address`: every load and store becomes a call
+// `__asan_{load,store}{1,2,4,8,16,N}_noabort(address)` before the access. No ASan runtime is
+// linked; emu/sanitizer.cpp defines those callbacks, and they classify the address: this
+// worker's static TLS block (which holds every `__shared__` variable and `smem`: nothing else
+// instrumented lives there), an EmuRuntime allocation, or anything else (fiber stacks, host
+// memory: not checked). Findings do not abort: each launch keeps its first 8 (and counts all),
+// and EmuRuntime's launch returns `Error::Device` naming the first and how many more
+// (src/backend/device/sanitizer.rs). Each names the kernel, block, thread, address, the offset
+// in the allocation or shared memory, and the other thread of a race.
+// * racecheck (shared memory): per byte, the last write (thread, time) and the reads since (the
+//   latest reader, another reader, their warp). A read of a byte another thread wrote (RAW), or
+//   a write of a byte another thread wrote (WAW) or read (WAR), with no __syncthreads between
+//   them (or __syncwarp, when both threads are in one warp), is a data race. Shuffles, votes,
+//   ldmatrix and mma do not order memory (as in CUDA); atomics are never races.
+// * initcheck: a read of shared memory this block never wrote (stale data of a previous block
+//   included); a read of an EmuRuntime buffer's bytes never written since allocation (`alloc`:
+//   unwritten; `alloc_zeroed`, `upload` and kernel stores write; one bit per byte).
+// * memcheck: every access that starts in an EmuRuntime allocation, or in the 4 KiB guard gap
+//   on either side of it (EmuRuntime allocates them), and does not stay inside the allocation;
+//   and every access past the launch's dynamic shared memory size (inside the 227 KiB buffer).
+// * cp.async: reading or writing a destination byte before its wait (a missing or too weak
+//   cp_async_wait); a destination outside shared memory or an address not 16-byte aligned.
+// What it cannot see: accesses far outside any allocation (landing in another buffer or in
+// host memory), overflow from one static __shared__ array into another, races on global memory
+// between blocks, memcpy/memset calls with a non-constant size (kernels must not use them),
+// accesses in inline code of this header compiled without instrumentation (the atomics, which
+// check explicitly). Races are found only between accesses that happen in this schedule (both
+// orders are tried: even and odd blocks), which for the barrier-structured kernels here is all
+// of them.
+// Cost: a callback per access and 16 bytes of shadow per byte of the TLS block per worker
+// (~3.7 MiB, mapped lazily and pooled); see kernels/emu/README.md for the measured slowdown.
+//
+// ---------------------------------------------------------------------------------------------
+// Arithmetic: nvcc's --use_fast_math, emulated where it changes results
+// ---------------------------------------------------------------------------------------------
+// nvcc builds with --use_fast_math (checked in the PTX of CUDA 13.0): f32 ops flush subnormal
+// inputs and outputs to zero, expf(x) is ex2.approx.ftz(x * log2e) with the product rounded to
+// f32, logf(x) is lg2.approx(x) * ln2, tanhf is tanh.approx.f32, x / y is div.approx.f32, sqrtf
+// and rsqrtf are sqrt.approx / rsqrt.approx. Here:
+// * flush-to-zero: kernels run with MXCSR's FTZ and DAZ bits set (each fiber's initial MXCSR;
+//   x86-64 only), so subnormals vanish as on the GPU (in f64 too, which the GPU keeps; our
+//   kernels have no f64 arithmetic).
+// * expf / __expf = exp2f(f32(x * log2e)): the rounding of the product is the approximation's
+//   main error (relative |x| * 2^-24: 5e-6 at x = -80, which a softmax sees), so it is
+//   reproduced; ex2.approx's own error (2^-22.5 relative) is not.
+// * logf / __logf = log2f(x) * f32(ln2), the same structure.
+// * tanhf: tanh rounded to 16 significant bits, an error the size of tanh.approx.f32's (about
+//   1e-5 relative, 2^-11 by PTX's bound): the f32 tolerance (1e-5) does not hold with it, so
+//   kernels compute tanh-based functions through expf (GELU as x * sigmoid(2u)).
+// * division, sqrtf, rsqrtf: exact here. The approximations are within 2 ulp (2.4e-7 relative)
+//   in the ranges kernels use, 40x below the f32 tolerance of 1e-5, so tests hold on the GPU.
+//
+// ---------------------------------------------------------------------------------------------
+// Supported subset
+// ---------------------------------------------------------------------------------------------
+// (see the definitions below): __global__ __device__ __host__
 // __forceinline__ __noinline__ __launch_bounds__(...) __restrict__ __align__(n) __shared__
 // __constant__ (read-only data with an initialiser), threadIdx blockIdx blockDim gridDim
 // warpSize, dim3 uint3 int2/int4/uint2/uint4/float2/float4 (+ make_*), __syncthreads,
@@ -72,22 +140,21 @@
 // exp(float) overloads, isnan/isinf/isfinite/signbit), rsqrtf, __expf __logf __powf __sinf
 // __cosf __log2f __fdividef __frcp_rn __saturatef __fadd_rn __fsub_rn __fmul_rn __fdiv_rn
 // __fsqrt_rn __fmaf_rn, min/max (int, unsigned, long long, float, double), __float_as_int
-// __int_as_float __float_as_uint __uint_as_float, __ldg, INFINITY, printf, assert.
+// __int_as_float __float_as_uint __uint_as_float, __ldg, INFINITY, printf, assert; and through
+// tensor_core.cuh: mma.sync m16n8k16 bf16, ldmatrix(.trans) x4, cp.async 16 bytes.
 // Limits to know:
 // * No preemption: a thread that spins waiting for another thread or block (a flag in shared or
 //   global memory, without __syncthreads between) loops forever here. Not allowed in CUDA
 //   either without cooperative launches; use barriers, or separate kernels for grid-wide steps.
 // * Fiber stacks are 64 KiB: large local arrays or deep recursion overflow them (SIGSEGV on
 //   the guard page). SMELT_EMU_STACK_KIB=256 raises it.
-// * Static __shared__ memory is zero in a worker's first block and stale after; only dynamic
-//   shared memory is poisoned. Stale data equal to the right answer can hide a missing write.
 // * A kernel's register use, occupancy, bank conflicts, coalescing and speed mean nothing
 //   here; nvcc's ptxas log (build.rs) and the GPU are the judges of those.
-// * Emulation is much slower than the CPU backend (a context switch per thread and barrier):
-//   keep test sizes moderate.
-// Not supported: cooperative groups, tensor cores (mma/wmma), cp.async / TMA, clusters, inline
-// PTX, textures, streams or events inside kernels, dynamic parallelism, __constant__ written by
-// the host. Kernels must have at least one parameter (the launcher appends them after smem).
+// * Emulation is much slower than the CPU backend (a context switch per thread and barrier, a
+//   sanitizer call per access): keep test sizes moderate.
+// Not supported: cooperative groups, wmma, TMA, clusters, inline PTX, textures, streams or
+// events inside kernels, dynamic parallelism, __constant__ written by the host. Kernels must
+// have at least one parameter (the launcher appends them after smem).
 
 #pragma once
 // Warnings of the host compiler that do not apply to CUDA code (cc passes -Wall -Wextra):
@@ -100,32 +167,18 @@
 #endif
 
 #include <algorithm>
-#include <atomic>
 #include <cassert>
 #include <cmath>
 #include <math.h>  // libstdc++'s: float overloads (exp(float)...) and isnan etc. in ::, as CUDA
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <exception>
-#include <mutex>
-#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
-#include <sys/mman.h>
-#include <unistd.h>
-
-#if !defined(__x86_64__) && !defined(SMELT_EMU_UCONTEXT)
-#define SMELT_EMU_UCONTEXT 1
-#endif
-#if defined(SMELT_EMU_UCONTEXT)
-#include <ucontext.h>
-#endif
+#include "runtime.h"
 
 // ---------------------------------------------------------------------------------------------
 // Qualifiers
@@ -147,26 +200,11 @@
 #define INFINITY (__builtin_inff())
 #endif
 
-// The largest dynamic shared memory a launch may request (Hopper's per-block opt-in maximum).
-#define SMELT_EMU_MAX_DYNAMIC_SMEM (227u * 1024u)
-
-// The launch geometry as Rust passes it (`#[repr(C)] struct Dim3 { x: u32, y: u32, z: u32 }`).
-struct smelt_dim3 {
-    unsigned int x, y, z;
-};
-
 // ---------------------------------------------------------------------------------------------
-// Vector types (aggregates, as in CUDA's vector_types.h; alignment as in CUDA)
+// Vector types (aggregates, as in CUDA's vector_types.h; alignment as in CUDA; uint3 and dim3
+// are in runtime.h)
 // ---------------------------------------------------------------------------------------------
 
-struct uint3 {
-    unsigned int x, y, z;
-};
-struct dim3 {
-    unsigned int x, y, z;
-    constexpr dim3(unsigned int vx = 1, unsigned int vy = 1, unsigned int vz = 1)
-        : x(vx), y(vy), z(vz) {}
-};
 struct __attribute__((aligned(8))) int2 {
     int x, y;
 };
@@ -192,523 +230,14 @@ inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return
 inline float2 make_float2(float x, float y) { return {x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 
-// ---------------------------------------------------------------------------------------------
-// The runtime: fibers, scheduler, barriers, warp rendezvous
-// ---------------------------------------------------------------------------------------------
-
-namespace smelt_emu {
-
-[[noreturn]] inline void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-[[noreturn]] inline void fail(const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    std::fputs("smelt CUDA emulation: ", stderr);
-    std::vfprintf(stderr, fmt, ap);
-    std::fputc('\n', stderr);
-    va_end(ap);
-    std::fflush(stderr);
-    std::abort();
-}
-
-// ---- context switching -----------------------------------------------------------------------
-
-#if defined(SMELT_EMU_UCONTEXT)
-struct Context {
-    ucontext_t uc;
-};
-#else
-// x86-64 System V: save the callee-saved registers on the current stack, store its stack
-// pointer in *save, load `next` as the stack pointer, pop that context's registers, return
-// into it. A fresh fiber's stack is prepared by prepare_stack() to "return" into the entry.
-extern "C" void smelt_emu_switch(void** save, void* next);
-__asm__(
-    ".text\n"
-    ".globl smelt_emu_switch\n"
-    ".hidden smelt_emu_switch\n"
-    ".type smelt_emu_switch,@function\n"
-    "smelt_emu_switch:\n"
-    "    pushq %rbp\n"
-    "    pushq %rbx\n"
-    "    pushq %r12\n"
-    "    pushq %r13\n"
-    "    pushq %r14\n"
-    "    pushq %r15\n"
-    "    subq $8, %rsp\n"
-    "    stmxcsr (%rsp)\n"
-    "    fnstcw 4(%rsp)\n"
-    "    movq %rsp, (%rdi)\n"
-    "    movq %rsi, %rsp\n"
-    "    ldmxcsr (%rsp)\n"
-    "    fldcw 4(%rsp)\n"
-    "    addq $8, %rsp\n"
-    "    popq %r15\n"
-    "    popq %r14\n"
-    "    popq %r13\n"
-    "    popq %r12\n"
-    "    popq %rbx\n"
-    "    popq %rbp\n"
-    "    ret\n"
-    ".size smelt_emu_switch, .-smelt_emu_switch\n");
-struct Context {
-    void* sp = nullptr;
-};
-#endif
-
-struct Worker;
-void fiber_main();
-
-enum class State : unsigned char { Runnable, AtBarrier, AtWarp, Done };
-
-// What a lane waits for at a warp rendezvous; all lanes of a warp must agree.
-enum class WarpOp : unsigned char { None, Shfl, ShflUp, ShflDown, ShflXor, Ballot, Any, All, Sync };
-
-inline const char* warp_op_name(WarpOp op) {
-    switch (op) {
-    case WarpOp::Shfl: return "__shfl_sync";
-    case WarpOp::ShflUp: return "__shfl_up_sync";
-    case WarpOp::ShflDown: return "__shfl_down_sync";
-    case WarpOp::ShflXor: return "__shfl_xor_sync";
-    case WarpOp::Ballot: return "__ballot_sync";
-    case WarpOp::Any: return "__any_sync";
-    case WarpOp::All: return "__all_sync";
-    case WarpOp::Sync: return "__syncwarp";
-    default: return "(none)";
-    }
-}
-
-struct Fiber {
-    Context ctx;
-    uint3 tid;
-    unsigned linear;
-    State state;
-    char* stack_lo;  // usable stack [stack_lo, stack_lo + stack_size)
-};
-
-struct Warp {
-    unsigned lanes;      // lanes present (32, or fewer in a partial last warp)
-    unsigned arrived;    // lanes waiting at the current rendezvous
-    WarpOp op;           // the intrinsic of the current rendezvous
-    unsigned mask;       // its mask
-    uint64_t deposit[32];
-    uint64_t snapshot[32];  // the deposits of the last completed rendezvous
-};
-
-struct Kernel {
-    const char* name;
-    void (*body)(void*);
-    void* ctx;
-    dim3 grid, block;
-    unsigned smem_bytes;
-    unsigned nthreads;
-};
-
 // Dynamic shared memory: the name kernels declare (`extern __shared__ float smem[];`).
-}  // namespace smelt_emu
-
 alignas(16) thread_local float smem[SMELT_EMU_MAX_DYNAMIC_SMEM / sizeof(float)];
 
+// ---------------------------------------------------------------------------------------------
+// Launches
+// ---------------------------------------------------------------------------------------------
+
 namespace smelt_emu {
-
-inline size_t stack_bytes() {
-    static const size_t bytes = [] {
-        size_t kib = 64;
-        if (const char* s = std::getenv("SMELT_EMU_STACK_KIB")) {
-            long v = std::strtol(s, nullptr, 10);
-            if (v >= 16) kib = size_t(v);
-        }
-        return kib * 1024;
-    }();
-    return bytes;
-}
-
-inline unsigned worker_count() {
-    static const unsigned n = [] {
-        unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-        unsigned v = std::min(4u, hw);
-        if (const char* s = std::getenv("SMELT_EMU_THREADS")) {
-            long x = std::strtol(s, nullptr, 10);
-            if (x >= 1) v = unsigned(std::min(x, 256L));
-        }
-        return v;
-    }();
-    return n;
-}
-
-// Fiber stacks: one mmap'd region per fiber slot with a PROT_NONE guard page at its low end.
-// Slots are kept in a process-wide pool and reused by later launches (on any OS thread).
-struct StackSet {
-    std::vector<char*> stacks;
-    void grow(size_t n) {
-        const size_t page = size_t(sysconf(_SC_PAGESIZE));
-        const size_t bytes = (stack_bytes() + page - 1) / page * page;
-        while (stacks.size() < n) {
-            void* p = mmap(nullptr, bytes + page, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-            if (p == MAP_FAILED) fail("mmap of a %zu-byte fiber stack failed", bytes + page);
-            mprotect(p, page, PROT_NONE);  // stack overflow -> SIGSEGV, not silent corruption
-            stacks.push_back(static_cast<char*>(p) + page);
-        }
-    }
-};
-
-inline std::mutex& pool_mutex() {
-    static std::mutex m;
-    return m;
-}
-inline std::vector<StackSet*>& pool() {
-    static std::vector<StackSet*> p;
-    return p;
-}
-inline StackSet* take_stacks() {
-    std::lock_guard<std::mutex> lock(pool_mutex());
-    if (pool().empty()) return new StackSet();
-    StackSet* s = pool().back();
-    pool().pop_back();
-    return s;
-}
-inline void give_stacks(StackSet* s) {
-    std::lock_guard<std::mutex> lock(pool_mutex());
-    pool().push_back(s);
-}
-
-// One OS thread's state while it runs blocks of a launch.
-struct Worker {
-    const Kernel* kernel = nullptr;
-    StackSet* stacks = nullptr;
-    std::vector<Fiber> fibers;
-    std::vector<Warp> warps;
-    Context scheduler;
-    Fiber* current = nullptr;
-    uint3 block_idx{0, 0, 0};
-    unsigned block_linear = 0;
-    unsigned remaining = 0;         // fibers not yet returned
-    unsigned barrier_arrived = 0;   // fibers waiting at __syncthreads
-    int barrier_count = 0;          // __syncthreads_count accumulator
-    int barrier_result = 0;         // the count of the last completed barrier
-};
-
-inline thread_local Worker* tl_worker = nullptr;
-
-inline Worker& worker() {
-    Worker* w = tl_worker;
-    if (!w) fail("a CUDA device function was called outside an emulated kernel launch");
-    return *w;
-}
-
-inline void prepare(Fiber& f) {
-    char* top = f.stack_lo + stack_bytes();
-    top = reinterpret_cast<char*>(reinterpret_cast<uintptr_t>(top) & ~uintptr_t(15));
-#if defined(SMELT_EMU_UCONTEXT)
-    getcontext(&f.ctx.uc);
-    f.ctx.uc.uc_stack.ss_sp = f.stack_lo;
-    f.ctx.uc.uc_stack.ss_size = size_t(top - f.stack_lo);
-    f.ctx.uc.uc_link = nullptr;
-    makecontext(&f.ctx.uc, fiber_main, 0);
-#else
-    // From the top: a zero fake return address for fiber_main (so that its entry sees
-    // rsp % 16 == 8 as after a call), fiber_main as smelt_emu_switch's return address, six
-    // zeroed callee-saved registers, then MXCSR and the x87 control word (defaults).
-    uint64_t* sp = reinterpret_cast<uint64_t*>(top);
-    *--sp = 0;
-    *--sp = reinterpret_cast<uint64_t>(&fiber_main);
-    for (int i = 0; i < 6; ++i) *--sp = 0;
-    --sp;
-    uint32_t mxcsr;
-    uint16_t fcw;
-    __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
-    __asm__ volatile("fnstcw %0" : "=m"(fcw));
-    std::memcpy(reinterpret_cast<char*>(sp), &mxcsr, 4);
-    std::memcpy(reinterpret_cast<char*>(sp) + 4, &fcw, 2);
-    f.ctx.sp = sp;
-#endif
-}
-
-inline void switch_to_fiber(Worker& w, Fiber& f) {
-    w.current = &f;
-#if defined(SMELT_EMU_UCONTEXT)
-    swapcontext(&w.scheduler.uc, &f.ctx.uc);
-#else
-    smelt_emu_switch(&w.scheduler.sp, f.ctx.sp);
-#endif
-    w.current = nullptr;
-}
-
-// Called on a fiber: hand control back to the scheduler until it resumes this fiber.
-inline void yield(Worker& w, Fiber& f) {
-#if defined(SMELT_EMU_UCONTEXT)
-    swapcontext(&f.ctx.uc, &w.scheduler.uc);
-#else
-    smelt_emu_switch(&f.ctx.sp, w.scheduler.sp);
-#endif
-}
-
-inline void fiber_main() {
-    Worker& w = *tl_worker;
-    w.kernel->body(w.kernel->ctx);
-    Fiber& f = *w.current;
-    f.state = State::Done;
-    --w.remaining;
-#if defined(SMELT_EMU_UCONTEXT)
-    setcontext(&w.scheduler.uc);
-#else
-    void* dead;
-    smelt_emu_switch(&dead, w.scheduler.sp);
-#endif
-    fail("a finished fiber was resumed");
-}
-
-// ---- barriers ------------------------------------------------------------------------------
-
-// __syncthreads and its reductions: wait until every thread of the block has arrived.
-inline int block_barrier(int contribution) {
-    Worker& w = worker();
-    Fiber& f = *w.current;
-    w.barrier_count += contribution;
-    if (++w.barrier_arrived == w.kernel->nthreads) {
-        // Last to arrive: release everyone.
-        w.barrier_result = w.barrier_count;
-        w.barrier_count = 0;
-        w.barrier_arrived = 0;
-        for (Fiber& g : w.fibers)
-            if (g.state == State::AtBarrier) g.state = State::Runnable;
-        return w.barrier_result;
-    }
-    f.state = State::AtBarrier;
-    yield(w, f);
-    // barrier_result cannot change before this fiber arrives at the next barrier.
-    return w.barrier_result;
-}
-
-// ---- warp rendezvous -----------------------------------------------------------------------
-
-// Deposits `value` for this lane, waits for every lane of the warp, returns the lane's index
-// in its warp; the deposits are then in warp.snapshot until the warp's next rendezvous.
-inline Warp& warp_rendezvous(WarpOp op, unsigned mask, uint64_t value, unsigned* lane_out) {
-    Worker& w = worker();
-    Fiber& f = *w.current;
-    Warp& warp = w.warps[f.linear / 32];
-    const unsigned lane = f.linear % 32;
-    if (mask != 0xffffffffu) {
-        const unsigned present = warp.lanes == 32 ? 0xffffffffu : (1u << warp.lanes) - 1;
-        if (mask != present)
-            fail("kernel %s: thread %u of block %u called %s with mask 0x%08x; the emulation "
-                 "supports only all lanes of the warp (0xffffffff)",
-                 w.kernel->name, f.linear, w.block_linear, warp_op_name(op), mask);
-    }
-    if (warp.arrived == 0) {
-        warp.op = op;
-        warp.mask = mask;
-    } else if (warp.op != op || warp.mask != mask) {
-        fail("kernel %s, block %u, warp %u: lane %u called %s (mask 0x%08x) while other lanes "
-             "wait in %s (mask 0x%08x): divergent warp intrinsics",
-             w.kernel->name, w.block_linear, f.linear / 32, lane, warp_op_name(op), mask,
-             warp_op_name(warp.op), warp.mask);
-    }
-    warp.deposit[lane] = value;
-    *lane_out = lane;
-    if (++warp.arrived == warp.lanes) {
-        std::memcpy(warp.snapshot, warp.deposit, sizeof(uint64_t) * warp.lanes);
-        warp.arrived = 0;
-        warp.op = WarpOp::None;
-        const unsigned first = f.linear / 32 * 32;
-        for (unsigned i = 0; i < warp.lanes; ++i) {
-            Fiber& g = w.fibers[first + i];
-            if (g.state == State::AtWarp) g.state = State::Runnable;
-        }
-        return warp;
-    }
-    f.state = State::AtWarp;
-    yield(w, f);
-    return warp;
-}
-
-template <typename T>
-inline uint64_t to_bits(T v) {
-    static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value,
-                  "warp shuffles move values of at most 8 bytes");
-    uint64_t b = 0;
-    std::memcpy(&b, &v, sizeof(T));
-    return b;
-}
-template <typename T>
-inline T from_bits(uint64_t b) {
-    T v;
-    std::memcpy(&v, &b, sizeof(T));
-    return v;
-}
-
-inline void check_width(const char* what, int width) {
-    if (width <= 0 || width > 32 || (width & (width - 1)) != 0)
-        fail("kernel %s: %s with width %d (must be a power of two <= 32)", worker().kernel->name,
-             what, width);
-}
-
-// Source lane per shuffle kind (CUDA semantics), or -1 for "keep own value".
-template <typename T>
-inline T shuffle(WarpOp op, unsigned mask, T var, int arg, int width) {
-    check_width(warp_op_name(op), width);
-    unsigned lane;
-    Warp& warp = warp_rendezvous(op, mask, to_bits(var), &lane);
-    const int seg = int(lane) & ~(width - 1);  // first lane of this lane's width-segment
-    int src;
-    switch (op) {
-    case WarpOp::Shfl: src = seg + (arg & (width - 1)); break;
-    case WarpOp::ShflUp: src = int(lane) - arg >= seg ? int(lane) - arg : -1; break;
-    case WarpOp::ShflDown: src = int(lane) + arg < seg + width ? int(lane) + arg : -1; break;
-    default: {  // xor: lanes may read earlier segments, not later ones
-        const int j = int(lane) ^ arg;
-        src = j < seg + width ? j : -1;
-    }
-    }
-    if (src < 0 || (op == WarpOp::ShflUp && arg < 0)) return var;
-    if (unsigned(src) >= warp.lanes) return from_bits<T>(~uint64_t(0));  // absent lane: poison
-    return from_bits<T>(warp.snapshot[src]);
-}
-
-inline unsigned ballot(WarpOp op, unsigned mask, int pred) {
-    unsigned lane;
-    Warp& warp = warp_rendezvous(op, mask, pred != 0, &lane);
-    unsigned bits = 0;
-    for (unsigned i = 0; i < warp.lanes; ++i)
-        if (warp.snapshot[i]) bits |= 1u << i;
-    return bits;
-}
-
-// ---- launches ------------------------------------------------------------------------------
-
-// Runs one block on this worker: all its threads as fibers until every one has returned.
-inline void run_block(Worker& w, unsigned linear_block) {
-    const Kernel& k = *w.kernel;
-    w.block_linear = linear_block;
-    w.block_idx = uint3{linear_block % k.grid.x, linear_block / k.grid.x % k.grid.y,
-                        linear_block / (k.grid.x * k.grid.y)};
-    if (k.smem_bytes) std::memset(smem, 0xff, k.smem_bytes);
-    for (Fiber& f : w.fibers) {
-        f.state = State::Runnable;
-        prepare(f);
-    }
-    for (Warp& warp : w.warps) {
-        warp.arrived = 0;
-        warp.op = WarpOp::None;
-    }
-    w.remaining = k.nthreads;
-    w.barrier_arrived = 0;
-    w.barrier_count = 0;
-    const bool reverse = linear_block % 2 == 1;
-    const unsigned n = k.nthreads;
-    while (w.remaining > 0) {
-        bool progressed = false;
-        for (unsigned i = 0; i < n; ++i) {
-            Fiber& f = w.fibers[reverse ? n - 1 - i : i];
-            if (f.state != State::Runnable) continue;
-            switch_to_fiber(w, f);
-            progressed = true;
-        }
-        if (progressed || w.remaining == 0) continue;
-        // Nobody can run and not everyone has returned: a deadlock. Explain it.
-        unsigned at_barrier = 0, at_warp = 0, done = 0;
-        int first_done = -1;
-        for (const Fiber& f : w.fibers) {
-            if (f.state == State::AtBarrier) ++at_barrier;
-            if (f.state == State::AtWarp) ++at_warp;
-            if (f.state == State::Done) {
-                ++done;
-                if (first_done < 0) first_done = int(f.linear);
-            }
-        }
-        std::fprintf(stderr,
-                     "smelt CUDA emulation: kernel %s, block (%u,%u,%u) of grid (%u,%u,%u), "
-                     "blockDim (%u,%u,%u): deadlock: %u threads wait at __syncthreads(), %u at "
-                     "warp intrinsics, %u have returned (first: linear thread %d).\n",
-                     k.name, w.block_idx.x, w.block_idx.y, w.block_idx.z, k.grid.x, k.grid.y,
-                     k.grid.z, k.block.x, k.block.y, k.block.z, at_barrier, at_warp, done,
-                     first_done);
-        for (size_t wi = 0; wi < w.warps.size(); ++wi) {
-            const Warp& warp = w.warps[wi];
-            if (warp.arrived == 0) continue;
-            std::fprintf(stderr, "  warp %zu: %u of %u lanes wait in %s; missing lanes:", wi,
-                         warp.arrived, warp.lanes, warp_op_name(warp.op));
-            for (unsigned l = 0; l < warp.lanes; ++l) {
-                const Fiber& g = w.fibers[wi * 32 + l];
-                if (g.state != State::AtWarp)
-                    std::fprintf(stderr, " %u(%s)", l,
-                                 g.state == State::Done ? "returned" : "at __syncthreads");
-            }
-            std::fputc('\n', stderr);
-        }
-        fail("every thread of a block must reach each __syncthreads(), and every lane of a warp "
-             "each warp intrinsic (no early return before them, no divergent barriers)");
-    }
-}
-
-// The body of one worker: takes blocks from `next` until the grid is done.
-inline void work(const Kernel& k, std::atomic<unsigned>& next, unsigned nblocks) {
-    Worker w;
-    w.kernel = &k;
-    w.stacks = take_stacks();
-    w.stacks->grow(k.nthreads);
-    w.fibers.resize(k.nthreads);
-    for (unsigned i = 0; i < k.nthreads; ++i) {
-        Fiber& f = w.fibers[i];
-        f.linear = i;
-        f.tid = uint3{i % k.block.x, i / k.block.x % k.block.y, i / (k.block.x * k.block.y)};
-        f.stack_lo = w.stacks->stacks[i];
-    }
-    w.warps.resize((k.nthreads + 31) / 32);
-    for (size_t i = 0; i < w.warps.size(); ++i)
-        w.warps[i].lanes = std::min(32u, k.nthreads - unsigned(i) * 32);
-    Worker* saved = tl_worker;
-    if (saved) fail("kernel %s launched from inside a kernel", k.name);
-    tl_worker = &w;
-    for (;;) {
-        const unsigned b = next.fetch_add(1, std::memory_order_relaxed);
-        if (b >= nblocks) break;
-        run_block(w, b);
-    }
-    tl_worker = nullptr;
-    give_stacks(w.stacks);
-}
-
-inline void launch_impl(const char* name, smelt_dim3 grid, smelt_dim3 block, unsigned smem_bytes,
-                        void (*body)(void*), void* ctx) {
-    if (grid.x == 0 || grid.y == 0 || grid.z == 0 || block.x == 0 || block.y == 0 ||
-        block.z == 0)
-        fail("kernel %s: launch with a zero dimension: grid (%u,%u,%u), block (%u,%u,%u)", name,
-             grid.x, grid.y, grid.z, block.x, block.y, block.z);
-    const uint64_t nthreads = uint64_t(block.x) * block.y * block.z;
-    if (nthreads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64)
-        fail("kernel %s: block (%u,%u,%u) exceeds CUDA's limits (1024 threads, z <= 64)", name,
-             block.x, block.y, block.z);
-    if (grid.y > 65535 || grid.z > 65535 || grid.x > 0x7fffffffu)
-        fail("kernel %s: grid (%u,%u,%u) exceeds CUDA's limits", name, grid.x, grid.y, grid.z);
-    if (smem_bytes > SMELT_EMU_MAX_DYNAMIC_SMEM)
-        fail("kernel %s: %u bytes of dynamic shared memory requested, at most %u", name,
-             smem_bytes, SMELT_EMU_MAX_DYNAMIC_SMEM);
-    const uint64_t nblocks64 = uint64_t(grid.x) * grid.y * grid.z;
-    if (nblocks64 > 0xffffffffu) fail("kernel %s: more than 2^32 blocks", name);
-    const unsigned nblocks = unsigned(nblocks64);
-
-    Kernel k;
-    k.name = name;
-    k.body = body;
-    k.ctx = ctx;
-    k.grid = dim3(grid.x, grid.y, grid.z);
-    k.block = dim3(block.x, block.y, block.z);
-    k.smem_bytes = smem_bytes;
-    k.nthreads = unsigned(nthreads);
-
-    std::atomic<unsigned> next{0};
-    const unsigned nworkers = std::min(worker_count(), nblocks);
-    try {
-        std::vector<std::thread> helpers;
-        for (unsigned i = 1; i < nworkers; ++i)
-            helpers.emplace_back([&k, &next, nblocks] { work(k, next, nblocks); });
-        work(k, next, nblocks);
-        for (std::thread& t : helpers) t.join();
-    } catch (const std::exception& e) {
-        fail("kernel %s: launch failed: %s", name, e.what());
-    }
-}
 
 template <typename F>
 inline void launch(const char* name, smelt_dim3 grid, smelt_dim3 block, unsigned smem_bytes,
@@ -735,11 +264,6 @@ inline void launch_params(const char* name, void (*kernel)(A...), smelt_dim3 gri
     launch_params_impl(name, kernel, grid, block, smem_bytes, params,
                        std::index_sequence_for<A...>{});
 }
-
-inline uint3 thread_idx() { return worker().current->tid; }
-inline uint3 block_idx() { return worker().block_idx; }
-inline dim3 block_dim() { return worker().kernel->block; }
-inline dim3 grid_dim() { return worker().kernel->grid; }
 
 }  // namespace smelt_emu
 
@@ -778,14 +302,11 @@ inline dim3 grid_dim() { return worker().kernel->grid; }
 inline void __syncthreads() { smelt_emu::block_barrier(0); }
 inline int __syncthreads_count(int pred) { return smelt_emu::block_barrier(pred != 0); }
 inline int __syncthreads_and(int pred) {
-    return smelt_emu::block_barrier(pred != 0) == int(smelt_emu::worker().kernel->nthreads);
+    return smelt_emu::block_barrier(pred != 0) == int(smelt_emu::block_threads());
 }
 inline int __syncthreads_or(int pred) { return smelt_emu::block_barrier(pred != 0) != 0; }
 
-inline void __syncwarp(unsigned mask = 0xffffffffu) {
-    unsigned lane;
-    smelt_emu::warp_rendezvous(smelt_emu::WarpOp::Sync, mask, 0, &lane);
-}
+inline void __syncwarp(unsigned mask = 0xffffffffu) { smelt_emu::warp_sync(mask); }
 inline unsigned __ballot_sync(unsigned mask, int pred) {
     return smelt_emu::ballot(smelt_emu::WarpOp::Ballot, mask, pred);
 }
@@ -793,25 +314,42 @@ inline int __any_sync(unsigned mask, int pred) {
     return smelt_emu::ballot(smelt_emu::WarpOp::Any, mask, pred) != 0;
 }
 inline int __all_sync(unsigned mask, int pred) {
-    smelt_emu::Worker& w = smelt_emu::worker();
-    const unsigned lanes = w.warps[w.current->linear / 32].lanes;
+    const unsigned lanes = smelt_emu::warp_lanes();
     const unsigned all = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1;
     return smelt_emu::ballot(smelt_emu::WarpOp::All, mask, pred) == all;
 }
 
+namespace smelt_emu {
+// A shuffle of any value of at most 8 bytes, through the runtime's shuffle of 64 bits.
+template <typename T>
+inline T shuffle_value(WarpOp op, unsigned mask, T var, int arg, int width) {
+    static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value,
+                  "warp shuffles move values of at most 8 bytes");
+    uint64_t bits = 0;
+    std::memcpy(&bits, &var, sizeof(T));
+    bits = shuffle(op, mask, bits, arg, width);
+    T out;
+    std::memcpy(&out, &bits, sizeof(T));
+    return out;
+}
+}  // namespace smelt_emu
+
 // Shuffles for the types CUDA provides them for.
-#define SMELT_EMU_SHUFFLES(T)                                                                 \
-    inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = 32) {                \
-        return smelt_emu::shuffle(smelt_emu::WarpOp::Shfl, mask, var, src_lane, width);       \
-    }                                                                                         \
-    inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = 32) {           \
-        return smelt_emu::shuffle(smelt_emu::WarpOp::ShflUp, mask, var, int(delta), width);   \
-    }                                                                                         \
-    inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32) {         \
-        return smelt_emu::shuffle(smelt_emu::WarpOp::ShflDown, mask, var, int(delta), width); \
-    }                                                                                         \
-    inline T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = 32) {           \
-        return smelt_emu::shuffle(smelt_emu::WarpOp::ShflXor, mask, var, lane_mask, width);   \
+#define SMELT_EMU_SHUFFLES(T)                                                                   \
+    inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = 32) {                  \
+        return smelt_emu::shuffle_value(smelt_emu::WarpOp::Shfl, mask, var, src_lane, width);   \
+    }                                                                                           \
+    inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = 32) {             \
+        return smelt_emu::shuffle_value(smelt_emu::WarpOp::ShflUp, mask, var, int(delta),       \
+                                        width);                                                 \
+    }                                                                                           \
+    inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32) {           \
+        return smelt_emu::shuffle_value(smelt_emu::WarpOp::ShflDown, mask, var, int(delta),     \
+                                        width);                                                 \
+    }                                                                                           \
+    inline T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = 32) {             \
+        return smelt_emu::shuffle_value(smelt_emu::WarpOp::ShflXor, mask, var, lane_mask,       \
+                                        width);                                                 \
     }
 SMELT_EMU_SHUFFLES(int)
 SMELT_EMU_SHUFFLES(unsigned int)
@@ -828,32 +366,52 @@ inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 [[noreturn]] inline void __trap() { smelt_emu::fail("__trap() called"); }
 
 // ---------------------------------------------------------------------------------------------
-// Atomics (device-wide, relaxed, as CUDA's)
+// Atomics (device-wide, relaxed, as CUDA's). Not instrumented (an atomic is never a race): each
+// tells the sanitizer of its access explicitly, then runs out of line.
 // ---------------------------------------------------------------------------------------------
 
-inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
-inline unsigned atomicAdd(unsigned* p, unsigned v) {
-    return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+#define SMELT_EMU_ATOMIC __attribute__((no_sanitize_address, noinline))
+
+template <typename T, typename Op>
+SMELT_EMU_ATOMIC T smelt_emu_atomic_rmw(T* p, Op op) {
+    smelt_emu::atomic_access(p, sizeof(T));
+    T old = __atomic_load_n(p, __ATOMIC_RELAXED);
+    while (!__atomic_compare_exchange_n(p, &old, op(old), true, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED)) {
+    }
+    return old;
 }
-inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
-    return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
-}
+// Floats through their bit patterns.
 template <typename F, typename U>
-inline F smelt_emu_atomic_float_add(F* p, F v) {
+SMELT_EMU_ATOMIC F smelt_emu_atomic_float_add(F* p, F v) {
     static_assert(sizeof(F) == sizeof(U), "float/int sizes");
-    U* q = reinterpret_cast<U*>(p);
-    U old = __atomic_load_n(q, __ATOMIC_RELAXED);
-    for (;;) {
+    const U bits = smelt_emu_atomic_rmw(reinterpret_cast<U*>(p), [v](U old) {
         F f;
         std::memcpy(&f, &old, sizeof f);
         f += v;
         U next;
         std::memcpy(&next, &f, sizeof f);
-        if (__atomic_compare_exchange_n(q, &old, next, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-            std::memcpy(&f, &old, sizeof f);
-            return f;
-        }
-    }
+        return next;
+    });
+    F old;
+    std::memcpy(&old, &bits, sizeof old);
+    return old;
+}
+template <typename T>
+SMELT_EMU_ATOMIC T smelt_emu_atomic_cas(T* p, T compare, T v) {
+    smelt_emu::atomic_access(p, sizeof(T));
+    __atomic_compare_exchange_n(p, &compare, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    return compare;
+}
+
+inline int atomicAdd(int* p, int v) {
+    return smelt_emu_atomic_rmw(p, [v](int o) { return o + v; });
+}
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+    return smelt_emu_atomic_rmw(p, [v](unsigned o) { return o + v; });
+}
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+    return smelt_emu_atomic_rmw(p, [v](unsigned long long o) { return o + v; });
 }
 inline float atomicAdd(float* p, float v) {
     return smelt_emu_atomic_float_add<float, uint32_t>(p, v);
@@ -861,17 +419,11 @@ inline float atomicAdd(float* p, float v) {
 inline double atomicAdd(double* p, double v) {
     return smelt_emu_atomic_float_add<double, uint64_t>(p, v);
 }
-inline int atomicSub(int* p, int v) { return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED); }
-inline unsigned atomicSub(unsigned* p, unsigned v) {
-    return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED);
+inline int atomicSub(int* p, int v) {
+    return smelt_emu_atomic_rmw(p, [v](int o) { return o - v; });
 }
-template <typename T, typename Op>
-inline T smelt_emu_atomic_rmw(T* p, Op op) {
-    T old = __atomic_load_n(p, __ATOMIC_RELAXED);
-    while (!__atomic_compare_exchange_n(p, &old, op(old), true, __ATOMIC_RELAXED,
-                                        __ATOMIC_RELAXED)) {
-    }
-    return old;
+inline unsigned atomicSub(unsigned* p, unsigned v) {
+    return smelt_emu_atomic_rmw(p, [v](unsigned o) { return o - v; });
 }
 inline int atomicMax(int* p, int v) {
     return smelt_emu_atomic_rmw(p, [v](int o) { return o > v ? o : v; });
@@ -885,46 +437,34 @@ inline int atomicMin(int* p, int v) {
 inline unsigned atomicMin(unsigned* p, unsigned v) {
     return smelt_emu_atomic_rmw(p, [v](unsigned o) { return o < v ? o : v; });
 }
-inline int atomicExch(int* p, int v) { return __atomic_exchange_n(p, v, __ATOMIC_RELAXED); }
+inline int atomicExch(int* p, int v) {
+    return smelt_emu_atomic_rmw(p, [v](int) { return v; });
+}
 inline unsigned atomicExch(unsigned* p, unsigned v) {
-    return __atomic_exchange_n(p, v, __ATOMIC_RELAXED);
+    return smelt_emu_atomic_rmw(p, [v](unsigned) { return v; });
 }
 inline float atomicExch(float* p, float v) {
     uint32_t b;
     std::memcpy(&b, &v, 4);
-    b = __atomic_exchange_n(reinterpret_cast<uint32_t*>(p), b, __ATOMIC_RELAXED);
+    b = smelt_emu_atomic_rmw(reinterpret_cast<uint32_t*>(p), [b](uint32_t) { return b; });
     std::memcpy(&v, &b, 4);
     return v;
 }
-inline int atomicCAS(int* p, int compare, int v) {
-    __atomic_compare_exchange_n(p, &compare, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-    return compare;
-}
+inline int atomicCAS(int* p, int compare, int v) { return smelt_emu_atomic_cas(p, compare, v); }
 inline unsigned atomicCAS(unsigned* p, unsigned compare, unsigned v) {
-    __atomic_compare_exchange_n(p, &compare, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-    return compare;
+    return smelt_emu_atomic_cas(p, compare, v);
 }
 inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long compare,
                                     unsigned long long v) {
-    __atomic_compare_exchange_n(p, &compare, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-    return compare;
+    return smelt_emu_atomic_cas(p, compare, v);
 }
+#undef SMELT_EMU_ATOMIC
 
 // ---------------------------------------------------------------------------------------------
-// Math (CUDA's device math functions missing from the host's libm, and the fast intrinsics,
-// here computed exactly)
+// Math: CUDA's device functions missing from the host's libm, and the fast-math approximations
+// (see "Arithmetic" at the top)
 // ---------------------------------------------------------------------------------------------
 
-inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
-inline float __expf(float x) { return std::exp(x); }
-inline float __logf(float x) { return std::log(x); }
-inline float __fdividef(float a, float b) { return a / b; }
-inline float __frcp_rn(float x) { return 1.0f / x; }
-inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
-inline float __powf(float a, float b) { return std::pow(a, b); }
-inline float __sinf(float x) { return std::sin(x); }
-inline float __cosf(float x) { return std::cos(x); }
-inline float __log2f(float x) { return std::log2(x); }
 // Correctly rounded, never contracted into an FMA (nvcc: the same; used to pin rounding).
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
@@ -932,6 +472,33 @@ inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __fsqrt_rn(float x) { return std::sqrt(x); }
 inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+
+// ex2.approx.ftz(x * log2e), the product rounded to f32 (0f3FB8AA3B, as nvcc writes it).
+inline float __expf(float x) { return std::exp2(__fmul_rn(x, 1.44269502f)); }
+// lg2.approx(x) * ln2 (0f3F317218).
+inline float __logf(float x) { return __fmul_rn(std::log2(x), 0.693147182f); }
+// tanh.approx.f32: modelled as tanh rounded to 16 significant bits (about its error).
+inline float smelt_emu_tanh_approx(float x) {
+    const float t = std::tanh(x);
+    uint32_t u;
+    std::memcpy(&u, &t, 4);
+    if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x80u) & ~0xffu;
+    float r;
+    std::memcpy(&r, &u, 4);
+    return r;
+}
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float __frcp_rn(float x) { return 1.0f / x; }
+inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+inline float __powf(float a, float b) { return std::exp2(__fmul_rn(b, std::log2(a))); }
+inline float __sinf(float x) { return std::sin(x); }
+inline float __cosf(float x) { return std::cos(x); }
+inline float __log2f(float x) { return std::log2(x); }
+// What --use_fast_math makes of the libm names in kernels (every header is included above).
+#define expf(x) __expf(x)
+#define logf(x) __logf(x)
+#define tanhf(x) smelt_emu_tanh_approx(x)
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
@@ -972,6 +539,7 @@ template <typename T>
 inline T __ldg(const T* p) {
     return *p;
 }
+
 
 // ---------------------------------------------------------------------------------------------
 // bfloat16 (cuda_bf16.h subset; explicit conversions only)

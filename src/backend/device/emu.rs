@@ -8,37 +8,61 @@ use std::cell::RefCell;
 use std::ffi::c_void;
 use std::ptr::NonNull;
 
-use super::{Arg, Kernel, Runtime};
+use super::{sanitizer, Arg, Kernel, Runtime};
 use crate::backend::launch::LaunchDims;
 use crate::error::{Error, Result};
 
-/// Host memory standing in for device memory: 256-byte aligned like `cuMemAlloc`, zeroed,
-/// owned through a raw pointer (kernels write through addresses, never through references).
+/// Host memory standing in for device memory: 256-byte aligned like `cuMemAlloc`, owned
+/// through a raw pointer (kernels write through addresses, never through references). The
+/// sanitizer tracks it: [`sanitizer::GUARD_BYTES`] of poisoned memory (0xff) on each side are
+/// part of the allocation, so an access just outside lands somewhere recognised; unwritten
+/// contents are 0xff too.
 pub struct EmuBuffer {
+    /// The first byte of the contents (after the guard gap).
     ptr: NonNull<u8>,
+    /// The whole allocation, guard gaps included.
     layout: Layout,
+    bytes: usize,
 }
 
 impl EmuBuffer {
-    fn new(bytes: usize) -> Result<Self> {
-        let layout = Layout::from_size_align(bytes.max(1), 256)
-            .map_err(|_| Error::Device(format!("cannot allocate {bytes} bytes")))?;
+    fn new(bytes: usize, zeroed: bool) -> Result<Self> {
+        let guard = sanitizer::GUARD_BYTES;
+        let layout = bytes
+            .checked_add(2 * guard)
+            .and_then(|total| Layout::from_size_align(total, 256).ok())
+            .ok_or_else(|| Error::Device(format!("cannot allocate {bytes} bytes")))?;
         // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(ptr).ok_or_else(|| {
+        let raw = unsafe {
+            if zeroed {
+                alloc::alloc_zeroed(layout)
+            } else {
+                alloc::alloc(layout)
+            }
+        };
+        let raw = NonNull::new(raw).ok_or_else(|| {
             Error::Device(format!("out of host memory for a {bytes}-byte buffer"))
         })?;
-        Ok(EmuBuffer { ptr, layout })
+        // SAFETY: the guard gaps (and, unless zeroed, the contents) lie inside the allocation.
+        unsafe {
+            if zeroed {
+                std::ptr::write_bytes(raw.as_ptr(), 0xff, guard);
+                std::ptr::write_bytes(raw.as_ptr().add(guard + bytes), 0xff, guard);
+            } else {
+                std::ptr::write_bytes(raw.as_ptr(), 0xff, layout.size());
+            }
+        }
+        // SAFETY: guard < layout.size().
+        let ptr = unsafe { NonNull::new_unchecked(raw.as_ptr().add(guard)) };
+        sanitizer::register(ptr.as_ptr(), bytes, zeroed);
+        Ok(EmuBuffer { ptr, layout, bytes })
     }
 
     fn check(&self, offset: usize, len: usize) -> Result<()> {
-        if offset
-            .checked_add(len)
-            .is_none_or(|end| end > self.layout.size())
-        {
+        if offset.checked_add(len).is_none_or(|end| end > self.bytes) {
             return Err(Error::Device(format!(
                 "copy of {len} bytes at {offset} outside a {}-byte buffer",
-                self.layout.size()
+                self.bytes
             )));
         }
         Ok(())
@@ -47,8 +71,14 @@ impl EmuBuffer {
 
 impl Drop for EmuBuffer {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        sanitizer::unregister(self.ptr.as_ptr());
+        // SAFETY: allocated in `new` with this layout, `GUARD_BYTES` before `ptr`.
+        unsafe {
+            alloc::dealloc(
+                self.ptr.as_ptr().sub(sanitizer::GUARD_BYTES),
+                self.layout,
+            )
+        }
     }
 }
 
@@ -79,7 +109,7 @@ impl EmuRuntime {
         self.launches.get()
     }
 
-    fn run(&self, launch: &EmuLaunch) {
+    fn run(&self, launch: &EmuLaunch) -> Result<()> {
         let mut slots: Vec<u64> = launch.args.iter().map(|a| a.slot()).collect();
         let mut params: Vec<*mut c_void> = slots
             .iter_mut()
@@ -92,6 +122,10 @@ impl EmuRuntime {
         // little-endian, first bytes of the slot).
         unsafe { (launch.kernel.emulated())(d.grid, d.block, d.smem, params.as_mut_ptr()) };
         self.launches.set(self.launches.get() + 1);
+        match sanitizer::take_findings() {
+            Some(findings) => Err(findings.to_error()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -104,7 +138,7 @@ impl Runtime for EmuRuntime {
     }
 
     fn alloc(&self, bytes: usize) -> Result<EmuBuffer> {
-        EmuBuffer::new(bytes)
+        EmuBuffer::new(bytes, true)
     }
 
     fn address(&self, buf: &EmuBuffer) -> u64 {
@@ -121,6 +155,8 @@ impl Runtime for EmuRuntime {
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), buf.ptr.as_ptr().add(offset), src.len())
         };
+        // SAFETY: inside the allocation (checked).
+        sanitizer::mark_written(unsafe { buf.ptr.as_ptr().add(offset) }, src.len());
         Ok(())
     }
 
@@ -140,10 +176,12 @@ impl Runtime for EmuRuntime {
             args: args.to_vec(),
         };
         match self.capture.borrow_mut().as_mut() {
-            Some(recording) => recording.push(launch),
+            Some(recording) => {
+                recording.push(launch);
+                Ok(())
+            }
             None => self.run(&launch),
         }
-        Ok(())
     }
 
     fn begin_capture(&self) -> Result<()> {
@@ -164,7 +202,7 @@ impl Runtime for EmuRuntime {
 
     fn replay(&self, graph: &Vec<EmuLaunch>) -> Result<()> {
         for launch in graph {
-            self.run(launch);
+            self.run(launch)?;
         }
         Ok(())
     }

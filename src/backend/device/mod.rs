@@ -9,6 +9,7 @@ mod backend;
 pub mod emu;
 mod kernels;
 mod runtime;
+pub mod sanitizer;
 
 pub use backend::{DeviceArena, DeviceBackend, DeviceIndices, Precision};
 pub use kernels::Kernel;

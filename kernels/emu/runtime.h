@@ -1,0 +1,68 @@
+// runtime.h: what the kernels' translation unit (cuda_emu.h + kernels/*.cu, compiled with the
+// sanitizer's instrumentation) calls in the emulation's runtime (runtime.cpp, sanitizer.cpp,
+// compiled without it). Everything here is an out-of-line call, so no access the runtime makes
+// to its own data (fibers, warps, shadow memory) is ever seen by the sanitizer's callbacks.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+// The launch geometry as Rust passes it (`#[repr(C)] struct Dim3 { x: u32, y: u32, z: u32 }`).
+struct smelt_dim3 {
+    unsigned int x, y, z;
+};
+
+struct uint3 {
+    unsigned int x, y, z;
+};
+struct dim3 {
+    unsigned int x, y, z;
+    constexpr dim3(unsigned int vx = 1, unsigned int vy = 1, unsigned int vz = 1)
+        : x(vx), y(vy), z(vz) {}
+};
+
+// The largest dynamic shared memory a launch may request (Hopper's per-block opt-in maximum).
+#define SMELT_EMU_MAX_DYNAMIC_SMEM (227u * 1024u)
+
+namespace smelt_emu {
+
+// Prints "smelt CUDA emulation: <message>" and aborts the process.
+[[noreturn]] void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// What a lane waits for at a warp rendezvous; all lanes of a warp must agree.
+enum class WarpOp : unsigned char { None, Shfl, ShflUp, ShflDown, ShflXor, Ballot, Any, All, Sync };
+
+// The calling thread's built-in variables (fails outside a kernel launch).
+uint3 thread_idx();
+uint3 block_idx();
+dim3 block_dim();
+dim3 grid_dim();
+unsigned block_threads();  // blockDim.x * blockDim.y * blockDim.z
+unsigned warp_lanes();     // lanes present in the calling thread's warp (32, or fewer)
+
+// __syncthreads and its reductions: waits for the whole block; returns the sum of the
+// contributions of all threads.
+int block_barrier(int contribution);
+// __syncwarp.
+void warp_sync(unsigned mask);
+// A shuffle of the low bytes of `bits`: the source lane's value, the caller's own (source out
+// of its segment), or all bits set (an absent lane of a partial warp).
+uint64_t shuffle(WarpOp op, unsigned mask, uint64_t bits, int arg, int width);
+// __ballot_sync / __any_sync / __all_sync: the bit mask of the lanes whose `pred` is non-zero.
+unsigned ballot(WarpOp op, unsigned mask, int pred);
+
+// cp.async (tensor_core.cuh): the copy lands when a wait covers its group (PTX semantics,
+// commit groups per thread); until then the destination is poisoned and marked pending.
+void cp_async_16(void* shared_dst, const void* global_src);
+void cp_async_commit();
+void cp_async_wait(int pending_groups_allowed);
+
+// An atomic read-modify-write of `bytes` at `p` by the calling thread: checked like any access
+// (bounds, initialised) but never a race, and a write afterwards.
+void atomic_access(const void* p, size_t bytes);
+
+// Runs body(ctx) as every thread of every block of the grid, to completion.
+void launch_impl(const char* name, smelt_dim3 grid, smelt_dim3 block, unsigned smem_bytes,
+                 void (*body)(void*), void* ctx);
+
+}  // namespace smelt_emu
