@@ -584,8 +584,14 @@ mod gpu {
                 // SAFETY: matmul_bf16(out f32 m*n, gelu_out null, a bf16 m*k, b bf16 k*n,
                 // bias f32 n or null, m, k, n, trans_a, trans_b): the buffers hold the largest
                 // shape; the geometry is matmul_bf16_launch's.
-                unsafe { rt.launch(Kernel::MatmulBf16, matmul::matmul_bf16_launch(m, n), &args) }
-                    .map_err(|e| e.to_string())
+                unsafe {
+                    rt.launch(
+                        &smelt::backend::kernels::matmul::matmul_bf16::KERNEL,
+                        matmul::matmul_bf16_launch(m, n),
+                        &args,
+                    )
+                }
+                .map_err(|e| e.to_string())
             })?;
             let base = match &lt {
                 Some(lt) => match lt.plan(m, k, n, ta, tb) {
@@ -851,7 +857,7 @@ mod gpu {
             // x is the gelu input view of that length.
             unsafe {
                 be.runtime().launch(
-                    Kernel::CastF32ToBf16,
+                    &smelt::backend::kernels::elementwise::cast_f32_to_bf16::KERNEL,
                     elementwise::cast_f32_to_bf16_launch(n4c),
                     &[Arg::Ptr(out_addr), Arg::Ptr(x_addr), int(n4c)],
                 )
@@ -904,7 +910,7 @@ mod gpu {
         let a = |buf: &CudaSlice<u8>| Arg::Ptr(rt.address(buf));
         let sizes = [int(b), int(T), int(C), int(NH)];
         let with = |head: &[Arg]| [head, &sizes[..]].concat();
-        let launch = |k: Kernel, dims, args: &[Arg]| -> Res<()> {
+        let launch = |k: &'static Kernel, dims, args: &[Arg]| -> Res<()> {
             // SAFETY: every call below passes the kernel's parameter list (kernels/attention*.cu)
             // with buffers of the sizes it reads and writes at (b, T, C, NH), and the geometry
             // of its launch function in smelt::backend::emu.
@@ -930,7 +936,7 @@ mod gpu {
 
         let ms = time_ms(&stream, opts.reps, || {
             launch(
-                Kernel::AttentionForward,
+                &smelt::backend::kernels::attention::attention_forward::KERNEL,
                 attention::attention_forward_launch(b, T, C, NH),
                 &with(&[a(&out), a(&lse), a(&qkv)]),
             )
@@ -939,7 +945,7 @@ mod gpu {
         if attention::attention_forward_bf16_supports(hs) {
             let ms = time_ms(&stream, opts.reps, || {
                 launch(
-                    Kernel::AttentionForwardBf16,
+                    &smelt::backend::kernels::attention_tc::attention_forward_bf16::KERNEL,
                     attention::attention_forward_bf16_launch(b, T, C, NH),
                     &with(&[a(&out), a(&lse), a(&qkv16)]),
                 )
@@ -953,13 +959,13 @@ mod gpu {
         }
         // The backward of the f32 forward's out and lse.
         launch(
-            Kernel::AttentionForward,
+            &smelt::backend::kernels::attention::attention_forward::KERNEL,
             attention::attention_forward_launch(b, T, C, NH),
             &with(&[a(&out), a(&lse), a(&qkv)]),
         )?;
         let preprocess = || {
             launch(
-                Kernel::AttentionBackwardPreprocess,
+                &smelt::backend::kernels::attention::attention_backward_preprocess::KERNEL,
                 attention::attention_backward_preprocess_launch(b, T, NH),
                 &with(&[a(&dsum), a(&dout), a(&out)]),
             )
@@ -968,12 +974,12 @@ mod gpu {
             preprocess()?;
             let args = with(&[a(&dqkv), a(&dout), a(&qkv), a(&lse), a(&dsum)]);
             launch(
-                Kernel::AttentionBackwardDkdv,
+                &smelt::backend::kernels::attention::attention_backward_dkdv::KERNEL,
                 attention::attention_backward_dkdv_launch(b, T, C, NH),
                 &args,
             )?;
             launch(
-                Kernel::AttentionBackwardDq,
+                &smelt::backend::kernels::attention::attention_backward_dq::KERNEL,
                 attention::attention_backward_dq_launch(b, T, C, NH),
                 &args,
             )
@@ -984,12 +990,12 @@ mod gpu {
                 preprocess()?;
                 let args = with(&[a(&dqkv), a(&dout16), a(&qkv16), a(&lse), a(&dsum)]);
                 launch(
-                    Kernel::AttentionBackwardDkdvBf16,
+                    &smelt::backend::kernels::attention_tc_backward::attention_backward_dkdv_bf16::KERNEL,
                     attention_tc::attention_backward_dkdv_bf16_launch(b, T, C, NH),
                     &args,
                 )?;
                 launch(
-                    Kernel::AttentionBackwardDqBf16,
+                    &smelt::backend::kernels::attention_tc_backward::attention_backward_dq_bf16::KERNEL,
                     attention_tc::attention_backward_dq_bf16_launch(b, T, C, NH),
                     &args,
                 )
