@@ -4,7 +4,7 @@
 //! [`on_every_runtime!`] turns a test body `fn name<R: Runtime>(dev: &Dev<R>)` into two tests,
 //! `name::emu` (the CUDA emulation, always) and `name::cuda` (the GPU: skipped with a note when
 //! this machine has none, unless `SMELT_REQUIRE_GPU=1`, which makes a missing GPU a failure, as
-//! `tools/gpu-check.sh` sets it).
+//! `tools/gpu-check.sh` sets it; `SMELT_SMALL_CASES=1` leaves out the GPT-2-sized cases).
 //!
 //! Buffers: every device buffer has a guard zone of [`GUARD`] bytes of a canary pattern before
 //! and after the elements (the elements start 16-byte aligned, or 4 bytes past that for the
@@ -96,10 +96,12 @@ impl<R: Runtime> Dev<R> {
         self.rt.name().starts_with("emu")
     }
 
-    /// The cases to run: `small` everywhere, `large` (GPT-2 sizes) on a GPU only.
+    /// The cases to run: `small` everywhere, `large` (GPT-2 sizes) on a GPU only, and not
+    /// when `SMELT_SMALL_CASES` is set (tools/gpu-check.sh sets it under compute-sanitizer,
+    /// which runs kernels tens of times slower).
     pub fn cases<T: Clone>(&self, small: &[T], large: &[T]) -> Vec<T> {
         let mut all = small.to_vec();
-        if !self.emulated() {
+        if !self.emulated() && std::env::var_os("SMELT_SMALL_CASES").is_none() {
             all.extend_from_slice(large);
         }
         all
