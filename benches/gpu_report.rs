@@ -1149,6 +1149,13 @@ mod gpu {
         let ctx = rt.context().clone();
         let config = gpt2();
         let (b, steps, warmup) = (opts.train_batch, opts.steps, 3usize);
+        // The logits' kernels index B·T·Vp elements with a C int.
+        if b * T * VP > i32::MAX as usize {
+            return Err(format!(
+                "--train-batch {b}: B·T·Vp = {} exceeds the kernels' 32-bit indexing",
+                b * T * VP
+            ));
+        }
         eprintln!("gpu_report: d. training GPT-2 124M, B={b} T={T}, {warmup}+{steps} steps");
         let mut model =
             Gpt::new(DeviceBackend::new(rt, Precision::Bf16), config, b, T, true).map_err(text)?;

@@ -34,8 +34,9 @@
 #                     report;
 #    f. cuda_kernels  criterion timings of every Backend kernel method, bf16 and f32.
 #    Every part runs with SMELT_REQUIRE_GPU=1 (a missing GPU fails instead of skipping) under a
-#    timeout (GPU_CHECK_T_<PART> seconds overrides it), all within GPU_CHECK_BUDGET (470 s).
-#    Each part's output is in DIR/<part>.log.
+#    timeout (GPU_CHECK_T_<PART> seconds overrides it), all within GPU_CHECK_BUDGET (460 s,
+#    from the script's start). Each part's output is in DIR/<part>.log; with GPU_CHECK_OUT=FOLDER
+#    the JSON files and a tarball of the logs are copied there too.
 #
 # At the end: one table (stdout) and DIR/gpu-check.json. Exit status: 0 every part passed on a
 # GPU; 1 a part failed, timed out, skipped or did not report what it must; 2 no GPU here (the
@@ -105,7 +106,7 @@ for name in "${bins[@]}"; do
 done
 rm -f ./*.log gpu_report.json gpu-check.json
 start=$SECONDS
-budget="${GPU_CHECK_BUDGET:-470}"
+budget="${GPU_CHECK_BUDGET:-460}"
 
 echo "== gpu-check $(date -u '+%Y-%m-%d %H:%M:%S UTC') on $(hostname) in $dir"
 
@@ -130,7 +131,7 @@ if [[ -n "${SMELT_REQUIRE_GPU:-}" ]]; then export SMELT_REQUIRE_GPU=1; else unse
 export SMELT_FIXTURES="$dir/fixtures"
 export CRITERION_HOME="$dir/criterion"
 
-probe_out="$(timeout 30 ./gpu_report --probe 2>&1)"
+probe_out="$(timeout 20 ./gpu_report --probe 2>&1)"
 probe_rc=$?
 echo "$probe_out" | sed 's/^GPU-PROPERTY\t/  /; s/\t/: /'
 if ((probe_rc == 3)); then
@@ -198,7 +199,7 @@ run_part() {
     fi
     echo "gpu-check: $name (timeout ${limit}s): $*"
     local t0=$SECONDS
-    timeout --kill-after=10 "$limit" "$@" >"$name.log" 2>&1
+    timeout --kill-after=5 "$limit" "$@" >"$name.log" 2>&1
     local rc=$? status detail=""
     local secs=$((SECONDS - t0))
     if ((rc == 124 || rc == 137)); then
@@ -225,7 +226,10 @@ run_part() {
 summary_of() {
     local s
     s="$(grep -E '^test result:' "$1" | tail -n 1 | sed -E 's/^test result: ok\. //; s/; finished in.*//')"
-    [[ -z "$s" ]] && s="$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$1" | tail -n 1 | sed 's/^=* *//')"
+    s="$s$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$1" | tail -n 1 | sed 's/^=* */; /')"
+    # gpu_report: the training run's headline.
+    s="$s$(awk -F'\t' '$1 == "GPU-REPORT" && $2 == "train" && ($3 == "tokens_per_s" || $3 == "mfu") {
+        printf "%s%s %s %s", (n++ ? ", " : ""), $3, $4, $8 }' "$1")"
     echo "$s"
 }
 
@@ -272,7 +276,7 @@ check_report() {
 }
 check_criterion() { grep -q 'time:' "$1" || echo "no timings"; }
 
-run_part kernels 90 check_kernels ./kernels cuda --test-threads=1 --nocapture
+run_part kernels 80 check_kernels ./kernels cuda --test-threads=1 --nocapture
 run_part device_gpu 40 check_device_gpu ./device_gpu --test-threads=1 --nocapture
 tools=(memcheck racecheck synccheck initcheck)
 limits=(45 50 30 45)
@@ -290,8 +294,8 @@ for i in "${!tools[@]}"; do
     SMELT_SMALL_CASES=1 run_part "$tool" "${limits[$i]}" check_sanitizer \
         "$sanitizer" --tool "$tool" --error-exitcode 86 --print-limit 20 ./kernels cuda --test-threads=1 --nocapture
 done
-run_part gpu_report 110 check_report ./gpu_report --json gpu_report.json
-run_part cuda_kernels 50 check_criterion ./cuda_kernels --bench --warm-up-time 0.3 --measurement-time 0.7 --sample-size 10
+run_part gpu_report 100 check_report ./gpu_report --json gpu_report.json
+run_part cuda_kernels 60 check_criterion ./cuda_kernels --bench --warm-up-time 0.2 --measurement-time 0.5 --sample-size 10
 
 # The table. ------------------------------------------------------------------------------------
 logs() { cat ./*.log 2>/dev/null; }
@@ -342,6 +346,11 @@ out = {
 }
 json.dump(out, open("gpu-check.json", "w"), indent=1)
 ' && echo "JSON: $dir/gpu-check.json"
+fi
+
+if [[ -n "${GPU_CHECK_OUT:-}" ]] && mkdir -p "$GPU_CHECK_OUT"; then
+    cp -f gpu-check.json gpu_report.json "$GPU_CHECK_OUT/" 2>/dev/null
+    tar czf "$GPU_CHECK_OUT/gpu-check-logs.tgz" ./*.log 2>/dev/null
 fi
 
 if ((failed)); then
