@@ -96,12 +96,17 @@ impl<R: Runtime> Dev<R> {
         self.rt.name().starts_with("emu")
     }
 
-    /// The cases to run: `small` everywhere, `large` (GPT-2 sizes) on a GPU only, and not
-    /// when `SMELT_SMALL_CASES` is set (tools/gpu-check.sh sets it under compute-sanitizer,
-    /// which runs kernels tens of times slower).
+    /// Whether to run GPT-2-sized cases: on a GPU, and not when `SMELT_SMALL_CASES` is set
+    /// (tools/gpu-check.sh sets it under compute-sanitizer, which runs kernels tens of times
+    /// slower).
+    pub fn large_cases(&self) -> bool {
+        !self.emulated() && std::env::var_os("SMELT_SMALL_CASES").is_none()
+    }
+
+    /// The cases to run: `small` everywhere, `large` (GPT-2 sizes) where [`Dev::large_cases`].
     pub fn cases<T: Clone>(&self, small: &[T], large: &[T]) -> Vec<T> {
         let mut all = small.to_vec();
-        if !self.emulated() && std::env::var_os("SMELT_SMALL_CASES").is_none() {
+        if self.large_cases() {
             all.extend_from_slice(large);
         }
         all
