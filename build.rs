@@ -7,15 +7,18 @@
 //!    the PyPI wheels `tools/setup_cuda.sh` installs (`build/nvcc.rs`). Without it the crate
 //!    still builds (CPU only) with a cargo warning, and the script re-runs by itself once an
 //!    nvcc appears where it looks (the places it would find one are watched).
-//! 2. **For the CPU**, with the host C++ compiler: `kernels/emu/launch.cpp` compiles the same
-//!    sources against an emulation of CUDA's execution model, so `cargo test` runs every kernel
-//!    on machines without a GPU.
+//! 2. **For the CPU**, with the host C++ compiler: the same sources against an emulation of
+//!    CUDA's execution model (`kernels/emu/cuda_emu.h`), followed by a table of every kernel
+//!    (`build/kernel_names.rs` finds them), so `cargo test` runs every kernel on machines
+//!    without a GPU.
 
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "build/kernel_names.rs"]
+mod kernel_names;
 #[path = "build/nvcc.rs"]
 mod nvcc;
 
@@ -101,11 +104,12 @@ fn build_fatbin(nvcc: &Path, root: &Path, out: &Path, kernels: &[PathBuf]) {
 }
 
 /// The kernels compiled for the CPU through the emulation header (`kernels/emu/cuda_emu.h`):
-/// one C++ translation unit with the header and every kernel, whose `SMELT_EMU_EXPORT`
-/// lines define the `smelt_emu_<kernel>` launchers that `src/backend/emu` calls. That unit is
-/// instrumented for the sanitizer (every load and store calls `__asan_*_noabort`, which
-/// `kernels/emu/sanitizer.cpp` defines; no ASan runtime); the runtime and the sanitizer
-/// themselves are compiled without instrumentation, into the same library.
+/// one C++ translation unit with the header, every kernel file, and then the kernel table
+/// `smelt_emu_kernels` (one row per `extern "C" __global__` kernel found in the files) through
+/// which `EmuRuntime` launches them by name. That unit is instrumented for the sanitizer (every
+/// load and store calls `__asan_*_noabort`, which `kernels/emu/sanitizer.cpp` defines; no ASan
+/// runtime); the runtime and the sanitizer themselves are compiled without instrumentation,
+/// into the same library.
 fn build_emulation(root: &Path, out: &Path, kernels: &[PathBuf]) {
     let emu = root.join("kernels/emu");
     let header = emu.join("cuda_emu.h");
@@ -114,9 +118,19 @@ fn build_emulation(root: &Path, out: &Path, kernels: &[PathBuf]) {
     }
     let unit = out.join("smelt_emu.cpp");
     let mut text = format!("#include \"{}\"\n", header.display());
+    let mut rows = String::new();
     for k in kernels {
         text.push_str(&format!("#include \"{}\"\n", k.display()));
+        let source = fs::read_to_string(k).unwrap_or_else(|e| panic!("read {}: {e}", k.display()));
+        for name in kernel_names::kernel_names(&source) {
+            rows.push_str(&format!("    SMELT_EMU_KERNEL({name}),\n"));
+        }
     }
+    text.push_str(&format!(
+        "extern \"C\" const smelt_emu_kernel smelt_emu_kernels[] = {{\n{rows}}};\n\
+         extern \"C\" const unsigned smelt_emu_kernel_count =\n    \
+         sizeof(smelt_emu_kernels) / sizeof(smelt_emu_kernels[0]);\n"
+    ));
     fs::write(&unit, text).expect("write emulation unit");
     let base = || {
         let mut b = cc::Build::new();

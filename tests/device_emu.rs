@@ -7,8 +7,8 @@
 
 use smelt::backend::cpu::CpuBackend;
 use smelt::backend::device::emu::EmuRuntime;
-use smelt::backend::device::{DeviceBackend, Kernel, Precision, Runtime};
-use smelt::backend::launch::{Dim3, LaunchDims};
+use smelt::backend::device::{DeviceBackend, Precision, Runtime};
+
 use smelt::backend::{AdamWStep, Backend};
 use smelt::model::{Gpt, GptConfig};
 use smelt::rng::Rng;
@@ -220,18 +220,11 @@ fn evaluation_forward_replays_and_matches() {
 #[test]
 fn a_capture_records_without_running_and_a_replay_runs() {
     let rt = EmuRuntime::new();
-    let mut buf = rt.alloc(4 * 100).unwrap();
+    let mut buf = rt.alloc_zeroed(4 * 100).unwrap();
     let addr = rt.address(&buf);
-    let dims = LaunchDims {
-        grid: Dim3::x(1),
-        block: Dim3::x(256),
-        smem: 0,
-    };
-    use smelt::backend::device::Arg;
-    let args = [Arg::Ptr(addr), Arg::F32(2.5), Arg::I64(100)];
     rt.begin_capture().unwrap();
-    // SAFETY: `fill(float* x, float value, long n)` over the 100 floats of `buf`.
-    unsafe { rt.launch(Kernel::Fill, dims, &args).unwrap() };
+    // SAFETY: fills the 100 floats of `buf`.
+    unsafe { smelt::backend::kernels::embedding::fill::launch(&rt, addr, 2.5, 100).unwrap() };
     assert!(
         rt.upload(&mut buf, 0, &[0u8; 4]).is_err(),
         "copies during a capture must be refused"

@@ -1,7 +1,7 @@
 //! The device backend on a real GPU (`DeviceBackend<CudaRuntime>`): whole training steps
 //! against the PyTorch fixture (tests/common/pytorch.rs), in f32 and bf16, and CUDA-graph
 //! replay against eager launches. Skipped, with the reason printed, when this build has no
-//! kernels or the machine no driver or GPU.
+//! kernels or the machine no driver or GPU, unless `SMELT_REQUIRE_GPU=1` (then that fails).
 //!
 //! Bounds (DESIGN.md): f32, logits and loss to 1e-4 (nvcc's --use_fast_math exp/log/tanh),
 //! gradients and the 3-step trajectory to 1e-4; bf16 (activations stored in bf16, tensor
@@ -9,7 +9,6 @@
 //! Each test prints `GPU-STEP\t<check>\t<worst rel err>` lines that
 //! tools/gpu-check.sh collects.
 //! Run: `cargo test --release --test device_gpu -- --nocapture --test-threads=1`.
-#![cfg(smelt_emulation)]
 
 mod common;
 use common::pytorch::{check_adamw_steps, check_forward_backward};
@@ -20,9 +19,13 @@ use smelt::backend::{AdamWStep, Backend};
 use smelt::model::{Gpt, GptConfig};
 use smelt::rng::Rng;
 
-/// The GPU backend, or `None` after printing why CUDA cannot run here.
+/// The GPU backend, or `None` after printing why CUDA cannot run here; with
+/// `SMELT_REQUIRE_GPU` set (tools/gpu-check.sh), a missing GPU is a failure instead.
 fn gpu(precision: Precision) -> Option<DeviceBackend<CudaRuntime>> {
     if let Err(why) = probe() {
+        if std::env::var_os("SMELT_REQUIRE_GPU").is_some() {
+            panic!("SMELT_REQUIRE_GPU is set but CUDA cannot run: {why}");
+        }
         eprintln!("skipped: {why}");
         return None;
     }

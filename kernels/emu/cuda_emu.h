@@ -5,10 +5,9 @@
 // then every kernels/*.cu, with -DSMELT_EMULATE (and -I kernels), plus the runtime
 // (emu/runtime.cpp: fibers, scheduler, launches) and the sanitizer (emu/sanitizer.cpp), into the
 // static library `smelt_emu`. Only the kernels' unit is instrumented (see "Sanitizer"); the
-// runtime is reached through the out-of-line calls of emu/runtime.h. Each kernel file ends with
-// SMELT_EMU_EXPORT lines that define C launchers `smelt_emu_<kernel>(grid, block,
-// dynamic_smem_bytes, args...)`, which Rust calls through FFI. This header is included exactly
-// once, in that unit.
+// runtime is reached through the out-of-line calls of emu/runtime.h. The unit ends with the
+// kernel table (SMELT_EMU_KERNEL below) through which EmuRuntime launches every kernel by name.
+// This header is included exactly once, in that unit.
 //
 // This file is also the definition of the CUDA subset our kernels may use: anything not
 // declared here does not compile under emulation, so it is not allowed in kernels/*.cu.
@@ -174,6 +173,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -267,26 +267,79 @@ inline void launch_params(const char* name, void (*kernel)(A...), smelt_dim3 gri
 
 }  // namespace smelt_emu
 
-// Defines two launchers that run `name<<<grid, block, smem>>>(<args>)` to completion:
-// * `extern "C" void smelt_emu_<name>(smelt_dim3 grid, smelt_dim3 block, unsigned int smem,
-//   <params>)`, typed, for the kernel tests (src/backend/emu);
-// * `extern "C" void smelt_emu_params_<name>(smelt_dim3 grid, smelt_dim3 block, unsigned int
-//   smem, void** params)`, with cuLaunchKernel's argument convention, for the device backend's
-//   emulated runtime (src/backend/device/emu.rs), which launches exactly as it does on a GPU.
-// Usage, after the kernel:
-//   SMELT_EMU_EXPORT(gelu_forward, (float* out, const float* x, int n), (out, x, n))
+// The kernel table: build.rs ends the emulation unit with
+//   extern "C" const smelt_emu_kernel smelt_emu_kernels[] = { SMELT_EMU_KERNEL(gelu_forward), ... };
+//   extern "C" const unsigned smelt_emu_kernel_count = ...;
+// one row per `extern "C" __global__` kernel of kernels/*.cu (found by scanning them), so a
+// kernel file needs no export lines. Each row holds the kernel's name, a launcher with
+// cuLaunchKernel's argument convention (params[i] points at argument i), and the kernel's
+// parameter types as the C++ compiler sees them ("f32*,const bf16*,i32"), which EmuRuntime
+// compares with the kernel's Rust declaration (src/backend/kernels) before its first launch.
+struct smelt_emu_kernel {
+    const char* name;
+    void (*launch)(smelt_dim3 grid, smelt_dim3 block, unsigned smem, void** params);
+    const char* (*signature)();
+};
+
+namespace smelt_emu {
+// The Rust declaration's name of each C type a kernel parameter may have.
+template <typename T>
+struct type_name;  // no definition: a kernel with another parameter type does not compile
+#define SMELT_EMU_TYPE_NAME(T, N) \
+    template <>                   \
+    struct type_name<T> {         \
+        static constexpr const char* name = N; \
+    };
+SMELT_EMU_TYPE_NAME(float, "f32")
+SMELT_EMU_TYPE_NAME(double, "f64")
+SMELT_EMU_TYPE_NAME(int, "i32")
+SMELT_EMU_TYPE_NAME(unsigned, "u32")
+SMELT_EMU_TYPE_NAME(long, "i64")
+SMELT_EMU_TYPE_NAME(long long, "i64")
+SMELT_EMU_TYPE_NAME(unsigned long long, "u64")
+SMELT_EMU_TYPE_NAME(unsigned short, "u16")
+SMELT_EMU_TYPE_NAME(unsigned char, "u8")
+#undef SMELT_EMU_TYPE_NAME
+
+template <typename T>
+inline std::string param_type() {
+    if constexpr (std::is_pointer<T>::value) {
+        using P = typename std::remove_pointer<T>::type;
+        const char* c = std::is_const<P>::value ? "const " : "";
+        return std::string(c) + type_name<typename std::remove_cv<P>::type>::name + "*";
+    } else {
+        return type_name<typename std::remove_cv<T>::type>::name;
+    }
+}
+
+template <typename... A>
+inline const char* signature(void (*)(A...)) {
+    static const std::string text = [] {
+        std::string s;
+        ((s += (s.empty() ? "" : ","), s += param_type<A>()), ...);
+        return s;
+    }();
+    return text.c_str();
+}
+}  // namespace smelt_emu
+
+#define SMELT_EMU_KERNEL(name)                                                           \
+    smelt_emu_kernel {                                                                    \
+        #name,                                                                           \
+            [](smelt_dim3 g, smelt_dim3 b, unsigned s, void** p) {                       \
+                ::smelt_emu::launch_params(#name, &name, g, b, s, p);                    \
+            },                                                                           \
+            [] { return ::smelt_emu::signature(&name); }                                 \
+    }
+
+// Legacy typed launcher `smelt_emu_<name>(grid, block, smem, args...)` for the tests not yet
+// moved to tests/kernels (removed with the last of them).
 #define SMELT_EMU_UNPAREN(...) __VA_ARGS__
 #define SMELT_EMU_EXPORT(name, params, args)                                                     \
     extern "C" void smelt_emu_##name(smelt_dim3 smelt_emu_grid_, smelt_dim3 smelt_emu_block_,   \
                                      unsigned int smelt_emu_smem_, SMELT_EMU_UNPAREN params) {  \
         ::smelt_emu::launch(#name, smelt_emu_grid_, smelt_emu_block_, smelt_emu_smem_,          \
                             [&]() { name args; });                                              \
-    }                                                                                            \
-    extern "C" void smelt_emu_params_##name(smelt_dim3 smelt_emu_grid_,                         \
-                                            smelt_dim3 smelt_emu_block_,                        \
-                                            unsigned int smelt_emu_smem_, void** params_) {     \
-        ::smelt_emu::launch_params(#name, &name, smelt_emu_grid_, smelt_emu_block_,             \
-                                   smelt_emu_smem_, params_);                                   \
     }
 
 // ---------------------------------------------------------------------------------------------
@@ -576,3 +629,10 @@ inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) {
 inline float2 __bfloat1622float2(__nv_bfloat162 h) {
     return float2{__bfloat162float(h.x), __bfloat162float(h.y)};
 }
+
+namespace smelt_emu {
+template <>
+struct type_name<__nv_bfloat16> {
+    static constexpr const char* name = "bf16";
+};
+}  // namespace smelt_emu

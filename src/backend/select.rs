@@ -3,6 +3,7 @@
 
 use super::cpu::CpuBackend;
 use super::cuda::{probe, CudaRuntime};
+#[cfg(smelt_emulation)]
 use super::device::emu::EmuRuntime;
 use super::device::{DeviceBackend, Precision};
 use super::Backend;
@@ -40,7 +41,13 @@ pub fn run_on_device<J: DeviceJob>(
     match device {
         "cpu" => job.run(CpuBackend::new()),
         "cuda" => job.run(DeviceBackend::new(CudaRuntime::new(0)?, precision)),
+        #[cfg(smelt_emulation)]
         "emu" => job.run(DeviceBackend::new(EmuRuntime::new(), precision)),
+        #[cfg(not(smelt_emulation))]
+        "emu" => Err(Error::Config(
+            "device emu: this build has no kernel emulation (it needs a host C++ compiler at build time)"
+                .into(),
+        )),
         "auto" => match probe() {
             Ok(_) => {
                 eprintln!("device auto: a GPU and CUDA kernels are present: using CUDA");

@@ -3,9 +3,7 @@
 //! (`backend::device::DeviceBackend<CudaRuntime>`): one context, one stream, launches through
 //! cudarc, CUDA graphs for replay.
 
-#[cfg(smelt_emulation)]
 mod runtime;
-#[cfg(smelt_emulation)]
 pub use runtime::CudaRuntime;
 
 use crate::error::{Error, Result};

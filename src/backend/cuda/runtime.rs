@@ -1,6 +1,7 @@
 //! [`CudaRuntime`]: the device runtime on a GPU, through cudarc.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use cudarc::driver::sys::{
@@ -13,7 +14,8 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 
 use super::{require, FATBIN};
-use crate::backend::device::{Arg, Kernel, Runtime};
+use crate::backend::device::{Arg, Runtime};
+use crate::backend::kernels::{self, Kernel};
 use crate::backend::launch::{Dim3, LaunchDims};
 use crate::error::{Error, Result};
 
@@ -29,11 +31,9 @@ fn driver(what: &str) -> impl Fn(DriverError) -> Error + '_ {
 pub struct CudaRuntime {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    /// Indexed by `Kernel as usize`.
-    functions: Vec<CudaFunction>,
-    /// The dynamic shared memory each kernel has been allowed so far (beyond 48 KiB needs an
-    /// opt-in per kernel).
-    smem_allowed: RefCell<Vec<u32>>,
+    /// Every declared kernel (`backend::kernels::all`) by name, with the dynamic shared memory
+    /// it has been allowed so far (beyond 48 KiB needs an opt-in per kernel).
+    functions: HashMap<&'static str, (CudaFunction, RefCell<u32>)>,
     device_name: String,
 }
 
@@ -59,23 +59,20 @@ impl CudaRuntime {
             .map_err(driver(
                 "load the kernels (is the driver older than CUDA 13.0?)",
             ))?;
-        let functions = Kernel::ALL
-            .iter()
+        // Every declared kernel is looked up now, so a missing one fails at start.
+        let functions = kernels::all()
             .map(|k| {
-                module.load_function(k.name()).map_err(|e| {
-                    Error::Device(format!(
-                        "cuda: kernel {} not in the fatbin: {e:?}",
-                        k.name()
-                    ))
-                })
+                let func = module.load_function(k.name).map_err(|e| {
+                    Error::Device(format!("cuda: kernel {} not in the fatbin: {e:?}", k.name))
+                })?;
+                Ok((k.name, (func, RefCell::new(DEFAULT_SMEM_LIMIT))))
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<HashMap<_, _>>>()?;
         let device_name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         Ok(CudaRuntime {
             ctx,
             stream,
             functions,
-            smem_allowed: RefCell::new(vec![DEFAULT_SMEM_LIMIT; Kernel::ALL.len()]),
             device_name,
         })
     }
@@ -98,6 +95,12 @@ impl Runtime for CudaRuntime {
     }
 
     fn alloc(&self, bytes: usize) -> Result<CudaSlice<u8>> {
+        // SAFETY: the contents are undefined until written, as Runtime::alloc says.
+        unsafe { self.stream.alloc::<u8>(bytes.max(1)) }
+            .map_err(|e| Error::Device(format!("cuda: allocate {bytes} bytes: {e:?}")))
+    }
+
+    fn alloc_zeroed(&self, bytes: usize) -> Result<CudaSlice<u8>> {
         self.stream
             .alloc_zeros::<u8>(bytes.max(1))
             .map_err(|e| Error::Device(format!("cuda: allocate {bytes} bytes: {e:?}")))
@@ -128,10 +131,12 @@ impl Runtime for CudaRuntime {
         self.synchronize()
     }
 
-    unsafe fn launch(&self, kernel: Kernel, dims: LaunchDims, args: &[Arg]) -> Result<()> {
-        let func = &self.functions[kernel as usize];
-        let mut allowed = self.smem_allowed.borrow_mut();
-        if dims.smem > allowed[kernel as usize] {
+    unsafe fn launch(&self, kernel: &'static Kernel, dims: LaunchDims, args: &[Arg]) -> Result<()> {
+        let (func, allowed) = self.functions.get(kernel.name).ok_or_else(|| {
+            Error::Device(format!("cuda: kernel {} is not declared", kernel.name))
+        })?;
+        let mut allowed = allowed.borrow_mut();
+        if dims.smem > *allowed {
             func.set_attribute(
                 CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 dims.smem as i32,
@@ -139,11 +144,10 @@ impl Runtime for CudaRuntime {
             .map_err(|e| {
                 Error::Device(format!(
                     "cuda: {} needs {} bytes of shared memory: {e:?}",
-                    kernel.name(),
-                    dims.smem
+                    kernel.name, dims.smem
                 ))
             })?;
-            allowed[kernel as usize] = dims.smem;
+            *allowed = dims.smem;
         }
         // Every argument as an 8-byte slot with its value in the first bytes: the driver
         // copies each parameter's size from the pointer it is given.
@@ -162,7 +166,7 @@ impl Runtime for CudaRuntime {
         // its own (Runtime::launch's contract).
         unsafe { builder.launch(cfg) }
             .map(|_| ())
-            .map_err(|e| Error::Device(format!("cuda: launch {}: {e:?}", kernel.name())))
+            .map_err(|e| Error::Device(format!("cuda: launch {}: {e:?}", kernel.name)))
     }
 
     fn begin_capture(&self) -> Result<()> {

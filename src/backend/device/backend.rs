@@ -9,9 +9,10 @@
 
 use std::cell::{Cell, RefCell};
 
-use super::{Arg, Kernel, Runtime};
-use crate::backend::emu::{
-    attention, attention_tc, elementwise, loss, matmul, matmul_f32, norm, optim, reduce,
+use super::{Arg, Runtime};
+use crate::backend::kernels::{
+    adamw, attention, attention_tc, attention_tc_backward, cross_entropy, elementwise, embedding,
+    int, layernorm, matmul, matmul_f32, reduce, Kernel,
 };
 use crate::backend::launch::LaunchDims;
 use crate::backend::{AdamWGroup, AdamWStep, AttentionShape, Backend, DType, MatmulShape, View};
@@ -48,11 +49,11 @@ pub struct DeviceIndices<B> {
 }
 
 /// A C `int` argument; sizes in a graph are far below 2^31 (the planner's arena is in f32s).
-fn int(x: usize) -> Arg {
+fn arg_int(x: usize) -> Arg {
     Arg::I32(i32::try_from(x).expect("kernel size argument does not fit a C int"))
 }
 
-fn long(x: usize) -> Arg {
+fn arg_long(x: usize) -> Arg {
     Arg::I64(i64::try_from(x).expect("kernel size argument does not fit a C long"))
 }
 
@@ -166,7 +167,7 @@ impl<R: Runtime> DeviceBackend<R> {
         )
     }
 
-    fn launch(&self, kernel: Kernel, dims: LaunchDims, args: &[Arg]) {
+    fn launch(&self, kernel: &'static Kernel, dims: LaunchDims, args: &[Arg]) {
         if self.failed() {
             return;
         }
@@ -179,12 +180,36 @@ impl<R: Runtime> DeviceBackend<R> {
         }
     }
 
+    /// Runs `launch` (one kernel, or a sequence) unless an earlier call failed; keeps its
+    /// failure. Every caller passes addresses of views checked against their arena (`addr`) or
+    /// of scratch sized for the call, and the sizes of those views: the contract of the typed
+    /// launchers of `backend::kernels`, which is why the closures may call them unsafely.
+    fn run(&self, launch: impl FnOnce(&R) -> Result<()>) {
+        if self.failed() {
+            return;
+        }
+        if let Err(e) = launch(&self.rt) {
+            self.fail(e);
+        }
+    }
+
+    /// The common dtype of `views`; a failure if they differ.
+    fn dtype_of(&self, what: &str, views: &[View]) -> Option<DType> {
+        let dtype = views.first().map_or(DType::F32, |v| v.dtype);
+        if views.iter().any(|v| v.dtype != dtype) {
+            let dtypes: Vec<DType> = views.iter().map(|v| v.dtype).collect();
+            self.fail(Error::Device(format!("{what}: mixed dtypes {dtypes:?}")));
+            return None;
+        }
+        Some(dtype)
+    }
+
     fn fill_at(&self, dst: Arg, value: f32, n: usize) {
         if n > 0 {
             self.launch(
-                Kernel::Fill,
-                loss::fill_launch(n),
-                &[dst, Arg::F32(value), long(n)],
+                &embedding::fill::KERNEL,
+                embedding::fill_launch(n),
+                &[dst, Arg::F32(value), arg_long(n)],
             );
         }
     }
@@ -230,9 +255,9 @@ impl<R: Runtime> DeviceBackend<R> {
         let bias = bias.map_or(Arg::Ptr(0), |v| self.ptr(arena, v));
         let tail = [
             bias,
-            int(s.m),
-            int(s.k),
-            int(s.n),
+            arg_int(s.m),
+            arg_int(s.k),
+            arg_int(s.n),
             Arg::I32(s.trans_a as i32),
             Arg::I32(s.trans_b as i32),
         ];
@@ -245,7 +270,7 @@ impl<R: Runtime> DeviceBackend<R> {
                 let (a, b) = (self.ptr(arena, a), self.ptr(arena, b));
                 let args = [&[out_ptr, gelu_out, a, b][..], &tail].concat();
                 self.launch(
-                    Kernel::MatmulF32,
+                    &matmul_f32::matmul_f32::KERNEL,
                     matmul_f32::matmul_f32_launch(s.m, s.n),
                     &args,
                 );
@@ -257,8 +282,8 @@ impl<R: Runtime> DeviceBackend<R> {
                     return;
                 };
                 let kernel = match out.dtype {
-                    DType::F32 => Kernel::MatmulBf16,
-                    DType::Bf16 => Kernel::MatmulBf16ToBf16,
+                    DType::F32 => &matmul::matmul_bf16::KERNEL,
+                    DType::Bf16 => &matmul::matmul_bf16_to_bf16::KERNEL,
                 };
                 let args = [
                     &[out_ptr, gelu_out, Arg::Ptr(ins[0]), Arg::Ptr(ins[1])][..],
@@ -271,14 +296,14 @@ impl<R: Runtime> DeviceBackend<R> {
     }
 
     /// The kernel for `views`' common dtype; a failure if they differ.
-    fn pick(&self, what: &str, views: &[View], f32: Kernel, bf16: Kernel) -> Option<Kernel> {
-        let dtype = views.first().map_or(DType::F32, |v| v.dtype);
-        if views.iter().any(|v| v.dtype != dtype) {
-            let dtypes: Vec<DType> = views.iter().map(|v| v.dtype).collect();
-            self.fail(Error::Device(format!("{what}: mixed dtypes {dtypes:?}")));
-            return None;
-        }
-        Some(match dtype {
+    fn pick(
+        &self,
+        what: &str,
+        views: &[View],
+        f32: &'static Kernel,
+        bf16: &'static Kernel,
+    ) -> Option<&'static Kernel> {
+        Some(match self.dtype_of(what, views)? {
             DType::F32 => f32,
             DType::Bf16 => bf16,
         })
@@ -328,7 +353,7 @@ impl<R: Runtime> DeviceBackend<R> {
                     }
                     let at = regions.next().expect("one region per staged operand");
                     if convert {
-                        self.convert_at(at, want, self.ptr(arena, v), v.dtype, v.len);
+                        self.convert_at(at, want, self.addr(arena, v), v.dtype, v.len);
                     }
                     at
                 })
@@ -352,25 +377,23 @@ impl<R: Runtime> DeviceBackend<R> {
     ) {
         for (&(v, have), &addr) in outputs.iter().zip(at) {
             if v.dtype != have {
-                self.convert_at(self.addr(arena, v), v.dtype, Arg::Ptr(addr), have, v.len);
+                self.convert_at(self.addr(arena, v), v.dtype, addr, have, v.len);
             }
         }
     }
 
     /// `dst (to) = src (from)`, n elements.
-    fn convert_at(&self, dst: u64, to: DType, src: Arg, from: DType, n: usize) {
-        let (kernel, dims) = match (from, to) {
-            (DType::F32, DType::Bf16) => (
-                Kernel::CastF32ToBf16,
-                elementwise::cast_f32_to_bf16_launch(n),
-            ),
-            (DType::Bf16, DType::F32) => (
-                Kernel::CastBf16ToF32,
-                elementwise::cast_bf16_to_f32_launch(n),
-            ),
-            _ => return self.fail(Error::Device(format!("convert {from:?} to {to:?}"))),
-        };
-        self.launch(kernel, dims, &[Arg::Ptr(dst), src, int(n)]);
+    fn convert_at(&self, dst: u64, to: DType, src: u64, from: DType, n: usize) {
+        let n = int(n);
+        match (from, to) {
+            (DType::F32, DType::Bf16) => {
+                self.run(|rt| unsafe { elementwise::cast_f32_to_bf16::launch(rt, dst, src, n) })
+            }
+            (DType::Bf16, DType::F32) => {
+                self.run(|rt| unsafe { elementwise::cast_bf16_to_f32::launch(rt, dst, src, n) })
+            }
+            _ => self.fail(Error::Device(format!("convert {from:?} to {to:?}"))),
+        }
     }
 
     fn upload_f32(&self, buf: &mut R::Buffer, offset: usize, data: &[f32]) -> Result<()> {
@@ -419,7 +442,7 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             return Err(Error::Data(format!("token id {id} does not fit a C int")));
         }
         self.rt.upload(&mut dst.ids, 0, bytemuck::cast_slice(src))?;
-        let (mut offsets, mut tokens, positions) = loss::token_buckets(src, i32::MAX as usize);
+        let (mut offsets, mut tokens, positions) = embedding::token_buckets(src, i32::MAX as usize);
         let n = dst.len as i32;
         offsets.resize(dst.len + 1, n);
         tokens.resize(dst.len, -1);
@@ -478,7 +501,7 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         self.convert_at(
             self.addr(arena, out),
             out.dtype,
-            self.ptr(arena, x),
+            self.addr(arena, x),
             x.dtype,
             x.len,
         );
@@ -508,20 +531,20 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             return;
         }
         let kernel = match out.dtype {
-            DType::F32 => Kernel::EmbeddingForward,
-            DType::Bf16 => Kernel::EmbeddingForwardBf16,
+            DType::F32 => &embedding::embedding_forward::KERNEL,
+            DType::Bf16 => &embedding::embedding_forward_bf16::KERNEL,
         };
         self.launch(
             kernel,
-            loss::embedding_forward_launch(b, t, c),
+            embedding::embedding_forward_launch(b, t, c),
             &[
                 self.ptr(arena, out),
                 Arg::Ptr(self.rt.address(&tokens.ids)),
                 self.ptr(arena, wte),
                 self.ptr(arena, wpe),
-                int(b),
-                int(t),
-                int(c),
+                arg_int(b),
+                arg_int(t),
+                arg_int(c),
             ],
         );
     }
@@ -543,10 +566,13 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             return;
         }
         let (wte_kernel, wpe_kernel) = match dout.dtype {
-            DType::F32 => (Kernel::EmbeddingBackwardWte, Kernel::EmbeddingBackwardWpe),
+            DType::F32 => (
+                &embedding::embedding_backward_wte::KERNEL,
+                &embedding::embedding_backward_wpe::KERNEL,
+            ),
             DType::Bf16 => (
-                Kernel::EmbeddingBackwardWteBf16,
-                Kernel::EmbeddingBackwardWpeBf16,
+                &embedding::embedding_backward_wte_bf16::KERNEL,
+                &embedding::embedding_backward_wpe_bf16::KERNEL,
             ),
         };
         self.fill(arena, dwte, 0.0);
@@ -555,26 +581,26 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         let table = self.rt.address(&tokens.buckets);
         self.launch(
             wte_kernel,
-            loss::embedding_backward_wte_launch(n, c),
+            embedding::embedding_backward_wte_launch(n, c),
             &[
                 self.ptr(arena, dwte),
                 self.ptr(arena, dout),
                 Arg::Ptr(table),
                 Arg::Ptr(table + 4 * (n as u64 + 1)),
                 Arg::Ptr(table + 4 * (2 * n as u64 + 1)),
-                int(n),
-                int(c),
+                arg_int(n),
+                arg_int(c),
             ],
         );
         self.launch(
             wpe_kernel,
-            loss::embedding_backward_wpe_launch(t, c),
+            embedding::embedding_backward_wpe_launch(t, c),
             &[
                 self.ptr(arena, dwpe),
                 self.ptr(arena, dout),
-                int(b),
-                int(t),
-                int(c),
+                arg_int(b),
+                arg_int(t),
+                arg_int(c),
             ],
         );
     }
@@ -616,14 +642,14 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         let Some(kernel) = self.pick(
             "add+layernorm",
             &[sum, out, a, b],
-            Kernel::FusedResidualLayernormForward,
-            Kernel::FusedResidualLayernormForwardBf16,
+            &layernorm::fused_residual_layernorm_forward::KERNEL,
+            &layernorm::fused_residual_layernorm_forward_bf16::KERNEL,
         ) else {
             return;
         };
         self.launch(
             kernel,
-            norm::fused_residual_layernorm_forward_launch(n),
+            layernorm::fused_residual_layernorm_forward_launch(n),
             &[
                 self.ptr(arena, sum),
                 self.ptr(arena, out),
@@ -633,8 +659,8 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
                 self.ptr(arena, b),
                 self.ptr(arena, weight),
                 self.ptr(arena, bias),
-                int(n),
-                int(c),
+                arg_int(n),
+                arg_int(c),
                 Arg::F32(eps),
             ],
         );
@@ -651,23 +677,28 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             return;
         }
         let partial = match x.dtype {
-            DType::F32 => Kernel::SumRowsPartial,
-            DType::Bf16 => Kernel::SumRowsPartialBf16,
+            DType::F32 => &reduce::sum_rows_partial::KERNEL,
+            DType::Bf16 => &reduce::sum_rows_partial_bf16::KERNEL,
         };
         let p = reduce::sum_rows_partial_launch(m, n);
         self.launch(
             partial,
             p,
-            &[Arg::Ptr(partials[0]), self.ptr(arena, x), int(m), int(n)],
+            &[
+                Arg::Ptr(partials[0]),
+                self.ptr(arena, x),
+                arg_int(m),
+                arg_int(n),
+            ],
         );
         self.launch(
-            Kernel::SumRowsFinal,
+            &reduce::sum_rows_final::KERNEL,
             reduce::sum_rows_final_launch(n),
             &[
                 self.ptr(arena, out),
                 Arg::Ptr(partials[0]),
                 Arg::I32(p.grid.y as i32),
-                int(n),
+                arg_int(n),
             ],
         );
     }
@@ -688,14 +719,14 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         let Some(kernel) = self.pick(
             "layernorm",
             &[out, x],
-            Kernel::LayernormForward,
-            Kernel::LayernormForwardBf16,
+            &layernorm::layernorm_forward::KERNEL,
+            &layernorm::layernorm_forward_bf16::KERNEL,
         ) else {
             return;
         };
         self.launch(
             kernel,
-            norm::layernorm_forward_launch(n),
+            layernorm::layernorm_forward_launch(n),
             &[
                 self.ptr(arena, out),
                 self.ptr(arena, mean),
@@ -703,8 +734,8 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
                 self.ptr(arena, x),
                 self.ptr(arena, weight),
                 self.ptr(arena, bias),
-                int(n),
-                int(c),
+                arg_int(n),
+                arg_int(c),
                 Arg::F32(eps),
             ],
         );
@@ -724,18 +755,19 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         n: usize,
         c: usize,
     ) {
-        let Some(partials) = self.scratch(&[4 * norm::layernorm_backward_scratch_len(n, c)]) else {
+        let Some(partials) = self.scratch(&[4 * layernorm::layernorm_backward_scratch_len(n, c)])
+        else {
             return;
         };
         let Some(kernel) = self.pick(
             "layernorm backward",
             &[dx, dout, x],
-            Kernel::LayernormBackward,
-            Kernel::LayernormBackwardBf16,
+            &layernorm::layernorm_backward::KERNEL,
+            &layernorm::layernorm_backward_bf16::KERNEL,
         ) else {
             return;
         };
-        let d = norm::layernorm_backward_launch(n, c);
+        let d = layernorm::layernorm_backward_launch(n, c);
         self.launch(
             kernel,
             d,
@@ -747,97 +779,78 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
                 self.ptr(arena, weight),
                 self.ptr(arena, mean),
                 self.ptr(arena, rstd),
-                int(n),
-                int(c),
+                arg_int(n),
+                arg_int(c),
             ],
         );
         self.launch(
-            Kernel::LayernormBackwardReduce,
-            norm::layernorm_backward_reduce_launch(c),
+            &layernorm::layernorm_backward_reduce::KERNEL,
+            layernorm::layernorm_backward_reduce_launch(c),
             &[
                 self.ptr(arena, dweight),
                 self.ptr(arena, dbias),
                 Arg::Ptr(partials[0]),
                 Arg::I32(d.grid.x as i32),
-                int(c),
+                arg_int(c),
             ],
         );
     }
 
     fn gelu_forward(&self, arena: &mut Self::Arena, out: View, x: View) {
-        let Some(kernel) = self.pick(
-            "gelu",
-            &[out, x],
-            Kernel::GeluForward,
-            Kernel::GeluForwardBf16,
-        ) else {
+        let Some(dtype) = self.dtype_of("gelu", &[out, x]) else {
             return;
         };
-        let dims = match x.dtype {
-            DType::F32 => elementwise::gelu_forward_launch(x.len),
-            DType::Bf16 => elementwise::gelu_forward_bf16_launch(x.len),
-        };
-        self.launch(
-            kernel,
-            dims,
-            &[self.ptr(arena, out), self.ptr(arena, x), int(x.len)],
-        );
+        let (out, x, n) = (self.addr(arena, out), self.addr(arena, x), int(x.len));
+        self.run(|rt| unsafe {
+            match dtype {
+                DType::F32 => elementwise::gelu_forward::launch(rt, out, x, n),
+                DType::Bf16 => elementwise::gelu_forward_bf16::launch(rt, out, x, n),
+            }
+        });
     }
 
     fn gelu_backward(&self, arena: &mut Self::Arena, dx: View, x: View, dout: View) {
-        let Some(kernel) = self.pick(
-            "gelu backward",
-            &[dx, x, dout],
-            Kernel::GeluBackward,
-            Kernel::GeluBackwardBf16,
-        ) else {
+        let Some(dtype) = self.dtype_of("gelu backward", &[dx, x, dout]) else {
             return;
         };
-        let dims = match x.dtype {
-            DType::F32 => elementwise::gelu_backward_launch(x.len),
-            DType::Bf16 => elementwise::gelu_backward_bf16_launch(x.len),
-        };
-        self.launch(
-            kernel,
-            dims,
-            &[
-                self.ptr(arena, dx),
-                self.ptr(arena, x),
-                self.ptr(arena, dout),
-                int(x.len),
-            ],
+        let n = int(x.len);
+        let (dx, x, dout) = (
+            self.addr(arena, dx),
+            self.addr(arena, x),
+            self.addr(arena, dout),
         );
+        self.run(|rt| unsafe {
+            match dtype {
+                DType::F32 => elementwise::gelu_backward::launch(rt, dx, x, dout, n),
+                DType::Bf16 => elementwise::gelu_backward_bf16::launch(rt, dx, x, dout, n),
+            }
+        });
     }
 
     fn add(&self, arena: &mut Self::Arena, out: View, a: View, b: View) {
-        let Some(kernel) = self.pick("add", &[out, a, b], Kernel::Add, Kernel::AddBf16) else {
+        let Some(dtype) = self.dtype_of("add", &[out, a, b]) else {
             return;
         };
-        let dims = match out.dtype {
-            DType::F32 => elementwise::add_launch(out.len),
-            DType::Bf16 => elementwise::add_bf16_launch(out.len),
-        };
-        self.launch(
-            kernel,
-            dims,
-            &[
-                self.ptr(arena, out),
-                self.ptr(arena, a),
-                self.ptr(arena, b),
-                int(out.len),
-            ],
+        let n = int(out.len);
+        let (out, a, b) = (
+            self.addr(arena, out),
+            self.addr(arena, a),
+            self.addr(arena, b),
         );
+        self.run(|rt| unsafe {
+            match dtype {
+                DType::F32 => elementwise::add::launch(rt, out, a, b, n),
+                DType::Bf16 => elementwise::add_bf16::launch(rt, out, a, b, n),
+            }
+        });
     }
 
     fn add_into(&self, arena: &mut Self::Arena, dst: View, src: View) {
         if !self.require_f32("add_into", &[dst, src]) {
             return;
         }
-        self.launch(
-            Kernel::AddInto,
-            elementwise::add_into_launch(dst.len),
-            &[self.ptr(arena, dst), self.ptr(arena, src), int(dst.len)],
-        );
+        let (n, dst, src) = (int(dst.len), self.addr(arena, dst), self.addr(arena, src));
+        self.run(|rt| unsafe { elementwise::add_into::launch(rt, dst, src, n) });
     }
 
     fn attention_forward(
@@ -851,11 +864,11 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         if !self.require_f32("attention lse", &[lse]) {
             return;
         }
-        let sizes = [int(s.b), int(s.t), int(s.c), int(s.n_head)];
+        let sizes = [arg_int(s.b), arg_int(s.t), arg_int(s.c), arg_int(s.n_head)];
         // Tensor cores take bf16 Q, K, V; both kernels write f32 out (converted after when
         // out is bf16).
         let tensor_cores = self.precision == Precision::Bf16
-            && attention::attention_forward_bf16_supports(s.c / s.n_head);
+            && attention_tc::attention_forward_bf16_supports(s.c / s.n_head);
         let qkv_dtype = if tensor_cores {
             DType::Bf16
         } else {
@@ -877,13 +890,13 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         .concat();
         if tensor_cores {
             self.launch(
-                Kernel::AttentionForwardBf16,
-                attention::attention_forward_bf16_launch(s.b, s.t, s.c, s.n_head),
+                &attention_tc::attention_forward_bf16::KERNEL,
+                attention_tc::attention_forward_bf16_launch(s.b, s.t, s.c, s.n_head),
                 &args,
             );
         } else {
             self.launch(
-                Kernel::AttentionForward,
+                &attention::attention_forward::KERNEL,
                 attention::attention_forward_launch(s.b, s.t, s.c, s.n_head),
                 &args,
             );
@@ -904,10 +917,10 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         if !self.require_f32("attention lse", &[lse]) {
             return;
         }
-        let sizes = [int(s.b), int(s.t), int(s.c), int(s.n_head)];
+        let sizes = [arg_int(s.b), arg_int(s.t), arg_int(s.c), arg_int(s.n_head)];
         let dsum_bytes = 4 * attention::attention_backward_scratch_len(s.b, s.t, s.n_head);
         let tensor_cores = self.precision == Precision::Bf16
-            && attention_tc::attention_backward_bf16_supports(s.c / s.n_head);
+            && attention_tc_backward::attention_backward_bf16_supports(s.c / s.n_head);
         let operand = if tensor_cores {
             DType::Bf16
         } else {
@@ -937,8 +950,8 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         };
         let dsum = extra[0];
         let preprocess = match pre_dtype {
-            DType::F32 => Kernel::AttentionBackwardPreprocess,
-            DType::Bf16 => Kernel::AttentionBackwardPreprocessBf16,
+            DType::F32 => &attention::attention_backward_preprocess::KERNEL,
+            DType::Bf16 => &attention::attention_backward_preprocess_bf16::KERNEL,
         };
         let pre_args = [
             &[Arg::Ptr(dsum), Arg::Ptr(ins[0]), Arg::Ptr(ins[1])][..],
@@ -963,23 +976,23 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         .concat();
         if tensor_cores {
             self.launch(
-                Kernel::AttentionBackwardDkdvBf16,
-                attention_tc::attention_backward_dkdv_bf16_launch(s.b, s.t, s.c, s.n_head),
+                &attention_tc_backward::attention_backward_dkdv_bf16::KERNEL,
+                attention_tc_backward::attention_backward_dkdv_bf16_launch(s.b, s.t, s.c, s.n_head),
                 &args,
             );
             self.launch(
-                Kernel::AttentionBackwardDqBf16,
-                attention_tc::attention_backward_dq_bf16_launch(s.b, s.t, s.c, s.n_head),
+                &attention_tc_backward::attention_backward_dq_bf16::KERNEL,
+                attention_tc_backward::attention_backward_dq_bf16_launch(s.b, s.t, s.c, s.n_head),
                 &args,
             );
         } else {
             self.launch(
-                Kernel::AttentionBackwardDkdv,
+                &attention::attention_backward_dkdv::KERNEL,
                 attention::attention_backward_dkdv_launch(s.b, s.t, s.c, s.n_head),
                 &args,
             );
             self.launch(
-                Kernel::AttentionBackwardDq,
+                &attention::attention_backward_dq::KERNEL,
                 attention::attention_backward_dq_launch(s.b, s.t, s.c, s.n_head),
                 &args,
             );
@@ -1005,26 +1018,26 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             return;
         };
         let kernel = match logits.dtype {
-            DType::F32 => Kernel::CrossEntropyForward,
-            DType::Bf16 => Kernel::CrossEntropyForwardBf16,
+            DType::F32 => &cross_entropy::cross_entropy_forward::KERNEL,
+            DType::Bf16 => &cross_entropy::cross_entropy_forward_bf16::KERNEL,
         };
         self.launch(
             kernel,
-            loss::cross_entropy_forward_launch(n),
+            cross_entropy::cross_entropy_forward_launch(n),
             &[
                 Arg::Ptr(losses[0]),
                 self.ptr(arena, lse),
                 self.ptr(arena, logits),
                 Arg::Ptr(self.rt.address(&targets.ids)),
-                int(n),
-                int(v),
-                int(vp),
+                arg_int(n),
+                arg_int(v),
+                arg_int(vp),
             ],
         );
         self.launch(
-            Kernel::MeanReduce,
-            loss::mean_reduce_launch(),
-            &[self.ptr(arena, loss), Arg::Ptr(losses[0]), int(n)],
+            &cross_entropy::mean_reduce::KERNEL,
+            cross_entropy::mean_reduce_launch(),
+            &[self.ptr(arena, loss), Arg::Ptr(losses[0]), arg_int(n)],
         );
     }
 
@@ -1046,40 +1059,40 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         let Some(kernel) = self.pick(
             "cross-entropy backward",
             &[dlogits, logits],
-            Kernel::CrossEntropyBackward,
-            Kernel::CrossEntropyBackwardBf16,
+            &cross_entropy::cross_entropy_backward::KERNEL,
+            &cross_entropy::cross_entropy_backward_bf16::KERNEL,
         ) else {
             return;
         };
         self.launch(
             kernel,
-            loss::cross_entropy_backward_launch(n),
+            cross_entropy::cross_entropy_backward_launch(n),
             &[
                 self.ptr(arena, dlogits),
                 self.ptr(arena, logits),
                 self.ptr(arena, lse),
                 Arg::Ptr(self.rt.address(&targets.ids)),
                 Arg::F32(dloss),
-                int(n),
-                int(v),
-                int(vp),
+                arg_int(n),
+                arg_int(v),
+                arg_int(vp),
             ],
         );
     }
 
     fn sum_squares(&self, arena: &Self::Arena, x: View) -> f64 {
-        let p = optim::sum_squares_partial_launch(x.len);
+        let p = adamw::sum_squares_partial_launch(x.len);
         let Some(scratch) = self.scratch(&[4 * p.grid.x as usize, 4]) else {
             return f64::NAN;
         };
         self.launch(
-            Kernel::SumSquaresPartial,
+            &adamw::sum_squares_partial::KERNEL,
             p,
-            &[Arg::Ptr(scratch[0]), self.ptr(arena, x), long(x.len)],
+            &[Arg::Ptr(scratch[0]), self.ptr(arena, x), arg_long(x.len)],
         );
         self.launch(
-            Kernel::SumSquaresFinal,
-            optim::sum_squares_final_launch(),
+            &adamw::sum_squares_final::KERNEL,
+            adamw::sum_squares_final_launch(),
             &[
                 Arg::Ptr(scratch[1]),
                 Arg::Ptr(scratch[0]),
@@ -1109,7 +1122,7 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         let Some(first) = groups.first() else {
             return;
         };
-        let (bc1, bc2) = optim::adamw_bias_corrections(step.beta1, step.beta2, step.step);
+        let (bc1, bc2) = adamw::adamw_bias_corrections(step.beta1, step.beta2, step.step);
         let hyper = |wd: Option<f32>| {
             let mut h = vec![
                 Arg::F32(step.lr),
@@ -1142,10 +1155,14 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
                     self.ptr(arena, g.grad),
                     self.ptr(arena, g.m),
                     self.ptr(arena, g.v),
-                    long(g.param.len),
+                    arg_long(g.param.len),
                 ];
                 let args = [&head[..], &hyper(Some(g.weight_decay))].concat();
-                self.launch(Kernel::Adamw, optim::adamw_launch(g.param.len), &args);
+                self.launch(
+                    &adamw::adamw::KERNEL,
+                    adamw::adamw_launch(g.param.len),
+                    &args,
+                );
             }
             return;
         }
@@ -1183,13 +1200,17 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             self.ptr(arena, span(first.grad)),
             self.ptr(arena, span(first.m)),
             self.ptr(arena, span(first.v)),
-            long(n),
+            arg_long(n),
             Arg::Ptr(table),
             Arg::Ptr(table + 8 * ends.len() as u64),
-            int(ends.len()),
+            arg_int(ends.len()),
         ];
         let args = [&head[..], &hyper(None)].concat();
-        self.launch(Kernel::AdamwMulti, optim::adamw_multi_launch(n), &args);
+        self.launch(
+            &adamw::adamw_multi::KERNEL,
+            adamw::adamw_multi_launch(n),
+            &args,
+        );
     }
 
     fn can_capture(&self) -> bool {

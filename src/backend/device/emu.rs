@@ -5,12 +5,98 @@
 
 use std::alloc::{self, Layout};
 use std::cell::RefCell;
-use std::ffi::c_void;
+use std::collections::HashMap;
+use std::ffi::{c_char, c_void, CStr};
 use std::ptr::NonNull;
+use std::sync::OnceLock;
 
 use super::{sanitizer, Arg, Kernel, Runtime};
-use crate::backend::launch::LaunchDims;
+use crate::backend::launch::{Dim3, LaunchDims};
 use crate::error::{Error, Result};
+
+/// A row of the emulation's kernel table (`smelt_emu_kernel` in `kernels/emu/cuda_emu.h`).
+#[repr(C)]
+struct TableRow {
+    name: *const c_char,
+    launch: unsafe extern "C" fn(Dim3, Dim3, u32, *mut *mut c_void),
+    signature: unsafe extern "C" fn() -> *const c_char,
+}
+
+unsafe extern "C" {
+    /// Every `extern "C" __global__` kernel of `kernels/*.cu`, compiled for the CPU (build.rs).
+    static smelt_emu_kernels: [TableRow; 0];
+    static smelt_emu_kernel_count: u32;
+}
+
+/// An emulated kernel: its launcher and its C++ parameter types.
+struct EmulatedKernel {
+    launch: unsafe extern "C" fn(Dim3, Dim3, u32, *mut *mut c_void),
+    signature: String,
+}
+
+/// The kernel table by name, read once.
+fn table() -> &'static HashMap<&'static str, EmulatedKernel> {
+    static TABLE: OnceLock<HashMap<&'static str, EmulatedKernel>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        // SAFETY: build.rs defines both symbols in the emulation library: an array of
+        // `smelt_emu_kernel_count` rows whose strings are static and NUL-terminated.
+        let rows = unsafe {
+            std::slice::from_raw_parts(
+                std::ptr::addr_of!(smelt_emu_kernels).cast::<TableRow>(),
+                smelt_emu_kernel_count as usize,
+            )
+        };
+        rows.iter()
+            .map(|row| {
+                // SAFETY: see above; `signature` returns a static NUL-terminated string.
+                let (name, signature) = unsafe {
+                    (
+                        CStr::from_ptr(row.name)
+                            .to_str()
+                            .expect("ASCII kernel name"),
+                        CStr::from_ptr((row.signature)())
+                            .to_string_lossy()
+                            .into_owned(),
+                    )
+                };
+                let kernel = EmulatedKernel {
+                    launch: row.launch,
+                    signature,
+                };
+                (name, kernel)
+            })
+            .collect()
+    })
+}
+
+/// The names of every kernel the emulation holds, with their C++ parameter types.
+pub fn emulated_kernels() -> Vec<(&'static str, &'static str)> {
+    let mut all: Vec<_> = table()
+        .iter()
+        .map(|(name, k)| (*name, k.signature.as_str()))
+        .collect();
+    all.sort();
+    all
+}
+
+/// The emulated launcher of `kernel`, after checking that its declaration's parameter types
+/// are those of the `.cu` signature.
+fn emulated(kernel: &Kernel) -> Result<unsafe extern "C" fn(Dim3, Dim3, u32, *mut *mut c_void)> {
+    let found = table().get(kernel.name).ok_or_else(|| {
+        Error::Device(format!(
+            "kernel {} (declared in {}) is not in kernels/*.cu",
+            kernel.name, kernel.declared_in
+        ))
+    })?;
+    let declared = kernel.signature();
+    if found.signature != declared {
+        return Err(Error::Device(format!(
+            "kernel {}: declared in {} as ({declared}), but kernels/*.cu defines ({})",
+            kernel.name, kernel.declared_in, found.signature
+        )));
+    }
+    Ok(found.launch)
+}
 
 /// Host memory standing in for device memory: 256-byte aligned like `cuMemAlloc`, owned
 /// through a raw pointer (kernels write through addresses, never through references). The
@@ -85,7 +171,7 @@ impl Drop for EmuBuffer {
 /// One recorded launch.
 #[derive(Clone, Debug)]
 pub struct EmuLaunch {
-    kernel: Kernel,
+    kernel: &'static Kernel,
     dims: LaunchDims,
     args: Vec<Arg>,
 }
@@ -110,6 +196,7 @@ impl EmuRuntime {
     }
 
     fn run(&self, launch: &EmuLaunch) -> Result<()> {
+        let entry = emulated(launch.kernel)?;
         let mut slots: Vec<u64> = launch.args.iter().map(|a| a.slot()).collect();
         let mut params: Vec<*mut c_void> = slots
             .iter_mut()
@@ -120,7 +207,7 @@ impl EmuRuntime {
         // and address live buffers; each params[i] points at an 8-byte slot holding argument
         // i, which the emulated launcher reads as the parameter's type (at most 8 bytes,
         // little-endian, first bytes of the slot).
-        unsafe { (launch.kernel.emulated())(d.grid, d.block, d.smem, params.as_mut_ptr()) };
+        unsafe { entry(d.grid, d.block, d.smem, params.as_mut_ptr()) };
         self.launches.set(self.launches.get() + 1);
         match sanitizer::take_findings() {
             Some(findings) => Err(findings.to_error()),
@@ -138,6 +225,10 @@ impl Runtime for EmuRuntime {
     }
 
     fn alloc(&self, bytes: usize) -> Result<EmuBuffer> {
+        EmuBuffer::new(bytes, false)
+    }
+
+    fn alloc_zeroed(&self, bytes: usize) -> Result<EmuBuffer> {
         EmuBuffer::new(bytes, true)
     }
 
@@ -169,7 +260,7 @@ impl Runtime for EmuRuntime {
         Ok(())
     }
 
-    unsafe fn launch(&self, kernel: Kernel, dims: LaunchDims, args: &[Arg]) -> Result<()> {
+    unsafe fn launch(&self, kernel: &'static Kernel, dims: LaunchDims, args: &[Arg]) -> Result<()> {
         let launch = EmuLaunch {
             kernel,
             dims,
@@ -177,6 +268,8 @@ impl Runtime for EmuRuntime {
         };
         match self.capture.borrow_mut().as_mut() {
             Some(recording) => {
+                // A kernel that cannot run fails when recorded, as a CUDA capture would.
+                emulated(kernel)?;
                 recording.push(launch);
                 Ok(())
             }

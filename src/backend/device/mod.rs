@@ -6,11 +6,11 @@
 //!   so `cargo test` runs the whole device backend (and whole training steps) without a GPU.
 
 mod backend;
+#[cfg(smelt_emulation)]
 pub mod emu;
-mod kernels;
 mod runtime;
 pub mod sanitizer;
 
+pub use crate::backend::kernels::Kernel;
 pub use backend::{DeviceArena, DeviceBackend, DeviceIndices, Precision};
-pub use kernels::Kernel;
 pub use runtime::{Arg, Runtime};

@@ -2,7 +2,7 @@
 //! convention, and recording launches for replay. [`super::emu::EmuRuntime`] provides it on
 //! the CPU through the kernel emulation; `crate::backend::cuda::CudaRuntime` on a GPU.
 
-use super::Kernel;
+use crate::backend::kernels::Kernel;
 use crate::backend::launch::LaunchDims;
 use crate::error::Result;
 
@@ -45,21 +45,25 @@ pub trait Runtime {
 
     /// The device, for the log ("cuda: NVIDIA H200 (...)").
     fn name(&self) -> String;
-    /// `bytes` of zeroed device memory, aligned to at least 16 bytes.
+    /// `bytes` of device memory, aligned to at least 256 bytes. Its contents are undefined
+    /// until written (the emulation's sanitizer reports a kernel reading them).
     fn alloc(&self, bytes: usize) -> Result<Self::Buffer>;
+    /// `bytes` of zeroed device memory, aligned to at least 256 bytes.
+    fn alloc_zeroed(&self, bytes: usize) -> Result<Self::Buffer>;
     /// The device address of the buffer's first byte.
     fn address(&self, buf: &Self::Buffer) -> u64;
     /// Copies `src` into the buffer at byte `offset`.
     fn upload(&self, buf: &mut Self::Buffer, offset: usize, src: &[u8]) -> Result<()>;
     /// Copies from the buffer at byte `offset` into `dst`, after every earlier launch.
     fn download(&self, buf: &Self::Buffer, offset: usize, dst: &mut [u8]) -> Result<()>;
-    /// Launches `kernel` over `dims` with `args` (its parameter list, in order).
+    /// Launches `kernel` over `dims` with `args` (its parameter list, in order). Callers use
+    /// the typed launchers of `backend::kernels`, which build `args` from the declaration.
     ///
     /// # Safety
     /// `args` must match the kernel's parameters in number and type, every pointer must
     /// address device memory of this runtime large enough for what the kernel touches at
-    /// these sizes, and `dims` must be the kernel's launch geometry for them.
-    unsafe fn launch(&self, kernel: Kernel, dims: LaunchDims, args: &[Arg]) -> Result<()>;
+    /// these sizes, and `dims` must be a launch geometry the kernel supports.
+    unsafe fn launch(&self, kernel: &'static Kernel, dims: LaunchDims, args: &[Arg]) -> Result<()>;
     /// From now on, launches are recorded instead of run, until [`Runtime::end_capture`].
     fn begin_capture(&self) -> Result<()>;
     fn end_capture(&self) -> Result<Self::Graph>;

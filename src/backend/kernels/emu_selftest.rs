@@ -1,0 +1,34 @@
+//! `kernels/emu_selftest.cu`: small kernels that test the CUDA emulation itself (barriers,
+//! shuffles, shared memory, atomics, bf16, and planted bugs it must catch). Each test picks
+//! its geometry (`launch_with`); the declared one is a single warp.
+
+use super::{kernels, linear};
+
+kernels! {
+    fn emu_selftest_indices(out: *mut u32)
+        => linear(1, 32);
+    fn emu_selftest_rotate(out: *mut i32, seed: i32, rounds: i32)
+        => linear(1, 32);
+    fn emu_bug_missing_sync(out: *mut i32, seed: i32)
+        => linear(1, 32);
+    fn emu_selftest_shuffles(out: *mut i32, input: *const i32, width: i32)
+        => linear(1, 32);
+    fn emu_selftest_block_reduce(sums: *mut f32, maxs: *mut f32, twice: *mut f32, x: *const f32, n: i32)
+        => linear(1, 32);
+    fn emu_selftest_reverse(out: *mut f32, x: *const f32, n: i32)
+        => linear(1, 32);
+    fn emu_selftest_smem_poison(out: *mut u32, n: i32)
+        => linear(1, 32);
+    fn emu_selftest_atomics(counter: *mut i32, olds: *mut i32, fsum: *mut f32, u64: *mut u64, imax: *mut i32)
+        => linear(1, 32);
+    fn emu_selftest_sync_reduce(out: *mut i32, pred: *const i32)
+        => linear(1, 32);
+    fn emu_selftest_bf16(bits: *mut u16, back: *mut f32, x: *const f32, n: i32)
+        => linear(1, 32);
+    fn emu_bug_early_return(out: *mut i32)
+        => linear(1, 32);
+    fn emu_bug_divergent_warp(out: *mut i32)
+        => linear(1, 32);
+    fn emu_bug_partial_mask(out: *mut i32)
+        => linear(1, 32);
+}

@@ -1,0 +1,63 @@
+//! Every kernel's Rust declaration (`smelt::backend::kernels`) against the emulation's kernel
+//! table, which build.rs makes from every `extern "C" __global__` of `kernels/*.cu` with the
+//! parameter types the C++ compiler sees.
+
+use std::collections::BTreeMap;
+
+use smelt::backend::device::emu::emulated_kernels;
+use smelt::backend::kernels;
+
+#[test]
+fn every_kernel_is_declared_once_with_its_cu_signature() {
+    let defined: BTreeMap<&str, &str> = emulated_kernels().into_iter().collect();
+    let mut declared = BTreeMap::new();
+    for k in kernels::all() {
+        assert!(
+            declared.insert(k.name, k.declared_in).is_none(),
+            "kernel {} is declared twice",
+            k.name
+        );
+        let Some(signature) = defined.get(k.name) else {
+            panic!(
+                "{} declares {}, which kernels/*.cu does not define",
+                k.declared_in, k.name
+            );
+        };
+        assert_eq!(
+            &k.signature(),
+            signature,
+            "kernel {}: the declaration in {} differs from the .cu signature",
+            k.name,
+            k.declared_in
+        );
+    }
+    let undeclared: Vec<&&str> = defined
+        .keys()
+        .filter(|n| !declared.contains_key(*n))
+        .collect();
+    assert!(
+        undeclared.is_empty(),
+        "kernels of kernels/*.cu with no declaration in src/backend/kernels: {undeclared:?}"
+    );
+}
+
+#[test]
+fn a_declaration_that_differs_from_the_cu_signature_is_refused_at_launch() {
+    use smelt::backend::device::{Arg, Runtime};
+    use smelt::backend::kernels::{linear, Kernel};
+    // gelu_forward is (f32*, const f32*, i32); this row forgets the count.
+    static WRONG: Kernel = Kernel {
+        name: "gelu_forward",
+        params: &["f32*", "const f32*"],
+        declared_in: "a test",
+    };
+    let rt = smelt::backend::device::emu::EmuRuntime::new();
+    // SAFETY: refused before anything runs.
+    let err = unsafe { rt.launch(&WRONG, linear(1, 32), &[Arg::Ptr(0), Arg::Ptr(0)]) }
+        .expect_err("a wrong declaration must not launch");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("gelu_forward") && msg.contains("f32*,const f32*,i32"),
+        "{msg}"
+    );
+}
