@@ -21,6 +21,8 @@ use std::process::Command;
 mod kernel_names;
 #[path = "build/nvcc.rs"]
 mod nvcc;
+#[path = "build/shared_decls.rs"]
+mod shared_decls;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -108,19 +110,36 @@ fn build_fatbin(nvcc: &Path, root: &Path, out: &Path, kernels: &[PathBuf]) {
 /// `smelt_emu_kernels` (one row per `extern "C" __global__` kernel found in the files) through
 /// which `EmuRuntime` launches them by name. That unit is instrumented for the sanitizer (every
 /// load and store calls `__asan_*_noabort`, which `kernels/emu/sanitizer.cpp` defines; no ASan
-/// runtime); the runtime and the sanitizer themselves are compiled without instrumentation,
-/// into the same library.
+/// runtime) and reads copies of the kernel files whose `__shared__` declarations are rewritten
+/// so that g++ instruments every shared-memory access (`build/shared_decls.rs`); the runtime and
+/// the sanitizer themselves are compiled without instrumentation, into the same library.
 fn build_emulation(root: &Path, out: &Path, kernels: &[PathBuf]) {
     let emu = root.join("kernels/emu");
     let header = emu.join("cuda_emu.h");
     if !header.is_file() || kernels.is_empty() {
         return;
     }
+    // kernels/*.cu and *.cuh, rewritten into OUT_DIR/emu_src (found first on the include path).
+    let sources = out.join("emu_src");
+    fs::create_dir_all(&sources).expect("create OUT_DIR/emu_src");
+    for entry in fs::read_dir(root.join("kernels")).expect("read kernels/").flatten() {
+        let path = entry.path();
+        if !path.extension().is_some_and(|x| x == "cu" || x == "cuh") {
+            continue;
+        }
+        let source = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let rewritten = shared_decls::rewrite(&source)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let copy = format!("#line 1 \"{}\"\n{rewritten}", path.display());
+        fs::write(sources.join(entry.file_name()), copy).expect("write OUT_DIR/emu_src");
+    }
     let unit = out.join("smelt_emu.cpp");
     let mut text = format!("#include \"{}\"\n", header.display());
     let mut rows = String::new();
     for k in kernels {
-        text.push_str(&format!("#include \"{}\"\n", k.display()));
+        let copy = sources.join(k.file_name().expect("a kernel file"));
+        text.push_str(&format!("#include \"{}\"\n", copy.display()));
         let source = fs::read_to_string(k).unwrap_or_else(|e| panic!("read {}: {e}", k.display()));
         for name in kernel_names::kernel_names(&source) {
             rows.push_str(&format!("    SMELT_EMU_KERNEL({name}),\n"));
@@ -135,6 +154,7 @@ fn build_emulation(root: &Path, out: &Path, kernels: &[PathBuf]) {
     let base = || {
         let mut b = cc::Build::new();
         b.cpp(true)
+            .include(&sources)
             .include(root.join("kernels"))
             .define("SMELT_EMULATE", None)
             .flag_if_supported("-std=c++17")

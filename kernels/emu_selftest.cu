@@ -1,4 +1,5 @@
 #include "common.cuh"
+#include "tensor_core.cuh"
 
 // Tiny kernels that exercise the CUDA emulation itself (kernels/emu/cuda_emu.h): built-in
 // indices, barriers, shuffles, block reductions, shared memory, atomics, bf16 conversions, and
@@ -161,6 +162,130 @@ extern "C" __global__ void emu_bug_divergent_warp(int* out) {
 // Not supported by the emulation: a partial mask.
 extern "C" __global__ void emu_bug_partial_mask(int* out) {
     out[threadIdx.x] = __shfl_xor_sync(0x0000ffffu, static_cast<int>(threadIdx.x), 1);
+}
+
+// ---- planted bugs for the sanitizer (tests/emu_sanitizer.rs) --------------------------------
+// Each kernel takes `fixed`: 0 plants the bug, 1 runs its correct twin (which must run clean).
+// Fibers run until they synchronise, so in block 0 thread 0 runs its whole kernel before
+// thread 1 starts: the first finding of each bug below is thread 1's (or thread 0's).
+
+// Racecheck, read after write: thread t writes s[t], then reads s[t - 1] (0 reads nothing).
+// Bug: no __syncthreads between.
+extern "C" __global__ void emu_san_race_raw(float* out, int fixed) {
+    extern __shared__ float smem[];
+    const int t = threadIdx.x;
+    smem[t] = static_cast<float>(t);
+    if (fixed) __syncthreads();
+    out[t] = t > 0 ? smem[t - 1] : 0.0f;
+}
+
+// Racecheck, write after read: shift left in place: read s[t], then write it to s[t - 1].
+// Bug: no __syncthreads between the read and the write.
+extern "C" __global__ void emu_san_race_war(float* out, int fixed) {
+    extern __shared__ float smem[];
+    const int t = threadIdx.x;
+    smem[t] = static_cast<float>(t);
+    __syncthreads();
+    const float v = smem[t];
+    if (fixed) __syncthreads();
+    if (t > 0) smem[t - 1] = v;
+    __syncthreads();
+    out[t] = smem[t];
+}
+
+// Racecheck, write after write: threads 0 and 1 both write s[0]. Bug: no __syncthreads
+// between (the twin lets thread 1 write after the barrier).
+extern "C" __global__ void emu_san_race_waw(float* out, int fixed) {
+    extern __shared__ float smem[];
+    const int t = threadIdx.x;
+    if (t == 0) smem[0] = 1.0f;
+    if (fixed) __syncthreads();
+    if (t == 1) smem[0] = 2.0f;
+    __syncthreads();
+    out[t] = smem[0];
+}
+
+// __syncwarp orders the lanes of one warp and nothing else: lane t writes s[t] and reads
+// s[partner]; partner = t ^ 1 (same warp) or (t + 32) % 64 (the other warp; two warps).
+// fixed: a __syncwarp between (enough only within the warp); across warps it stays a race.
+extern "C" __global__ void emu_san_warp_exchange(float* out, int fixed, int across_warps) {
+    extern __shared__ float smem[];
+    const int t = threadIdx.x;
+    smem[t] = static_cast<float>(t);
+    if (fixed) __syncwarp();
+    const int partner = across_warps ? (t + 32) % 64 : t ^ 1;
+    out[t] = smem[partner];
+}
+
+// Initcheck, dynamic shared memory: read s[t]. Bug: nothing wrote it.
+extern "C" __global__ void emu_san_uninit_smem(float* out, int fixed) {
+    extern __shared__ float smem[];
+    const int t = threadIdx.x;
+    if (fixed) smem[t] = static_cast<float>(t);
+    __syncthreads();
+    out[t] = smem[t];
+}
+
+// Initcheck, static shared memory: thread 0 reads what block 0 wrote. Bug: only block 0
+// writes it, so other blocks read stale (or zero) memory of another block.
+extern "C" __global__ void emu_san_uninit_static(float* out, int fixed) {
+    __shared__ float stale[32];
+    const int t = threadIdx.x;
+    if (fixed || blockIdx.x == 0) stale[t % 32] = static_cast<float>(blockIdx.x);
+    __syncthreads();
+    if (t == 0) out[blockIdx.x] = stale[0];
+}
+
+// Initcheck and memcheck of global memory: out[t] = x[t + shift] for t < count (fixed: the
+// caller passes sizes that fit and an x that was written).
+extern "C" __global__ void emu_san_copy(float* out, const float* x, int count, int shift) {
+    const int t = threadIdx.x;
+    if (t < count) out[t] = x[t + shift];
+}
+
+// Memcheck of dynamic shared memory: every thread writes s[t] and reads it back. Bug: the
+// launch gives fewer bytes than blockDim floats.
+extern "C" __global__ void emu_san_smem_bounds(float* out) {
+    extern __shared__ float smem[];
+    const int t = threadIdx.x;
+    smem[t] = static_cast<float>(t);
+    __syncthreads();
+    out[t] = smem[t];
+}
+
+// cp.async: thread t copies row t (16 bytes) of x into shared row t, then reads rows.
+// mode 0: commit, wait<0>, __syncthreads, read row t - 1 (correct).
+// mode 1: commit, read its own row (no wait: the copy has not landed).
+// mode 2: two groups (rows t, then rows blockDim + t), wait<1>, read the second (too weak).
+// mode 3: commit, wait<0>, read row t - 1 (no __syncthreads: the landing is thread t-1's write).
+// mode 4: source 4 bytes past a 16-byte boundary (misaligned).
+extern "C" __global__ void emu_san_cp_async(float* out, const float* x, int mode) {
+    extern __shared__ float smem[];
+    const int t = threadIdx.x, n = blockDim.x;
+    cp_async_16(smem + 4 * t, x + 4 * t + (mode == 4 ? 1 : 0));
+    cp_async_commit();
+    if (mode == 2) {
+        cp_async_16(smem + 4 * (n + t), x + 4 * (n + t));
+        cp_async_commit();
+        cp_async_wait<1>();
+        out[t] = smem[4 * (n + t)];
+        return;
+    }
+    if (mode != 1) cp_async_wait<0>();
+    if (mode == 0 || mode == 4) __syncthreads();
+    const int row = mode == 1 ? t : (t + n - 1) % n;
+    out[t] = mode == 3 && t == 0 ? 0.0f : smem[4 * row];
+    if (mode == 1) cp_async_wait<0>();
+}
+
+// Atomics on shared memory are never races: every thread adds 1 to one counter.
+extern "C" __global__ void emu_san_shared_atomics(int* out) {
+    __shared__ int counter;
+    if (threadIdx.x == 0) counter = 0;
+    __syncthreads();
+    atomicAdd(&counter, 1);
+    __syncthreads();
+    if (threadIdx.x == 0) out[0] = counter;
 }
 
 #ifdef SMELT_EMULATE

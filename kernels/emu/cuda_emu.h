@@ -230,8 +230,15 @@ inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return
 inline float2 make_float2(float x, float y) { return {x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 
-// Dynamic shared memory: the name kernels declare (`extern __shared__ float smem[];`).
-alignas(16) thread_local float smem[SMELT_EMU_MAX_DYNAMIC_SMEM / sizeof(float)];
+namespace smelt_emu {
+// `p`, as a value the compiler cannot trace back to the variable it points into: accesses
+// through it are instrumented even at constant offsets (build/shared_decls.rs).
+template <typename T>
+inline T* opaque(T* p) {
+    __asm__("" : "+r"(p));
+    return p;
+}
+}  // namespace smelt_emu
 
 // ---------------------------------------------------------------------------------------------
 // Launches

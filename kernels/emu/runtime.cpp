@@ -27,8 +27,9 @@
 #include <ucontext.h>
 #endif
 
-// Dynamic shared memory, defined in the kernels' unit (cuda_emu.h).
-extern thread_local float smem[];
+// Dynamic shared memory: one buffer per worker OS thread, in its static TLS block (where the
+// sanitizer looks for shared memory). Kernels reach it through dynamic_smem().
+alignas(16) thread_local float smem[SMELT_EMU_MAX_DYNAMIC_SMEM / sizeof(float)];
 
 // ---- context switching -----------------------------------------------------------------------
 
@@ -566,6 +567,8 @@ void cp_async_wait(int pending_groups_allowed) {
     const unsigned n = unsigned(std::max(0, pending_groups_allowed));
     if (f.committed > n) land_copies(w, f, f.committed - n);
 }
+
+void* dynamic_smem() { return smem; }
 
 void atomic_access(const void* p, size_t bytes) {
     if (worker().sanitize) san::atomic_access(p, bytes);

@@ -20,7 +20,7 @@
 
 #include "sanitizer.h"
 
-// Dynamic shared memory, defined in the kernels' unit (cuda_emu.h).
+// Dynamic shared memory (runtime.cpp).
 extern thread_local float smem[];
 
 namespace smelt_emu {

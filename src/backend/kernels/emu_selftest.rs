@@ -1,6 +1,7 @@
 //! `kernels/emu_selftest.cu`: small kernels that test the CUDA emulation itself (barriers,
-//! shuffles, shared memory, atomics, bf16, and planted bugs it must catch). Each test picks
-//! its geometry (`launch_with`); the declared one is a single warp.
+//! shuffles, shared memory, atomics, bf16, and planted bugs it must catch; the `emu_san_*` ones
+//! are the sanitizer's, each with its correct twin, for tests/emu_sanitizer.rs). Each test
+//! picks its geometry (`launch_with`); the declared one is a single warp.
 
 use super::{kernels, linear};
 
@@ -30,5 +31,25 @@ kernels! {
     fn emu_bug_divergent_warp(out: *mut i32)
         => linear(1, 32);
     fn emu_bug_partial_mask(out: *mut i32)
+        => linear(1, 32);
+    fn emu_san_race_raw(out: *mut f32, fixed: i32)
+        => linear(1, 32);
+    fn emu_san_race_war(out: *mut f32, fixed: i32)
+        => linear(1, 32);
+    fn emu_san_race_waw(out: *mut f32, fixed: i32)
+        => linear(1, 32);
+    fn emu_san_warp_exchange(out: *mut f32, fixed: i32, across_warps: i32)
+        => linear(1, 32);
+    fn emu_san_uninit_smem(out: *mut f32, fixed: i32)
+        => linear(1, 32);
+    fn emu_san_uninit_static(out: *mut f32, fixed: i32)
+        => linear(1, 32);
+    fn emu_san_copy(out: *mut f32, x: *const f32, count: i32, shift: i32)
+        => linear(1, 32);
+    fn emu_san_smem_bounds(out: *mut f32)
+        => linear(1, 32);
+    fn emu_san_cp_async(out: *mut f32, x: *const f32, mode: i32)
+        => linear(1, 32);
+    fn emu_san_shared_atomics(out: *mut i32)
         => linear(1, 32);
 }
