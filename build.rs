@@ -10,7 +10,9 @@
 //! 2. **For the CPU**, with the host C++ compiler: the same sources against an emulation of
 //!    CUDA's execution model (`kernels/emu/cuda_emu.h`), followed by a table of every kernel
 //!    (`build/kernel_names.rs` finds them), so `cargo test` runs every kernel on machines
-//!    without a GPU.
+//!    without a GPU, under the emulation's sanitizer (g++ instruments the kernels' loads and
+//!    stores; `build/shared_decls.rs` rewrites their `__shared__` declarations so that it sees
+//!    all of them).
 
 use std::env;
 use std::fs;
@@ -122,15 +124,18 @@ fn build_emulation(root: &Path, out: &Path, kernels: &[PathBuf]) {
     // kernels/*.cu and *.cuh, rewritten into OUT_DIR/emu_src (found first on the include path).
     let sources = out.join("emu_src");
     fs::create_dir_all(&sources).expect("create OUT_DIR/emu_src");
-    for entry in fs::read_dir(root.join("kernels")).expect("read kernels/").flatten() {
+    for entry in fs::read_dir(root.join("kernels"))
+        .expect("read kernels/")
+        .flatten()
+    {
         let path = entry.path();
         if !path.extension().is_some_and(|x| x == "cu" || x == "cuh") {
             continue;
         }
-        let source = fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        let rewritten = shared_decls::rewrite(&source)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let source =
+            fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let rewritten =
+            shared_decls::rewrite(&source).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let copy = format!("#line 1 \"{}\"\n{rewritten}", path.display());
         fs::write(sources.join(entry.file_name()), copy).expect("write OUT_DIR/emu_src");
     }
@@ -168,7 +173,9 @@ fn build_emulation(root: &Path, out: &Path, kernels: &[PathBuf]) {
         .compile_intermediates();
     let mut kernels_unit = base();
     if !kernels_unit.get_compiler().is_like_gnu() || kernels_unit.get_compiler().is_like_clang() {
-        panic!("the CUDA emulation's sanitizer needs g++ (its -fsanitize=kernel-address callbacks)");
+        panic!(
+            "the CUDA emulation's sanitizer needs g++ (its -fsanitize=kernel-address callbacks)"
+        );
     }
     kernels_unit
         .file(&unit)

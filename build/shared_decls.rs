@@ -30,7 +30,9 @@ pub fn rewrite(source: &str) -> Result<String, String> {
                 let end = if bytes[i + 1] == b'/' {
                     source[i..].find('\n').map_or(bytes.len(), |n| i + n)
                 } else {
-                    source[i + 2..].find("*/").map_or(bytes.len(), |n| i + 2 + n + 2)
+                    source[i + 2..]
+                        .find("*/")
+                        .map_or(bytes.len(), |n| i + 2 + n + 2)
                 };
                 // A comment before a statement is not part of it.
                 if source[statement_start..i].trim().is_empty() {

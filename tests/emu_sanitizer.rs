@@ -34,7 +34,8 @@ fn zeros(rt: &EmuRuntime, len: usize) -> EmuBuffer {
 /// An f32 buffer of exactly `x.len()` elements holding `x`.
 fn upload(rt: &EmuRuntime, x: &[f32]) -> EmuBuffer {
     let mut buf = rt.alloc(4 * x.len()).expect("allocation");
-    rt.upload(&mut buf, 0, bytemuck::cast_slice(x)).expect("upload");
+    rt.upload(&mut buf, 0, bytemuck::cast_slice(x))
+        .expect("upload");
     buf
 }
 
@@ -57,7 +58,10 @@ fn findings(result: Result<()>) -> Findings {
     );
     let err = result.expect_err("the planted bug must be reported");
     let found = sanitizer::last_failed_launch();
-    let first = found.kept.first().expect("a failed launch keeps its findings");
+    let first = found
+        .kept
+        .first()
+        .expect("a failed launch keeps its findings");
     let msg = err.to_string();
     assert!(
         msg.starts_with("sanitizer: ") && msg.contains(&first.to_string()),
@@ -127,7 +131,10 @@ fn racecheck_reports_a_read_after_write_with_no_barrier_between() {
             offset: 0,
         },
     );
-    assert_eq!(found.total, 63, "every thread but 0 reads its neighbour's write");
+    assert_eq!(
+        found.total, 63,
+        "every thread but 0 reads its neighbour's write"
+    );
     assert_eq!(found.kept.len(), 8, "the first 8 are kept");
 }
 
@@ -218,8 +225,11 @@ fn syncwarp_orders_lanes_of_one_warp_only() {
     // Across warps, __syncwarp is not enough: a lane of warp 1 reads a write of warp 0.
     let found = findings(launch(64, 1, 1));
     assert!(
-        found.kept.iter().any(|r| r.kind() == Kind::RaceReadAfterWrite
-            && r.thread.x / 32 != r.other_thread().expect("a race names both").x / 32),
+        found
+            .kept
+            .iter()
+            .any(|r| r.kind() == Kind::RaceReadAfterWrite
+                && r.thread.x / 32 != r.other_thread().expect("a race names both").x / 32),
         "{:?}",
         found.kept
     );
@@ -537,8 +547,7 @@ fn the_correct_twin_of_every_planted_kernel_runs_clean() {
         emu_san_uninit_smem::launch_with(&rt, one_block, o, 1).expect("uninit_smem twin");
         assert_eq!(got(64), (0..64).map(|t| t as f32).collect::<Vec<_>>());
 
-        emu_san_uninit_static::launch_with(&rt, dims(2, 32, 0), o, 1)
-            .expect("uninit_static twin");
+        emu_san_uninit_static::launch_with(&rt, dims(2, 32, 0), o, 1).expect("uninit_static twin");
         assert_eq!(got(2), vec![0.0, 1.0]);
 
         emu_san_smem_bounds::launch_with(&rt, one_block, o).expect("smem_bounds twin");
@@ -581,4 +590,74 @@ fn the_sanitizer_is_off_under_smelt_emu_sanitize_0() {
         "{}",
         String::from_utf8_lossy(&child.stdout)
     );
+}
+
+// ----------------------------------------------------------------------------------------
+// the build step that makes every shared-memory access visible to the instrumentation
+
+#[path = "../build/shared_decls.rs"]
+mod shared_decls;
+
+#[test]
+fn shared_declarations_are_rewritten_in_place_and_others_left_alone() {
+    let source = "\
+#include \"common.cuh\"
+__shared__ float file_scope[4];
+extern \"C\" __global__ void k(float* out) {
+    extern __shared__ __align__(16) float smem[];  // a comment
+    // a comment before a declaration
+    __shared__ float part[32];
+    __shared__ float grid2[4][8];
+    __shared__
+        int counter;
+    const char* s = \"__shared__ in a string\";
+    out[0] = smem[0] + part[0] + grid2[1][2] + counter + s[0];
+}
+";
+    let got = shared_decls::rewrite(source).expect("rewritable");
+    assert_eq!(got.lines().count(), source.lines().count(), "{got}");
+    let want = [
+        "#include \"common.cuh\"",
+        "__shared__ float file_scope[4];",
+        "extern \"C\" __global__ void k(float* out) {",
+        "    float* const smem = reinterpret_cast<float*>(::smelt_emu::dynamic_smem());  \
+         // a comment",
+        "    // a comment before a declaration",
+        "    static thread_local float part__smelt_shared[32]; \
+         auto& part = *::smelt_emu::opaque(&part__smelt_shared);",
+        "    static thread_local float grid2__smelt_shared[4][8]; \
+         auto& grid2 = *::smelt_emu::opaque(&grid2__smelt_shared);",
+        "    static thread_local int counter__smelt_shared; \
+         auto& counter = *::smelt_emu::opaque(&counter__smelt_shared);",
+        "",
+        "    const char* s = \"__shared__ in a string\";",
+        "    out[0] = smem[0] + part[0] + grid2[1][2] + counter + s[0];",
+        "}",
+    ];
+    assert_eq!(got.lines().collect::<Vec<_>>(), want);
+}
+
+#[test]
+fn shared_declarations_the_rewrite_cannot_keep_exact_are_refused() {
+    for (source, why) in [
+        (
+            "void f() {\n  __shared__ float a[4], b[4];\n}",
+            "line 2: one variable",
+        ),
+        (
+            "void f() {\n  __shared__ int n = 0;\n}",
+            "line 2: one variable",
+        ),
+        (
+            "void f() {\n  extern __shared__ float smem[8];\n}",
+            "line 2: extern __shared__",
+        ),
+        (
+            "void f() {\n  static __shared__ float x[2];\n}",
+            "line 2: __shared__ must start",
+        ),
+    ] {
+        let err = shared_decls::rewrite(source).expect_err(source);
+        assert!(err.starts_with(why), "{source}: {err}");
+    }
 }

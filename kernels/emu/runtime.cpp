@@ -601,7 +601,7 @@ void launch_impl(const char* name, smelt_dim3 grid, smelt_dim3 block, unsigned s
     k.block = dim3(block.x, block.y, block.z);
     k.smem_bytes = smem_bytes;
     k.nthreads = unsigned(nthreads);
-    k.sanitizer = san::begin_launch(name, k.grid, k.block, smem_bytes);
+    k.sanitizer = san::begin_launch(name, k.block, smem_bytes);
 
     std::atomic<unsigned> next{0};
     const unsigned nworkers = std::min(worker_count(), nblocks);

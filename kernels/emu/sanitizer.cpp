@@ -79,7 +79,7 @@ const Allocation* find(const Registry& r, uintptr_t a) {
     return a - al->lo() < al->span() ? al : nullptr;
 }
 
-// Bits [first, first + n) of the written map: `missing` gets the first unwritten one (or -1).
+// The first byte of [first, first + n) the written map says was never written, or -1.
 int64_t first_unwritten(const Allocation& al, size_t first, size_t n) {
     for (size_t i = first; i < first + n;) {
         const size_t word = i / 64, bit = i % 64, take = std::min<size_t>(64 - bit, first + n - i);
@@ -201,7 +201,7 @@ TlsBlock tls_block() {
 
 struct Launch {
     char kernel[64];
-    dim3 grid, block;
+    dim3 block;
     unsigned smem_bytes;
     std::shared_ptr<const Registry> allocations;
     uintptr_t global_lo = 0, global_span = 0;  // every allocation lies in [lo, lo + span)
@@ -461,11 +461,10 @@ const char* describe_access(uint32_t access) {
 
 bool enabled() { return mode() != Mode::Off; }
 
-Launch* begin_launch(const char* kernel, dim3 grid, dim3 block, unsigned smem_bytes) {
+Launch* begin_launch(const char* kernel, dim3 block, unsigned smem_bytes) {
     if (!enabled()) return nullptr;
     Launch* l = new Launch();
     std::snprintf(l->kernel, sizeof l->kernel, "%s", kernel);
-    l->grid = grid;
     l->block = block;
     l->smem_bytes = smem_bytes;
     {

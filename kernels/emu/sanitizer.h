@@ -62,7 +62,7 @@ bool enabled();
 
 // A launch's reports and its view of the allocations (a snapshot taken now). Null when the
 // sanitizer is off. end_launch makes its reports the calling thread's "last launch" reports.
-Launch* begin_launch(const char* kernel, dim3 grid, dim3 block, unsigned smem_bytes);
+Launch* begin_launch(const char* kernel, dim3 block, unsigned smem_bytes);
 void end_launch(Launch* launch);
 
 // One worker OS thread running blocks of `launch`; `stacks` is its fibers' stack memory

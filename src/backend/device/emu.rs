@@ -159,12 +159,7 @@ impl Drop for EmuBuffer {
     fn drop(&mut self) {
         sanitizer::unregister(self.ptr.as_ptr());
         // SAFETY: allocated in `new` with this layout, `GUARD_BYTES` before `ptr`.
-        unsafe {
-            alloc::dealloc(
-                self.ptr.as_ptr().sub(sanitizer::GUARD_BYTES),
-                self.layout,
-            )
-        }
+        unsafe { alloc::dealloc(self.ptr.as_ptr().sub(sanitizer::GUARD_BYTES), self.layout) }
     }
 }
 

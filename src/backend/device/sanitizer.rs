@@ -146,13 +146,21 @@ impl std::fmt::Debug for Report {
 
 unsafe extern "C" {
     fn smelt_emu_sanitizer_enabled() -> c_int;
-    fn smelt_emu_sanitizer_register(base: *const c_void, bytes: usize, guard: usize, written: c_int);
+    fn smelt_emu_sanitizer_register(
+        base: *const c_void,
+        bytes: usize,
+        guard: usize,
+        written: c_int,
+    );
     fn smelt_emu_sanitizer_unregister(base: *const c_void);
     fn smelt_emu_sanitizer_mark_written(addr: *const c_void, bytes: usize);
     fn smelt_emu_sanitizer_take_reports(out: *mut Report, capacity: usize, kept: *mut usize)
         -> u64;
-    fn smelt_emu_sanitizer_describe(report: *const Report, buf: *mut c_char, capacity: usize)
-        -> usize;
+    fn smelt_emu_sanitizer_describe(
+        report: *const Report,
+        buf: *mut c_char,
+        capacity: usize,
+    ) -> usize;
 }
 
 /// Whether the sanitizer runs (`SMELT_EMU_SANITIZE` is not `0`).
@@ -190,7 +198,10 @@ pub struct Findings {
 impl Findings {
     /// The launch's error: its first finding, and how many more.
     pub fn to_error(&self) -> Error {
-        let first = self.kept.first().map_or_else(String::new, |r| r.to_string());
+        let first = self
+            .kept
+            .first()
+            .map_or_else(String::new, |r| r.to_string());
         let more = match self.total.saturating_sub(1) {
             0 => String::new(),
             n => format!(" (and {n} more findings in this launch)"),
