@@ -13,8 +13,8 @@ use smelt::backend::kernels::layernorm::{self as k, backward_launch, backward_sc
 use smelt::backend::kernels::{elementwise, int};
 use smelt::backend::DType;
 
-use crate::harness::TOL_F32;
-use crate::harness::{bf16, bf16_pair, on_every_runtime, rounded, widen, Buf, Dev, TOL_BF16};
+use crate::harness::{bf16, bf16_pair, on_every_runtime, rounded, widen, Buf, Dev};
+use crate::harness::{TOL_BF16, TOL_F32};
 
 const EPS: f32 = 1e-5;
 const DTYPES: [DType; 2] = [DType::F32, DType::Bf16];
@@ -30,10 +30,8 @@ fn shapes<R: Runtime>(dev: &Dev<R>) -> Vec<(usize, usize)> {
         (300, 768),
         (37, 1600),
     ];
-    dev.cases(
-        &[&small[..], &[(5000, 33), (4500, 5)]].concat(),
-        &[(8 * 1024, 768)],
-    )
+    let past_grid = [(5000, 33), (4500, 5)];
+    dev.cases(&[&small[..], &past_grid].concat(), &[(8 * 1024, 768)])
 }
 
 /// Activations in `dtype`: the device buffer and the values the CPU reference gets.
@@ -47,24 +45,22 @@ fn acts<R: Runtime>(dev: &Dev<R>, dtype: DType, x: &[f32]) -> (Buf<R>, Vec<f32>)
     }
 }
 
-/// A poisoned activation output.
-fn acts_out<R: Runtime>(dev: &Dev<R>, dtype: DType, len: usize) -> Buf<R> {
+/// A poisoned output of `dtype`.
+fn out<R: Runtime>(dev: &Dev<R>, dtype: DType, len: usize) -> Buf<R> {
     match dtype {
         DType::F32 => dev.f32_out(len),
         DType::Bf16 => dev.bf16_out(len),
     }
 }
 
-/// An activation output against the CPU's f32 result (rounded to bf16 for bf16 storage).
-fn check_acts<R: Runtime>(dev: &Dev<R>, dtype: DType, what: &str, got: &Buf<R>, want: &[f32]) {
+/// An output of `dtype` against the CPU's f32 result (rounded to bf16 for bf16 storage).
+fn check<R: Runtime>(dev: &Dev<R>, dtype: DType, what: &str, got: &Buf<R>, want: &[f32]) {
     match dtype {
         DType::F32 => dev.check(what, &dev.read_f32(got, what), want, TOL_F32),
-        DType::Bf16 => dev.check(
-            what,
-            &widen(&dev.read_u16(got, what)),
-            &rounded(want),
-            TOL_BF16,
-        ),
+        DType::Bf16 => {
+            let got = widen(&dev.read_u16(got, what));
+            dev.check(what, &got, &rounded(want), TOL_BF16)
+        }
     };
 }
 
@@ -76,45 +72,38 @@ fn bits<R: Runtime>(dev: &Dev<R>, dtype: DType, b: &Buf<R>, what: &str) -> Vec<u
     }
 }
 
-/// `mean`, `rstd` and `out` as the CPU computes them from `x`.
+/// Two buffers of `dtype` hold the same bits.
+fn same<R: Runtime>(dev: &Dev<R>, dtype: DType, what: &str, got: &Buf<R>, want: &Buf<R>) {
+    dev.same_bits(
+        what,
+        &bits(dev, dtype, got, what),
+        &bits(dev, dtype, want, what),
+    );
+}
+
+/// `[mean, rstd, out]` as the CPU computes them from `x`.
 fn cpu_forward(x: &[f32], w: &[f32], b: &[f32], n: usize, c: usize) -> [Vec<f32>; 3] {
-    let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+    let [mut mean, mut rstd, mut out] = [n, n, n * c].map(|len| vec![0.0; len]);
     cpu::layernorm_forward(&mut out, &mut mean, &mut rstd, x, w, b, n, c, EPS);
     [mean, rstd, out]
 }
 
-/// Runs `layernorm_forward[_bf16]`: `[mean, rstd, out]`.
+/// `[mean, rstd, out]` of `layernorm_forward[_bf16]`.
 fn forward_on<R: Runtime>(
     dev: &Dev<R>,
     dtype: DType,
-    x: &Buf<R>,
-    w: &Buf<R>,
-    b: &Buf<R>,
+    [x, w, b]: [u64; 3],
     n: usize,
     c: usize,
 ) -> [Buf<R>; 3] {
-    let [mean, rstd, out] = [dev.f32_out(n), dev.f32_out(n), acts_out(dev, dtype, n * c)];
+    let [mean, rstd, y] = [dev.f32_out(n), dev.f32_out(n), out(dev, dtype, n * c)];
     let f = match dtype {
         DType::F32 => k::layernorm_forward::launch,
         DType::Bf16 => k::layernorm_forward_bf16::launch,
     };
-    let args = (out.addr, mean.addr, rstd.addr, x.addr, w.addr, b.addr);
-    unsafe {
-        f(
-            &dev.rt,
-            args.0,
-            args.1,
-            args.2,
-            args.3,
-            args.4,
-            args.5,
-            int(n),
-            int(c),
-            EPS,
-        )
-        .unwrap()
-    };
-    [mean, rstd, out]
+    let (nc, cc) = (int(n), int(c));
+    unsafe { f(&dev.rt, y.addr, mean.addr, rstd.addr, x, w, b, nc, cc, EPS).unwrap() };
+    [mean, rstd, y]
 }
 
 on_every_runtime!(forward, fused_residual_forward, backward, backward_reduce);
@@ -124,51 +113,40 @@ fn forward<R: Runtime>(dev: &Dev<R>) {
         for (n, c) in shapes(dev) {
             let (xb, x) = acts(dev, dtype, &dev.normal(n * c, 2.0, 0.5));
             let (w, b) = (dev.normal(c, 1.0, 1.0), dev.normal(c, 1.0, 0.0));
-            let [mean, rstd, out] = forward_on(dev, dtype, &xb, &dev.f32s(&w), &dev.f32s(&b), n, c);
-            let [want_mean, want_rstd, want] = cpu_forward(&x, &w, &b, n, c);
+            let (wb, bb) = (dev.f32s(&w), dev.f32s(&b));
+            let got = forward_on(dev, dtype, [xb.addr, wb.addr, bb.addr], n, c);
+            let want = cpu_forward(&x, &w, &b, n, c);
             let what = format!("layernorm_forward {dtype:?} n={n} c={c}");
-            check_acts(dev, dtype, &format!("{what} out"), &out, &want);
-            dev.check(
-                &format!("{what} mean"),
-                &dev.read_f32(&mean, &what),
-                &want_mean,
-                TOL_F32,
-            );
-            dev.check(
-                &format!("{what} rstd"),
-                &dev.read_f32(&rstd, &what),
-                &want_rstd,
-                TOL_F32,
-            );
+            for (i, name) in ["mean", "rstd", "out"].iter().enumerate() {
+                let d = if i == 2 { dtype } else { DType::F32 };
+                check(dev, d, &format!("{what} {name}"), &got[i], &want[i]);
+            }
         }
     }
 }
 
-/// Against the CPU's add then layernorm of the residual as stored, then bit for bit against
+/// Against the CPU's add then layernorm of the residual as stored; then bit for bit against
 /// the device's `add[_bf16]` then `layernorm_forward[_bf16]`, and in place (`residual_out = a`).
 fn fused_residual_forward<R: Runtime>(dev: &Dev<R>) {
     for dtype in DTYPES {
         for (n, c) in shapes(dev) {
-            let (a_host, b_host) = (dev.normal(n * c, 1.0, 0.3), dev.normal(n * c, 1.5, -0.1));
-            let ((ab, a), (bb, b)) = (acts(dev, dtype, &a_host), acts(dev, dtype, &b_host));
+            let (ab, a) = acts(dev, dtype, &dev.normal(n * c, 1.0, 0.3));
+            let (bb, b) = acts(dev, dtype, &dev.normal(n * c, 1.5, -0.1));
             let (w, bias) = (dev.normal(c, 1.0, 1.0), dev.normal(c, 1.0, 0.0));
             let (wb, biasb) = (dev.f32s(&w), dev.f32s(&bias));
-            let fused = |res: &Buf<R>, a: &Buf<R>| {
-                let [mean, rstd, out] =
-                    [dev.f32_out(n), dev.f32_out(n), acts_out(dev, dtype, n * c)];
+            // [residual, mean, rstd, out] of the fused kernel.
+            let fused = |res: Buf<R>, a: u64| {
+                let [mean, rstd, y] = [dev.f32_out(n), dev.f32_out(n), out(dev, dtype, n * c)];
                 let f = match dtype {
                     DType::F32 => k::fused_residual_layernorm_forward::launch,
                     DType::Bf16 => k::fused_residual_layernorm_forward_bf16::launch,
                 };
-                let ptrs = [
-                    res.addr, out.addr, mean.addr, rstd.addr, a.addr, bb.addr, wb.addr, biasb.addr,
-                ];
-                let [p0, p1, p2, p3, p4, p5, p6, p7] = ptrs;
-                unsafe { f(&dev.rt, p0, p1, p2, p3, p4, p5, p6, p7, int(n), int(c), EPS).unwrap() };
-                [mean, rstd, out]
+                let [r, o, m, s] = [&res, &y, &mean, &rstd].map(|b| b.addr);
+                let (b, w, bias, nc, cc) = (bb.addr, wb.addr, biasb.addr, int(n), int(c));
+                unsafe { f(&dev.rt, r, o, m, s, a, b, w, bias, nc, cc, EPS).unwrap() };
+                [res, mean, rstd, y]
             };
-            let res = acts_out(dev, dtype, n * c);
-            let got = fused(&res, &ab);
+            let got = fused(out(dev, dtype, n * c), ab.addr);
 
             let mut sum = vec![0.0; n * c];
             cpu::add(&mut sum, &a, &b);
@@ -179,65 +157,38 @@ fn fused_residual_forward<R: Runtime>(dev: &Dev<R>) {
             };
             let want = cpu_forward(&stored, &w, &bias, n, c);
             let what = format!("fused_residual_layernorm_forward {dtype:?} n={n} c={c}");
-            dev.same_bits(
-                &format!("{what} residual"),
-                &bits(dev, dtype, &res, &what),
-                &sum_bits,
-            );
-            check_acts(dev, dtype, &format!("{what} out"), &got[2], &want[2]);
-            dev.check(
-                &format!("{what} mean"),
-                &dev.read_f32(&got[0], &what),
-                &want[0],
-                TOL_F32,
-            );
-            dev.check(
-                &format!("{what} rstd"),
-                &dev.read_f32(&got[1], &what),
-                &want[1],
-                TOL_F32,
-            );
+            let residual = bits(dev, dtype, &got[0], &what);
+            dev.same_bits(&format!("{what} residual"), &residual, &sum_bits);
+            for (i, name) in ["mean", "rstd", "out"].iter().enumerate() {
+                let d = if i == 2 { dtype } else { DType::F32 };
+                check(dev, d, &format!("{what} {name}"), &got[i + 1], &want[i]);
+            }
 
-            // Bit patterns of [residual, mean, rstd, out].
-            let all_bits = |res: &Buf<R>, [mean, rstd, out]: &[Buf<R>; 3], tag: &str| {
-                let f32_bits = |b| bits(dev, DType::F32, b, tag);
-                [
-                    bits(dev, dtype, res, tag),
-                    f32_bits(mean),
-                    f32_bits(rstd),
-                    bits(dev, dtype, out, tag),
-                ]
-            };
-            let first = all_bits(&res, &got, &what);
-            let added = acts_out(dev, dtype, n * c);
-            let (out, a, b, len) = (added.addr, ab.addr, bb.addr, int(n * c));
+            let added = out(dev, dtype, n * c);
+            let (y, a, b, len) = (added.addr, ab.addr, bb.addr, int(n * c));
             unsafe {
                 match dtype {
-                    DType::F32 => elementwise::add::launch(&dev.rt, out, a, b, len),
-                    DType::Bf16 => elementwise::add_bf16::launch(&dev.rt, out, a, b, len),
+                    DType::F32 => elementwise::add::launch(&dev.rt, y, a, b, len),
+                    DType::Bf16 => elementwise::add_bf16::launch(&dev.rt, y, a, b, len),
                 }
                 .unwrap()
             };
-            let unfused = forward_on(dev, dtype, &added, &wb, &biasb, n, c);
-            let in_place = fused(&ab, &ab);
-            for (how, res, outs) in [
-                ("vs unfused", &added, &unfused),
-                ("in place", &ab, &in_place),
-            ] {
-                let tag = format!("{what} {how}");
-                let again = all_bits(res, outs, &tag);
-                for (name, (got, want)) in ["residual", "mean", "rstd", "out"]
-                    .iter()
-                    .zip(again.iter().zip(&first))
-                {
-                    dev.same_bits(&format!("{tag} {name}"), got, want);
+            let [mean, rstd, y] = forward_on(dev, dtype, [added.addr, wb.addr, biasb.addr], n, c);
+            let unfused = [added, mean, rstd, y];
+            let a_addr = ab.addr;
+            let in_place = fused(ab, a_addr);
+            let names = ["residual", "mean", "rstd", "out"];
+            for (how, again) in [("vs unfused", unfused), ("in place", in_place)] {
+                for (i, name) in names.iter().enumerate() {
+                    let d = if i % 3 == 0 { dtype } else { DType::F32 };
+                    same(dev, d, &format!("{what} {how} {name}"), &again[i], &got[i]);
                 }
             }
         }
     }
 }
 
-/// The sequence against the CPU; a second run, in place (`dx = dout`) and on the scratch the
+/// The sequence against the CPU; a second run, in place (`dx = dout`) on the scratch the
 /// first left, gives the same bits (deterministic, and `dx` may alias `dout`).
 fn backward<R: Runtime>(dev: &Dev<R>) {
     for dtype in DTYPES {
@@ -246,76 +197,29 @@ fn backward<R: Runtime>(dev: &Dev<R>) {
             let (doutb, dout) = acts(dev, dtype, &dev.normal(n * c, 1.0, 0.1));
             let (w, b) = (dev.normal(c, 1.0, 1.0), dev.normal(c, 1.0, 0.0));
             let [mean, rstd, _] = cpu_forward(&x, &w, &b, n, c);
-            let f32_ins = [&w, &mean, &rstd].map(|v| dev.f32s(v));
-            let ins = [
-                doutb.addr,
-                xb.addr,
-                f32_ins[0].addr,
-                f32_ins[1].addr,
-                f32_ins[2].addr,
-            ];
+            let [wb, mb, rb] = [&w, &mean, &rstd].map(|v| dev.f32s(v));
+            let ins = [&doutb, &xb, &wb, &mb, &rb].map(|b| b.addr);
             let (_mem, scratch) = dev.scratch(backward_scratch_bytes(n, c));
-            let run = |dx: &Buf<R>, ins: [u64; 5]| {
+            let run = |dx: &Buf<R>| {
                 let [dw, db] = [dev.f32_out(c), dev.f32_out(c)];
-                unsafe {
-                    k::backward(
-                        &dev.rt,
-                        dtype,
-                        [dx.addr, dw.addr, db.addr],
-                        ins,
-                        n,
-                        c,
-                        scratch,
-                    )
-                    .unwrap()
-                };
+                let outs = [dx, &dw, &db].map(|b| b.addr);
+                unsafe { k::backward(&dev.rt, dtype, outs, ins, n, c, scratch).unwrap() };
                 [dw, db]
             };
-            let dx = acts_out(dev, dtype, n * c);
-            let [dw, db] = run(&dx, ins);
-            let (mut want_dx, mut want_dw, mut want_db) =
-                (vec![0.0; n * c], vec![0.0; c], vec![0.0; c]);
-            cpu::layernorm_backward(
-                &mut want_dx,
-                &mut want_dw,
-                &mut want_db,
-                &dout,
-                &x,
-                &w,
-                &mean,
-                &rstd,
-                n,
-                c,
-            );
+            let dx = out(dev, dtype, n * c);
+            let [dw, db] = run(&dx);
+            let [mut gx, mut gw, mut gb] = [n * c, c, c].map(|len| vec![0.0; len]);
+            cpu::layernorm_backward(&mut gx, &mut gw, &mut gb, &dout, &x, &w, &mean, &rstd, n, c);
             let what = format!("layernorm backward {dtype:?} n={n} c={c}");
-            check_acts(dev, dtype, &format!("{what} dx"), &dx, &want_dx);
-            dev.check(
-                &format!("{what} dweight"),
-                &dev.read_f32(&dw, &what),
-                &want_dw,
-                TOL_F32,
-            );
-            dev.check(
-                &format!("{what} dbias"),
-                &dev.read_f32(&db, &what),
-                &want_db,
-                TOL_F32,
-            );
+            check(dev, dtype, &format!("{what} dx"), &dx, &gx);
+            check(dev, DType::F32, &format!("{what} dweight"), &dw, &gw);
+            check(dev, DType::F32, &format!("{what} dbias"), &db, &gb);
 
-            let [dw2, db2] = run(&doutb, ins);
+            let [dw2, db2] = run(&doutb);
             let tag = format!("{what} second run in place");
-            dev.same_bits(
-                &format!("{tag} dx"),
-                &bits(dev, dtype, &doutb, &tag),
-                &bits(dev, dtype, &dx, &tag),
-            );
-            for (name, again, first) in [("dweight", &dw2, &dw), ("dbias", &db2, &db)] {
-                dev.same_bits(
-                    &format!("{tag} {name}"),
-                    &bits(dev, DType::F32, again, &tag),
-                    &bits(dev, DType::F32, first, &tag),
-                );
-            }
+            same(dev, dtype, &format!("{tag} dx"), &doutb, &dx);
+            same(dev, DType::F32, &format!("{tag} dweight"), &dw2, &dw);
+            same(dev, DType::F32, &format!("{tag} dbias"), &db2, &db);
         }
     }
 }
@@ -325,22 +229,17 @@ fn backward_reduce<R: Runtime>(dev: &Dev<R>) {
     for (partials, c) in [(1, 1), (7, 300), (512, 769)] {
         let scratch = dev.normal(2 * partials * c, 1.0, 0.0);
         let [dw, db] = [dev.f32_out(c), dev.f32_out(c)];
-        let (sb, np) = (dev.f32s(&scratch), int(partials));
+        let (sb, np, cc) = (dev.f32s(&scratch), int(partials), int(c));
         unsafe {
-            k::layernorm_backward_reduce::launch(&dev.rt, dw.addr, db.addr, sb.addr, np, int(c))
+            k::layernorm_backward_reduce::launch(&dev.rt, dw.addr, db.addr, sb.addr, np, cc)
                 .unwrap()
-        };
-        let sum = |first: usize, j: usize| {
-            (0..partials).fold(0.0f32, |s, k| s + scratch[(first + k) * c + j])
         };
         let what = format!("layernorm_backward_reduce partials={partials} c={c}");
         for (name, got, first) in [("dweight", &dw, 0), ("dbias", &db, partials)] {
-            let want: Vec<u32> = (0..c).map(|j| sum(first, j).to_bits()).collect();
-            dev.same_bits(
-                &format!("{what} {name}"),
-                &bits(dev, DType::F32, got, &what),
-                &want,
-            );
+            let sum = |j| (0..partials).fold(0.0f32, |s, k| s + scratch[(first + k) * c + j]);
+            let want: Vec<u32> = (0..c).map(|j| sum(j).to_bits()).collect();
+            let got = bits(dev, DType::F32, got, &what);
+            dev.same_bits(&format!("{what} {name}"), &got, &want);
         }
     }
 }

@@ -642,7 +642,10 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         let Some(dtype) = self.dtype_of("add+layernorm", &[sum, out, a, b]) else {
             return;
         };
-        if !self.require_f32("add+layernorm statistics", &[mean, rstd, weight, bias]) {
+        if !self.require_f32(
+            "add+layernorm statistics and parameters",
+            &[mean, rstd, weight, bias],
+        ) {
             return;
         }
         let [sum, out, mean, rstd, a, b, w, bias] =
@@ -713,7 +716,10 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         let Some(dtype) = self.dtype_of("layernorm", &[out, x]) else {
             return;
         };
-        if !self.require_f32("layernorm statistics", &[mean, rstd, weight, bias]) {
+        if !self.require_f32(
+            "layernorm statistics and parameters",
+            &[mean, rstd, weight, bias],
+        ) {
             return;
         }
         let [out, mean, rstd, x, w, b] =
