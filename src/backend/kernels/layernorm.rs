@@ -19,7 +19,7 @@ const ROWS_PER_BLOCK: usize = (BLOCK / 32) as usize;
 const SMEM_LIMIT: usize = 48 * 1024;
 
 /// Upper bound on the backward's grid, hence on its partial sums (2 × blocks × c floats).
-pub const MAX_BACKWARD_BLOCKS: usize = 512;
+const MAX_BACKWARD_BLOCKS: usize = 512;
 
 /// `layernorm_forward` and `fused_residual_layernorm_forward`: one warp per row, 8 rows per
 /// block.
