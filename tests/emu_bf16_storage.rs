@@ -1,4 +1,4 @@
-//! The bf16-STORAGE kernels (`*_bf16` in kernels/{elementwise,layernorm,cross_entropy,
+//! The bf16-STORAGE kernels (`*_bf16` in kernels/{elementwise,cross_entropy,
 //! embedding,reduce,attention}.cu: activations in bf16, parameters, statistics and parameter
 //! gradients in f32, arithmetic in f32), run on the CPU through the CUDA emulation, against
 //! the f32 CPU kernels (`smelt::backend::cpu::kernels`) run on the SAME bf16-rounded inputs.
@@ -17,7 +17,7 @@ use common::{nan, Inputs};
 
 use smelt::backend::cpu::kernels as cpu;
 use smelt::backend::emu::matmul::{bf16_to_f32, f32_to_bf16, to_bf16};
-use smelt::backend::emu::{attention, elementwise as ew, loss, norm, reduce};
+use smelt::backend::emu::{attention, elementwise as ew, loss, reduce};
 use smelt::rng::Rng;
 
 /// bf16 outputs vs the CPU rounded to bf16.
@@ -194,132 +194,6 @@ fn add_bf16_matches_cpu_exactly() {
         }
     }
     eprintln!("add_bf16: max relative error {:.3e}", r.max_err);
-}
-
-/// (n, c) for the layernorm tests; the last one runs past the backward's 512-block grid, so
-/// warps loop over several rows.
-const LN_SHAPES: [(usize, usize); 6] = [(1, 7), (5, 33), (37, 100), (4, 1), (9, 768), (4500, 5)];
-const EPS: f32 = 1e-5;
-
-/// Layernorm parameters: gains around 1, small biases (f32).
-fn ln_params(r: &mut Inputs, c: usize) -> (Vec<f32>, Vec<f32>) {
-    (r.normal(c, 0.5, 1.0), r.normal(c, 0.2, 0.0))
-}
-
-#[test]
-fn layernorm_forward_bf16_matches_cpu() {
-    let mut r = inputs("layernorm_forward_bf16");
-    for (n, c) in LN_SHAPES {
-        let (x, xf) = bf16_normal(&mut r, n * c, 2.0, 0.5);
-        let (w, b) = ln_params(&mut r, c);
-        let (mut out, mut mean, mut rstd) = (vec![NAN_BF16; n * c], nan(n), nan(n));
-        norm::layernorm_forward_bf16(&mut out, &mut mean, &mut rstd, &x, &w, &b, n, c, EPS);
-        let (mut want, mut wmean, mut wrstd) = (vec![0.0f32; n * c], nan(n), nan(n));
-        cpu::layernorm_forward(&mut want, &mut wmean, &mut wrstd, &xf, &w, &b, n, c, EPS);
-        let what = format!("layernorm_forward_bf16 n={n} c={c}");
-        check_bf16(&mut r, &format!("{what} out"), &out, &want);
-        r.check(&format!("{what} mean"), &mean, &wmean, TOL_F32);
-        r.check(&format!("{what} rstd"), &rstd, &wrstd, TOL_F32);
-    }
-    eprintln!(
-        "layernorm_forward_bf16: max relative error {:.3e}",
-        r.max_err
-    );
-}
-
-#[test]
-fn fused_residual_layernorm_forward_bf16_matches_add_then_layernorm() {
-    let mut r = inputs("fused_residual_layernorm_forward_bf16");
-    for (n, c) in LN_SHAPES {
-        let (a, af) = bf16_normal(&mut r, n * c, 2.0, 0.5);
-        let (b, bf) = bf16_normal(&mut r, n * c, 1.0, 0.0);
-        let (w, bias) = ln_params(&mut r, c);
-        let mut residual = vec![NAN_BF16; n * c];
-        let (mut out, mut mean, mut rstd) = (vec![NAN_BF16; n * c], nan(n), nan(n));
-        norm::fused_residual_layernorm_forward_bf16(
-            &mut residual,
-            &mut out,
-            &mut mean,
-            &mut rstd,
-            &a,
-            &b,
-            &w,
-            &bias,
-            n,
-            c,
-            EPS,
-        );
-        // Reference: the f32 sum rounded to bf16 (add_bf16), then the layernorm of THAT.
-        let mut sum = vec![0.0f32; n * c];
-        cpu::add(&mut sum, &af, &bf);
-        let sum_bits = to_bf16(&sum);
-        let sum_rounded = widen(&sum_bits);
-        let (mut want, mut wmean, mut wrstd) = (vec![0.0f32; n * c], nan(n), nan(n));
-        cpu::layernorm_forward(
-            &mut want,
-            &mut wmean,
-            &mut wrstd,
-            &sum_rounded,
-            &w,
-            &bias,
-            n,
-            c,
-            EPS,
-        );
-        let what = format!("fused_residual_layernorm_forward_bf16 n={n} c={c}");
-        assert_bits(&r, &format!("{what} residual_out"), &residual, &sum_bits);
-        check_bf16(&mut r, &format!("{what} out"), &out, &want);
-        r.check(&format!("{what} mean"), &mean, &wmean, TOL_F32);
-        r.check(&format!("{what} rstd"), &rstd, &wrstd, TOL_F32);
-
-        // And exactly what the unfused bf16 kernels compute.
-        let mut added = vec![NAN_BF16; n * c];
-        ew::add_bf16(&mut added, &a, &b);
-        let (mut out2, mut mean2, mut rstd2) = (vec![NAN_BF16; n * c], nan(n), nan(n));
-        norm::layernorm_forward_bf16(
-            &mut out2, &mut mean2, &mut rstd2, &added, &w, &bias, n, c, EPS,
-        );
-        assert_bits(
-            &r,
-            &format!("{what} residual vs add_bf16"),
-            &residual,
-            &added,
-        );
-        assert_bits(&r, &format!("{what} out vs unfused"), &out, &out2);
-        r.same_bits(&format!("{what} mean vs unfused"), &mean, &mean2);
-        r.same_bits(&format!("{what} rstd vs unfused"), &rstd, &rstd2);
-    }
-    eprintln!(
-        "fused_residual_layernorm_forward_bf16: max relative error {:.3e}",
-        r.max_err
-    );
-}
-
-#[test]
-fn layernorm_backward_bf16_matches_cpu() {
-    let mut r = inputs("layernorm_backward_bf16");
-    for (n, c) in LN_SHAPES {
-        let (x, xf) = bf16_normal(&mut r, n * c, 2.0, 0.5);
-        let (dout, doutf) = bf16_normal(&mut r, n * c, 1.0, 0.0);
-        let (w, b) = ln_params(&mut r, c);
-        // The saved statistics (f32), shared by both sides.
-        let (mut y, mut mean, mut rstd) = (vec![0.0f32; n * c], nan(n), nan(n));
-        cpu::layernorm_forward(&mut y, &mut mean, &mut rstd, &xf, &w, &b, n, c, EPS);
-        let (mut dx, mut dw, mut db) = (vec![NAN_BF16; n * c], nan(c), nan(c));
-        norm::layernorm_backward_bf16(&mut dx, &mut dw, &mut db, &dout, &x, &w, &mean, &rstd, n, c);
-        let (mut wdx, mut wdw, mut wdb) = (vec![0.0f32; n * c], nan(c), nan(c));
-        cpu::layernorm_backward(
-            &mut wdx, &mut wdw, &mut wdb, &doutf, &xf, &w, &mean, &rstd, n, c,
-        );
-        let what = format!("layernorm_backward_bf16 n={n} c={c}");
-        check_bf16(&mut r, &format!("{what} dx"), &dx, &wdx);
-        r.check(&format!("{what} dweight"), &dw, &wdw, TOL_F32);
-        r.check(&format!("{what} dbias"), &db, &wdb, TOL_F32);
-    }
-    eprintln!(
-        "layernorm_backward_bf16: max relative error {:.3e}",
-        r.max_err
-    );
 }
 
 /// (n, v, vp) with v < vp (padded vocabulary).

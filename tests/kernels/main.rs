@@ -11,3 +11,4 @@ mod harness;
 
 mod declarations;
 mod elementwise;
+mod layernorm;

@@ -639,31 +639,28 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         c: usize,
         eps: f32,
     ) {
-        let Some(kernel) = self.pick(
-            "add+layernorm",
-            &[sum, out, a, b],
-            &layernorm::fused_residual_layernorm_forward::KERNEL,
-            &layernorm::fused_residual_layernorm_forward_bf16::KERNEL,
-        ) else {
+        let Some(dtype) = self.dtype_of("add+layernorm", &[sum, out, a, b]) else {
             return;
         };
-        self.launch(
-            kernel,
-            layernorm::fused_residual_layernorm_forward_launch(n),
-            &[
-                self.ptr(arena, sum),
-                self.ptr(arena, out),
-                self.ptr(arena, mean),
-                self.ptr(arena, rstd),
-                self.ptr(arena, a),
-                self.ptr(arena, b),
-                self.ptr(arena, weight),
-                self.ptr(arena, bias),
-                arg_int(n),
-                arg_int(c),
-                Arg::F32(eps),
-            ],
-        );
+        if !self.require_f32(
+            "add+layernorm statistics and parameters",
+            &[mean, rstd, weight, bias],
+        ) {
+            return;
+        }
+        let [sum, out, mean, rstd, a, b, w, bias] =
+            [sum, out, mean, rstd, a, b, weight, bias].map(|v| self.addr(arena, v));
+        let (n, c) = (int(n), int(c));
+        self.run(|rt| unsafe {
+            match dtype {
+                DType::F32 => layernorm::fused_residual_layernorm_forward::launch(
+                    rt, sum, out, mean, rstd, a, b, w, bias, n, c, eps,
+                ),
+                DType::Bf16 => layernorm::fused_residual_layernorm_forward_bf16::launch(
+                    rt, sum, out, mean, rstd, a, b, w, bias, n, c, eps,
+                ),
+            }
+        });
     }
 
     fn sum_rows(&self, arena: &mut Self::Arena, out: View, x: View, m: usize, n: usize) {
@@ -716,29 +713,28 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         c: usize,
         eps: f32,
     ) {
-        let Some(kernel) = self.pick(
-            "layernorm",
-            &[out, x],
-            &layernorm::layernorm_forward::KERNEL,
-            &layernorm::layernorm_forward_bf16::KERNEL,
-        ) else {
+        let Some(dtype) = self.dtype_of("layernorm", &[out, x]) else {
             return;
         };
-        self.launch(
-            kernel,
-            layernorm::layernorm_forward_launch(n),
-            &[
-                self.ptr(arena, out),
-                self.ptr(arena, mean),
-                self.ptr(arena, rstd),
-                self.ptr(arena, x),
-                self.ptr(arena, weight),
-                self.ptr(arena, bias),
-                arg_int(n),
-                arg_int(c),
-                Arg::F32(eps),
-            ],
-        );
+        if !self.require_f32(
+            "layernorm statistics and parameters",
+            &[mean, rstd, weight, bias],
+        ) {
+            return;
+        }
+        let [out, mean, rstd, x, w, b] =
+            [out, mean, rstd, x, weight, bias].map(|v| self.addr(arena, v));
+        let (n, c) = (int(n), int(c));
+        self.run(|rt| unsafe {
+            match dtype {
+                DType::F32 => {
+                    layernorm::layernorm_forward::launch(rt, out, mean, rstd, x, w, b, n, c, eps)
+                }
+                DType::Bf16 => layernorm::layernorm_forward_bf16::launch(
+                    rt, out, mean, rstd, x, w, b, n, c, eps,
+                ),
+            }
+        });
     }
 
     fn layernorm_backward(
@@ -755,45 +751,21 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         n: usize,
         c: usize,
     ) {
-        let Some(partials) = self.scratch(&[4 * layernorm::layernorm_backward_scratch_len(n, c)])
-        else {
+        let Some(dtype) = self.dtype_of("layernorm backward", &[dx, dout, x]) else {
             return;
         };
-        let Some(kernel) = self.pick(
-            "layernorm backward",
-            &[dx, dout, x],
-            &layernorm::layernorm_backward::KERNEL,
-            &layernorm::layernorm_backward_bf16::KERNEL,
-        ) else {
+        let f32_views = [dweight, dbias, weight, mean, rstd];
+        if !self.require_f32("layernorm backward statistics and parameters", &f32_views) {
+            return;
+        }
+        let bytes = layernorm::backward_scratch_bytes(n, c);
+        let Some(at) = self.scratch(&[bytes]) else {
             return;
         };
-        let d = layernorm::layernorm_backward_launch(n, c);
-        self.launch(
-            kernel,
-            d,
-            &[
-                self.ptr(arena, dx),
-                Arg::Ptr(partials[0]),
-                self.ptr(arena, dout),
-                self.ptr(arena, x),
-                self.ptr(arena, weight),
-                self.ptr(arena, mean),
-                self.ptr(arena, rstd),
-                arg_int(n),
-                arg_int(c),
-            ],
-        );
-        self.launch(
-            &layernorm::layernorm_backward_reduce::KERNEL,
-            layernorm::layernorm_backward_reduce_launch(c),
-            &[
-                self.ptr(arena, dweight),
-                self.ptr(arena, dbias),
-                Arg::Ptr(partials[0]),
-                Arg::I32(d.grid.x as i32),
-                arg_int(c),
-            ],
-        );
+        let scratch = crate::backend::kernels::Scratch { addr: at[0], bytes };
+        let outs = [dx, dweight, dbias].map(|v| self.addr(arena, v));
+        let ins = [dout, x, weight, mean, rstd].map(|v| self.addr(arena, v));
+        self.run(|rt| unsafe { layernorm::backward(rt, dtype, outs, ins, n, c, scratch) });
     }
 
     fn gelu_forward(&self, arena: &mut Self::Arena, out: View, x: View) {

@@ -13,7 +13,6 @@ pub mod elementwise;
 pub mod loss;
 pub mod matmul;
 pub mod matmul_f32;
-pub mod norm;
 pub mod optim;
 pub mod reduce;
 
