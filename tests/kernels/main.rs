@@ -9,5 +9,7 @@
 
 mod harness;
 
+mod adamw;
 mod declarations;
 mod elementwise;
+mod reduce;

@@ -14,7 +14,5 @@ pub mod loss;
 pub mod matmul;
 pub mod matmul_f32;
 pub mod norm;
-pub mod optim;
-pub mod reduce;
 
 pub use super::launch::{Dim3, LaunchDims};
