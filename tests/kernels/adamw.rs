@@ -8,7 +8,7 @@
 
 use smelt::backend::cpu::kernels as cpu;
 use smelt::backend::device::Runtime;
-use smelt::backend::kernels::adamw::{self as k, MAX_ADAMW_BLOCKS, MAX_SUM_SQUARES_BLOCKS};
+use smelt::backend::kernels::adamw::{self as k, BLOCK, MAX_ADAMW_BLOCKS, MAX_SUM_SQUARES_BLOCKS};
 use smelt::backend::kernels::{int, long};
 
 use crate::harness::{bf16, on_every_runtime, Buf, Dev, TOL_F32};
@@ -25,7 +25,6 @@ const VP: usize = 50304;
 const T: usize = 1024;
 
 /// Parameters and moments, on the host (the CPU reference steps them).
-#[derive(Clone)]
 struct State {
     params: Vec<f32>,
     m: Vec<f32>,
@@ -71,27 +70,17 @@ impl State {
         got: &[Buf<R>; 3],
         before: &[f32],
     ) -> Vec<f32> {
-        let params = dev.read_f32(&got[0], what);
-        dev.check(&format!("{what} params"), &params, &self.params, TOL_F32);
-        dev.check(
-            &format!("{what} m"),
-            &dev.read_f32(&got[1], what),
-            &self.m,
-            TOL_F32,
-        );
-        dev.check(
-            &format!("{what} v"),
-            &dev.read_f32(&got[2], what),
-            &self.v,
-            TOL_F32,
-        );
+        let [params, m, v] = got.each_ref().map(|b| dev.read_f32(b, what));
+        for (name, got, want) in [
+            ("params", &params, &self.params),
+            ("m", &m, &self.m),
+            ("v", &v, &self.v),
+        ] {
+            dev.check(&format!("{what} {name}"), got, want, TOL_F32);
+        }
         let update = |p: &[f32]| -> Vec<f32> { p.iter().zip(before).map(|(a, b)| a - b).collect() };
-        dev.check(
-            &format!("{what} update"),
-            &update(&params),
-            &update(&self.params),
-            TOL_F32,
-        );
+        let (got, want) = (update(&params), update(&self.params));
+        dev.check(&format!("{what} update"), &got, &want, TOL_F32);
         params
     }
 }
@@ -112,7 +101,7 @@ fn steps(n: usize) -> &'static [(u64, f32)] {
 on_every_runtime!(adamw, adamw_multi, sum_squares);
 
 fn adamw<R: Runtime>(dev: &Dev<R>) {
-    let wraps = MAX_ADAMW_BLOCKS as usize * 256 + 3;
+    let wraps = (MAX_ADAMW_BLOCKS * BLOCK) as usize + 3;
     for n in dev.cases(&[1, 7, 1000, 65_537, 1_000_003], &[wraps, VP * C]) {
         let mut want = State::random(dev, n);
         let got = want.upload(dev);
@@ -267,7 +256,7 @@ fn adamw_multi<R: Runtime>(dev: &Dev<R>) {
 }
 
 fn sum_squares<R: Runtime>(dev: &Dev<R>) {
-    let one_grid = MAX_SUM_SQUARES_BLOCKS as usize * 256;
+    let one_grid = (MAX_SUM_SQUARES_BLOCKS * BLOCK) as usize;
     let small = [
         0,
         1,

@@ -7,8 +7,8 @@ use super::{kernels, long, Dim3, LaunchDims, Scratch};
 use crate::backend::device::Runtime;
 use crate::error::Result;
 
-/// Threads per block.
-const BLOCK: u32 = 256;
+/// Threads per block of every kernel of the file.
+pub const BLOCK: u32 = 256;
 
 /// Grid cap of the grid-stride AdamW kernels: beyond `65536 · 256` elements they wrap.
 pub const MAX_ADAMW_BLOCKS: u32 = 65536;
@@ -53,8 +53,11 @@ pub fn sum_squares_final_launch() -> LaunchDims {
 kernels! {
     /// One AdamW step on `n` elements (torch's math); the host passes the bias corrections
     /// ([`adamw_bias_corrections`]).
-    fn adamw(params: *mut f32, grads: *const f32, m: *mut f32, v: *mut f32, n: i64, lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, bias_correction1: f32, bias_correction2: f32, grad_scale: f32)
-        => adamw_launch(n as usize);
+    fn adamw(
+        params: *mut f32, grads: *const f32, m: *mut f32, v: *mut f32, n: i64,
+        lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32,
+        bias_correction1: f32, bias_correction2: f32, grad_scale: f32,
+    ) => adamw_launch(n as usize);
     /// `partials[k]` = Σ x² over block `k`'s grid-stride slice.
     fn sum_squares_partial(partials: *mut f32, x: *const f32, n: i64)
         => sum_squares_partial_launch(n as usize);
@@ -63,12 +66,20 @@ kernels! {
         => sum_squares_final_launch();
     /// [`adamw`] on every tensor at once: tensor `t` ends at `tensor_end[t]` (i64, ascending,
     /// the last = `n`) and decays by `tensor_decay[t]` ([`adamw_multi_tables`]).
-    fn adamw_multi(params: *mut f32, grads: *const f32, m: *mut f32, v: *mut f32, n: i64, tensor_end: *const i64, tensor_decay: *const f32, num_tensors: i32, lr: f32, beta1: f32, beta2: f32, eps: f32, bias_correction1: f32, bias_correction2: f32, grad_scale: f32)
-        => adamw_launch(n as usize);
+    fn adamw_multi(
+        params: *mut f32, grads: *const f32, m: *mut f32, v: *mut f32, n: i64,
+        tensor_end: *const i64, tensor_decay: *const f32, num_tensors: i32,
+        lr: f32, beta1: f32, beta2: f32, eps: f32,
+        bias_correction1: f32, bias_correction2: f32, grad_scale: f32,
+    ) => adamw_launch(n as usize);
     /// [`adamw_multi`] on f32 `master` weights, also writing `params_bf16`, each new master
     /// value rounded to nearest even.
-    fn adamw_multi_bf16(master: *mut f32, params_bf16: *mut bf16, grads: *const f32, m: *mut f32, v: *mut f32, n: i64, tensor_end: *const i64, tensor_decay: *const f32, num_tensors: i32, lr: f32, beta1: f32, beta2: f32, eps: f32, bias_correction1: f32, bias_correction2: f32, grad_scale: f32)
-        => adamw_launch(n as usize);
+    fn adamw_multi_bf16(
+        master: *mut f32, params_bf16: *mut bf16, grads: *const f32, m: *mut f32, v: *mut f32,
+        n: i64, tensor_end: *const i64, tensor_decay: *const f32, num_tensors: i32,
+        lr: f32, beta1: f32, beta2: f32, eps: f32,
+        bias_correction1: f32, bias_correction2: f32, grad_scale: f32,
+    ) => adamw_launch(n as usize);
 }
 
 /// The bias corrections `(1 − beta1^step, 1 − beta2^step)` the AdamW kernels take,
