@@ -68,8 +68,8 @@ fn sum_rows<R: Runtime>(dev: &Dev<R>) {
     }
 }
 
-/// The partial kernel's geometry: one warp of columns per block, a grid that covers the
-/// columns, a row chunk count within its bounds, and scratch for every partial.
+/// The partial kernel's geometry: the block its shared array is sized for, a grid that covers
+/// the columns, a row chunk count within its bounds, and scratch for every partial.
 #[test]
 fn sum_rows_geometry() {
     for (m, n) in [
@@ -82,7 +82,12 @@ fn sum_rows_geometry() {
     ] {
         let p = k::sum_rows_partial_launch(m, n);
         let chunks = p.grid.y as usize;
-        assert_eq!(p.block.x, 32, "a warp of columns");
+        let block = (p.block.x, p.block.y, p.block.z);
+        assert_eq!(
+            block,
+            (32, 8, 1),
+            "the kernel's lanes[8][32] (SUM_ROWS_LANES, _COLS)"
+        );
         assert_eq!(p.grid.x as usize, n.div_ceil(32), "m={m} n={n}");
         assert!(
             (1..=MAX_CHUNKS).contains(&chunks),
