@@ -1,5 +1,5 @@
 //! The bf16-STORAGE kernels (`*_bf16` in kernels/{elementwise,cross_entropy,
-//! embedding,reduce,attention}.cu: activations in bf16, parameters, statistics and parameter
+//! embedding,attention}.cu: activations in bf16, parameters, statistics and parameter
 //! gradients in f32, arithmetic in f32), run on the CPU through the CUDA emulation, against
 //! the f32 CPU kernels (`smelt::backend::cpu::kernels`) run on the SAME bf16-rounded inputs.
 //!
@@ -9,7 +9,7 @@
 //! first (bf16 0xffff). Where the kernel's output is bf16, the CPU result is rounded to bf16
 //! too and ‖emu − cpu‖ / ‖cpu‖ must be < 1e-2 (one bf16 rounding is ≤ 2^-9 relative, so a
 //! few 1e-3 at most); f32 outputs (mean, rstd, lse, losses, dweight, dbias, dwte, dwpe,
-//! sum_rows, D) must be < 1e-5 (1e-4 where exp/log are involved). Exact operations (a sum
+//! D) must be < 1e-5 (1e-4 where exp/log are involved). Exact operations (a sum
 //! of two values rounded once, padded columns) are checked bit for bit.
 
 mod common;
@@ -17,7 +17,7 @@ use common::{nan, Inputs};
 
 use smelt::backend::cpu::kernels as cpu;
 use smelt::backend::emu::matmul::{bf16_to_f32, f32_to_bf16, to_bf16};
-use smelt::backend::emu::{attention, elementwise as ew, loss, reduce};
+use smelt::backend::emu::{attention, elementwise as ew, loss};
 use smelt::rng::Rng;
 
 /// bf16 outputs vs the CPU rounded to bf16.
@@ -372,27 +372,6 @@ fn embedding_backward_wte_bf16_skips_padding_buckets() {
         "embedding_backward_wte_bf16: max relative error {:.3e}",
         r.max_err
     );
-}
-
-#[test]
-fn sum_rows_bf16_matches_cpu() {
-    let mut r = inputs("sum_rows_bf16");
-    for (m, n) in [
-        (1, 1),
-        (3, 7),
-        (257, 33),
-        (100, 1000),
-        (4097, 3),
-        (1, 100003),
-    ] {
-        let (x, xf) = bf16_normal(&mut r, m * n, 1.0, 0.25);
-        let mut out = nan(n);
-        reduce::sum_rows_bf16(&mut out, &x, m, n);
-        let mut want = nan(n);
-        cpu::sum_rows(&mut want, &xf, m, n);
-        r.check(&format!("sum_rows_bf16 m={m} n={n}"), &out, &want, TOL_F32);
-    }
-    eprintln!("sum_rows_bf16: max relative error {:.3e}", r.max_err);
 }
 
 #[test]

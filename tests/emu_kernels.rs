@@ -1,4 +1,4 @@
-//! The CUDA kernels of `kernels/{cross_entropy,adamw,embedding}.cu`, run on the CPU
+//! The CUDA kernels of `kernels/{cross_entropy,embedding}.cu`, run on the CPU
 //! through the emulation (`smelt::backend::emu`), against their CPU reference kernels
 //! (`smelt::backend::cpu::kernels`): fresh random inputs (the seed, from the clock, is in
 //! every failure message), odd sizes, outputs poisoned with NaN first, relative error
@@ -9,7 +9,7 @@ mod common;
 use common::{nan, Inputs};
 
 use smelt::backend::cpu::kernels as cpu;
-use smelt::backend::emu::{loss, optim};
+use smelt::backend::emu::loss;
 
 /// f32 kernels against the CPU: relative error bound.
 const TOL: f64 = 1e-5;
@@ -79,68 +79,6 @@ fn mean_reduce_matches_cpu_sum() {
         loss::mean_reduce(&mut out, &x);
         let want = (x.iter().map(|&v| v as f64).sum::<f64>() / n as f64) as f32;
         r.check(&format!("mean_reduce n={n}"), &out, &[want], TOL);
-    }
-}
-
-#[test]
-fn adamw_matches_cpu() {
-    let mut r = Inputs::new();
-    for n in [1, 37, 1000, 100_003] {
-        for (step, weight_decay) in [(1, 0.1), (7, 0.0), (1000, 0.1)] {
-            let params = r.normal(n, 0.02, 0.0);
-            let grads = r.normal(n, 1.0, 0.0);
-            let m = r.normal(n, 0.1, 0.0);
-            let v: Vec<f32> = r.normal(n, 0.1, 0.0).iter().map(|x| x * x).collect();
-            let (lr, beta1, beta2, eps, grad_scale) = (1e-2, 0.9, 0.95, 1e-8, 0.7);
-
-            let (mut p, mut mm, mut vv) = (params.clone(), m.clone(), v.clone());
-            optim::adamw(
-                &mut p,
-                &grads,
-                &mut mm,
-                &mut vv,
-                lr,
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-                step,
-                grad_scale,
-            );
-            let (mut p_c, mut m_c, mut v_c) = (params.clone(), m.clone(), v.clone());
-            cpu::adamw(
-                &mut p_c,
-                &grads,
-                &mut m_c,
-                &mut v_c,
-                lr,
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-                step,
-                grad_scale,
-            );
-            let tag = format!("adamw n={n} step={step} wd={weight_decay}");
-            r.check(&format!("{tag} params"), &p, &p_c, TOL);
-            r.check(&format!("{tag} m"), &mm, &m_c, TOL);
-            r.check(&format!("{tag} v"), &vv, &v_c, TOL);
-            // The update itself, not only the parameters it is added to.
-            let delta =
-                |new: &[f32]| -> Vec<f32> { new.iter().zip(&params).map(|(a, b)| a - b).collect() };
-            r.check(&format!("{tag} update"), &delta(&p), &delta(&p_c), TOL);
-        }
-    }
-}
-
-#[test]
-fn sum_squares_matches_cpu() {
-    let mut r = Inputs::new();
-    for n in [1, 37, 1000, 100_003, 1_000_003] {
-        let x = r.normal(n, 1.0, 0.2);
-        let got = optim::sum_squares(&x);
-        let want = cpu::sum_squares(&x);
-        r.check(&format!("sum_squares n={n}"), &[got], &[want as f32], TOL);
     }
 }
 

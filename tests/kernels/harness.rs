@@ -187,6 +187,15 @@ impl<R: Runtime> Dev<R> {
         (buf, Scratch { addr, bytes })
     }
 
+    /// Scratch memory for a kernel sequence, poisoned with f32 NaN and guarded: a sequence
+    /// reading scratch it did not write gets NaN, and `read_f32` of the buffer afterwards
+    /// checks the guard zones.
+    pub fn scratch_guarded(&self, bytes: usize) -> (Buf<R>, Scratch) {
+        let buf = self.f32_out(bytes.div_ceil(4));
+        let addr = buf.addr;
+        (buf, Scratch { addr, bytes })
+    }
+
     fn bytes(&self, b: &Buf<R>, what: &str) -> Vec<u8> {
         self.rt.synchronize().expect("kernels ran");
         let total = b.start + b.len * b.elem + GUARD;

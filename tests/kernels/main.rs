@@ -9,6 +9,8 @@
 
 mod harness;
 
+mod adamw;
 mod declarations;
 mod elementwise;
 mod layernorm;
+mod reduce;

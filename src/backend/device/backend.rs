@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use super::{Arg, Runtime};
 use crate::backend::kernels::{
     adamw, attention, attention_tc, attention_tc_backward, cross_entropy, elementwise, embedding,
-    int, layernorm, matmul, matmul_f32, reduce, Kernel,
+    int, layernorm, long, matmul, matmul_f32, reduce, Kernel, Scratch,
 };
 use crate::backend::launch::LaunchDims;
 use crate::backend::{AdamWGroup, AdamWStep, AttentionShape, Backend, DType, MatmulShape, View};
@@ -64,7 +64,7 @@ struct Staged {
     outputs: Vec<u64>,
 }
 
-/// `adamw_multi`'s tables on the device, with the (end, weight decay) list they hold.
+/// `adamw_multi`'s tables on the device, with the (length, weight decay) list they hold.
 type AdamWTables<B> = (Vec<(usize, f32)>, B);
 
 /// Scratch regions start at multiples of this many bytes.
@@ -664,40 +664,16 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
     }
 
     fn sum_rows(&self, arena: &mut Self::Arena, out: View, x: View, m: usize, n: usize) {
-        if n == 0 {
-            return;
-        }
-        let Some(partials) = self.scratch(&[4 * reduce::sum_rows_scratch_len(m, n)]) else {
-            return;
-        };
         if !self.require_f32("sum_rows output", &[out]) {
             return;
         }
-        let partial = match x.dtype {
-            DType::F32 => &reduce::sum_rows_partial::KERNEL,
-            DType::Bf16 => &reduce::sum_rows_partial_bf16::KERNEL,
+        let bytes = reduce::sum_rows_scratch_bytes(m, n);
+        let Some(at) = self.scratch(&[bytes]) else {
+            return;
         };
-        let p = reduce::sum_rows_partial_launch(m, n);
-        self.launch(
-            partial,
-            p,
-            &[
-                Arg::Ptr(partials[0]),
-                self.ptr(arena, x),
-                arg_int(m),
-                arg_int(n),
-            ],
-        );
-        self.launch(
-            &reduce::sum_rows_final::KERNEL,
-            reduce::sum_rows_final_launch(n),
-            &[
-                self.ptr(arena, out),
-                Arg::Ptr(partials[0]),
-                Arg::I32(p.grid.y as i32),
-                arg_int(n),
-            ],
-        );
+        let scratch = Scratch { addr: at[0], bytes };
+        let (dtype, out, x) = (x.dtype, self.addr(arena, out), self.addr(arena, x));
+        self.run(|rt| unsafe { reduce::sum_rows(rt, dtype, out, x, m, n, scratch) });
     }
 
     fn layernorm_forward(
@@ -1053,28 +1029,24 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
     }
 
     fn sum_squares(&self, arena: &Self::Arena, x: View) -> f64 {
-        let p = adamw::sum_squares_partial_launch(x.len);
-        let Some(scratch) = self.scratch(&[4 * p.grid.x as usize, 4]) else {
+        let bytes = adamw::sum_squares_scratch_bytes(x.len);
+        let Some(at) = self.scratch(&[bytes]) else {
             return f64::NAN;
         };
-        self.launch(
-            &adamw::sum_squares_partial::KERNEL,
-            p,
-            &[Arg::Ptr(scratch[0]), self.ptr(arena, x), arg_long(x.len)],
-        );
-        self.launch(
-            &adamw::sum_squares_final::KERNEL,
-            adamw::sum_squares_final_launch(),
-            &[
-                Arg::Ptr(scratch[1]),
-                Arg::Ptr(scratch[0]),
-                Arg::I32(p.grid.x as i32),
-            ],
-        );
-        // The total is read back from the scratch's second region.
+        let scratch = Scratch { addr: at[0], bytes };
+        let (n, x) = (x.len, self.addr(arena, x));
+        let mut total_at = None;
+        self.run(|rt| {
+            total_at = Some(unsafe { adamw::sum_squares(rt, x, n, scratch) }?);
+            Ok(())
+        });
+        let Some(total_at) = total_at else {
+            return f64::NAN;
+        };
+        // The total is read back from where the sequence left it, in the scratch.
         let slot = self.scratch.borrow();
         let (buf, _) = slot.as_ref().expect("scratch allocated above");
-        let offset = (scratch[1] - self.rt.address(buf)) as usize;
+        let offset = (total_at - self.rt.address(buf)) as usize;
         let mut total = [0f32];
         let read = self.check().and_then(|()| {
             self.rt
@@ -1095,19 +1067,14 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             return;
         };
         let (bc1, bc2) = adamw::adamw_bias_corrections(step.beta1, step.beta2, step.step);
-        let hyper = |wd: Option<f32>| {
-            let mut h = vec![
-                Arg::F32(step.lr),
-                Arg::F32(step.beta1),
-                Arg::F32(step.beta2),
-            ];
-            h.push(Arg::F32(step.eps));
-            if let Some(wd) = wd {
-                h.push(Arg::F32(wd));
-            }
-            h.extend([Arg::F32(bc1), Arg::F32(bc2), Arg::F32(step.grad_scale)]);
-            h
-        };
+        let AdamWStep {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            grad_scale,
+            ..
+        } = *step;
         // One launch when the groups tile one range with grads, m, v parallel to it (the
         // planner's layout); each group covers up to the next one (alignment padding holds
         // zero gradients and stays zero).
@@ -1122,67 +1089,68 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             });
         if !parallel {
             for g in groups {
-                let head = [
-                    self.ptr(arena, g.param),
-                    self.ptr(arena, g.grad),
-                    self.ptr(arena, g.m),
-                    self.ptr(arena, g.v),
-                    arg_long(g.param.len),
-                ];
-                let args = [&head[..], &hyper(Some(g.weight_decay))].concat();
-                self.launch(
-                    &adamw::adamw::KERNEL,
-                    adamw::adamw_launch(g.param.len),
-                    &args,
-                );
+                let (p, grad) = (self.addr(arena, g.param), self.addr(arena, g.grad));
+                let (m, v) = (self.addr(arena, g.m), self.addr(arena, g.v));
+                let (n, wd) = (long(g.param.len), g.weight_decay);
+                self.run(|rt| unsafe {
+                    adamw::adamw::launch(
+                        rt, p, grad, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2, grad_scale,
+                    )
+                });
             }
             return;
         }
-        let ends: Vec<(usize, f32)> = groups
+        let tensors: Vec<(usize, f32)> = groups
             .iter()
             .enumerate()
             .map(|(i, g)| {
                 let end = groups
                     .get(i + 1)
                     .map_or(g.param.end(), |next| next.param.offset);
-                (end - base, g.weight_decay)
+                (end - g.param.offset, g.weight_decay)
             })
             .collect();
-        let n = ends.last().expect("at least one group").0;
         let mut tables = self.adamw_tables.borrow_mut();
-        if tables.as_ref().is_none_or(|(key, _)| *key != ends) {
-            let table_ends: Vec<i64> = ends.iter().map(|e| e.0 as i64).collect();
-            let decays: Vec<f32> = ends.iter().map(|e| e.1).collect();
+        if tables.as_ref().is_none_or(|(key, _)| *key != tensors) {
+            let (ends, decays, _) = adamw::adamw_multi_tables(&tensors);
             let upload = self.rt.alloc(12 * ends.len()).and_then(|mut buf| {
-                self.rt
-                    .upload(&mut buf, 0, bytemuck::cast_slice(&table_ends))?;
+                self.rt.upload(&mut buf, 0, bytemuck::cast_slice(&ends))?;
                 self.rt
                     .upload(&mut buf, 8 * ends.len(), bytemuck::cast_slice(&decays))?;
                 Ok(buf)
             });
             match upload {
-                Ok(buf) => *tables = Some((ends.clone(), buf)),
+                Ok(buf) => *tables = Some((tensors.clone(), buf)),
                 Err(e) => return self.fail(e),
             }
         }
-        let table = self.rt.address(&tables.as_ref().expect("uploaded above").1);
-        let span = |v: View| View::new(v.offset, n);
-        let head = [
-            self.ptr(arena, span(first.param)),
-            self.ptr(arena, span(first.grad)),
-            self.ptr(arena, span(first.m)),
-            self.ptr(arena, span(first.v)),
-            arg_long(n),
-            Arg::Ptr(table),
-            Arg::Ptr(table + 8 * ends.len() as u64),
-            arg_int(ends.len()),
-        ];
-        let args = [&head[..], &hyper(None)].concat();
-        self.launch(
-            &adamw::adamw_multi::KERNEL,
-            adamw::adamw_multi_launch(n),
-            &args,
-        );
+        let ends = self.rt.address(&tables.as_ref().expect("uploaded above").1);
+        let decays = ends + 8 * tensors.len() as u64;
+        let count = int(tensors.len());
+        let n: usize = tensors.iter().map(|t| t.0).sum();
+        let span = |v: View| self.addr(arena, View::new(v.offset, n));
+        let (p, grad) = (span(first.param), span(first.grad));
+        let (m, v) = (span(first.m), span(first.v));
+        self.run(|rt| unsafe {
+            adamw::adamw_multi::launch(
+                rt,
+                p,
+                grad,
+                m,
+                v,
+                long(n),
+                ends,
+                decays,
+                count,
+                lr,
+                beta1,
+                beta2,
+                eps,
+                bc1,
+                bc2,
+                grad_scale,
+            )
+        });
     }
 
     fn can_capture(&self) -> bool {

@@ -13,7 +13,5 @@ pub mod elementwise;
 pub mod loss;
 pub mod matmul;
 pub mod matmul_f32;
-pub mod optim;
-pub mod reduce;
 
 pub use super::launch::{Dim3, LaunchDims};
