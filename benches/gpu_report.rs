@@ -120,7 +120,8 @@ mod gpu {
     use cudarc::driver::{CudaSlice, CudaStream};
     use smelt::backend::cuda::CudaRuntime;
     use smelt::backend::device::{Arg, DeviceArena, DeviceBackend, Kernel, Precision, Runtime};
-    use smelt::backend::emu::{attention, attention_tc, elementwise, matmul};
+    use smelt::backend::emu::{attention, attention_tc, elementwise};
+    use smelt::backend::kernels::matmul;
     use smelt::backend::{AdamWGroup, AdamWStep, Backend, View};
     use smelt::model::{Gpt, GptConfig};
 

@@ -9,9 +9,9 @@ mod common;
 use common::{nan, Inputs};
 
 use smelt::backend::cpu::kernels as cpu;
-use smelt::backend::emu::matmul::f32_to_bf16;
 use smelt::backend::emu::optim::{self, AdamWHyper};
 use smelt::backend::emu::reduce;
+use smelt::backend::kernels::matmul::f32_to_bf16;
 
 /// f32 kernels against the CPU: relative error bound.
 const TOL: f64 = 1e-5;

@@ -11,3 +11,5 @@ mod harness;
 
 mod declarations;
 mod elementwise;
+mod matmul;
+mod matmul_f32;

@@ -11,8 +11,6 @@ pub mod attention;
 pub mod attention_tc;
 pub mod elementwise;
 pub mod loss;
-pub mod matmul;
-pub mod matmul_f32;
 pub mod norm;
 pub mod optim;
 pub mod reduce;
