@@ -275,14 +275,10 @@ impl<R: Runtime> DeviceBackend<R> {
             }
             Precision::Bf16 => {
                 let bytes = matmul::matmul_scratch_bytes(&s, a.dtype, b.dtype);
-                let addr = match bytes {
-                    0 => 0,
-                    _ => match self.scratch(&[bytes]) {
-                        Some(at) => at[0],
-                        None => return,
-                    },
+                let Some(at) = self.scratch(&[bytes]) else {
+                    return;
                 };
-                let scratch = Scratch { addr, bytes };
+                let scratch = Scratch { addr: at[0], bytes };
                 self.run(|rt| unsafe {
                     matmul::matmul(
                         rt,
