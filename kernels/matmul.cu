@@ -335,19 +335,3 @@ extern "C" __global__ void __launch_bounds__(32)
         out[lane * 8 + 4 + q] = rt[q];
     }
 }
-
-#ifdef SMELT_EMULATE
-SMELT_EMU_EXPORT(matmul_bf16,
-                 (float* out, float* gelu_out, const __nv_bfloat16* a, const __nv_bfloat16* b,
-                  const float* bias, int m, int k, int n, int trans_a, int trans_b),
-                 (out, gelu_out, a, b, bias, m, k, n, trans_a, trans_b))
-SMELT_EMU_EXPORT(matmul_bf16_to_bf16,
-                 (__nv_bfloat16* out, __nv_bfloat16* gelu_out, const __nv_bfloat16* a,
-                  const __nv_bfloat16* b, const float* bias, int m, int k, int n, int trans_a,
-                  int trans_b),
-                 (out, gelu_out, a, b, bias, m, k, n, trans_a, trans_b))
-SMELT_EMU_EXPORT(mma_bf16_selftest,
-                 (float* d, const __nv_bfloat16* a, const __nv_bfloat16* b, const float* c),
-                 (d, a, b, c))
-SMELT_EMU_EXPORT(ldmatrix_selftest, (unsigned* out, const __nv_bfloat16* src), (out, src))
-#endif

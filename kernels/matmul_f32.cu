@@ -198,10 +198,3 @@ extern "C" __global__ void __launch_bounds__(MATMUL_F32_THREADS)
             matmul_f32_body<false, false>(smem, out, gelu_out, a, b, bias, m, k, n);
     }
 }
-
-#ifdef SMELT_EMULATE
-SMELT_EMU_EXPORT(matmul_f32,
-                 (float* out, float* gelu_out, const float* a, const float* b, const float* bias,
-                  int m, int k, int n, int trans_a, int trans_b),
-                 (out, gelu_out, a, b, bias, m, k, n, trans_a, trans_b))
-#endif

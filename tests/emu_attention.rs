@@ -12,7 +12,7 @@ use common::{nan, Inputs};
 
 use smelt::backend::cpu::kernels as cpu;
 use smelt::backend::emu::attention;
-use smelt::backend::emu::matmul::{bf16_to_f32, to_bf16};
+use smelt::backend::kernels::matmul::{bf16_to_f32, to_bf16};
 
 /// f32 kernels against the CPU: relative error bound.
 const TOL: f64 = 1e-5;

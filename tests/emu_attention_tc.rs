@@ -13,8 +13,8 @@ mod common;
 use common::{nan, Inputs};
 
 use smelt::backend::cpu::kernels as cpu;
-use smelt::backend::emu::matmul::{bf16_to_f32, to_bf16};
 use smelt::backend::emu::{attention, attention_tc};
+use smelt::backend::kernels::matmul::{bf16_to_f32, to_bf16};
 
 /// bf16 tensor-core kernels against the f32 CPU kernels on the same rounded inputs.
 const TOL: f64 = 1e-2;

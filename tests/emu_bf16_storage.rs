@@ -16,8 +16,8 @@ mod common;
 use common::{nan, Inputs};
 
 use smelt::backend::cpu::kernels as cpu;
-use smelt::backend::emu::matmul::{bf16_to_f32, f32_to_bf16, to_bf16};
 use smelt::backend::emu::{attention, elementwise as ew, loss};
+use smelt::backend::kernels::matmul::{bf16_to_f32, f32_to_bf16, to_bf16};
 use smelt::rng::Rng;
 
 /// bf16 outputs vs the CPU rounded to bf16.

@@ -14,3 +14,5 @@ mod declarations;
 mod elementwise;
 mod layernorm;
 mod reduce;
+mod matmul;
+mod matmul_f32;

@@ -229,8 +229,8 @@ impl<R: Runtime> DeviceBackend<R> {
     }
 
     /// `out = op(a) · op(b) (+ bias)`, and `act = gelu(out)` when given, in one launch. In
-    /// bf16 precision the operands go to the tensor cores as bf16 (f32 ones cast first) and
-    /// the result is stored in out's dtype.
+    /// bf16 precision the operands go to the tensor cores as bf16 (f32 ones cast first, in
+    /// scratch) and the result is stored in out's dtype.
     #[allow(clippy::too_many_arguments)]
     fn matmul_epilogue(
         &self,
@@ -242,55 +242,56 @@ impl<R: Runtime> DeviceBackend<R> {
         bias: Option<View>,
         s: MatmulShape,
     ) {
-        if s.m == 0 || s.n == 0 {
-            return;
-        }
-        if bias.is_some_and(|v| v.dtype != DType::F32) || act.is_some_and(|v| v.dtype != out.dtype)
+        let (mn, sizes_ok) = (s.m * s.n, a.len == s.m * s.k && b.len == s.k * s.n);
+        if !sizes_ok
+            || out.len != mn
+            || act.is_some_and(|v| v.len != mn || v.dtype != out.dtype)
+            || bias.is_some_and(|v| v.len != s.n || v.dtype != DType::F32)
         {
-            return self.fail(Error::Device(
-                "matmul: bias must be f32 and the GELU output of out's dtype".into(),
-            ));
+            return self.fail(Error::Device(format!(
+                "matmul {s:?}: views out {out:?}, act {act:?}, a {a:?}, b {b:?}, bias {bias:?} \
+                 do not fit (bias must be f32, act of out's dtype)"
+            )));
         }
-        let gelu_out = act.map_or(Arg::Ptr(0), |v| self.ptr(arena, v));
-        let bias = bias.map_or(Arg::Ptr(0), |v| self.ptr(arena, v));
-        let tail = [
-            bias,
-            arg_int(s.m),
-            arg_int(s.k),
-            arg_int(s.n),
-            Arg::I32(s.trans_a as i32),
-            Arg::I32(s.trans_b as i32),
-        ];
-        let out_ptr = self.ptr(arena, out);
+        let gelu_out = act.map_or(0, |v| self.addr(arena, v));
+        let bias = bias.map_or(0, |v| self.addr(arena, v));
+        let (out_at, a_at, b_at) = (
+            self.addr(arena, out),
+            self.addr(arena, a),
+            self.addr(arena, b),
+        );
         match self.precision {
             Precision::F32 => {
                 if !self.require_f32("matmul (f32 precision)", &[out, a, b]) {
                     return;
                 }
-                let (a, b) = (self.ptr(arena, a), self.ptr(arena, b));
-                let args = [&[out_ptr, gelu_out, a, b][..], &tail].concat();
-                self.launch(
-                    &matmul_f32::matmul_f32::KERNEL,
-                    matmul_f32::matmul_f32_launch(s.m, s.n),
-                    &args,
-                );
+                let (m, k, n) = (int(s.m), int(s.k), int(s.n));
+                let (ta, tb) = (i32::from(s.trans_a), i32::from(s.trans_b));
+                self.run(|rt| unsafe {
+                    matmul_f32::matmul_f32::launch(
+                        rt, out_at, gelu_out, a_at, b_at, bias, m, k, n, ta, tb,
+                    )
+                });
             }
             Precision::Bf16 => {
-                let operands = [(a, DType::Bf16), (b, DType::Bf16)];
-                let Some(Staged { inputs: ins, .. }) = self.staged(arena, &[], &operands, &[])
-                else {
+                let bytes = matmul::matmul_scratch_bytes(&s, a.dtype, b.dtype);
+                let Some(at) = self.scratch(&[bytes]) else {
                     return;
                 };
-                let kernel = match out.dtype {
-                    DType::F32 => &matmul::matmul_bf16::KERNEL,
-                    DType::Bf16 => &matmul::matmul_bf16_to_bf16::KERNEL,
-                };
-                let args = [
-                    &[out_ptr, gelu_out, Arg::Ptr(ins[0]), Arg::Ptr(ins[1])][..],
-                    &tail,
-                ]
-                .concat();
-                self.launch(kernel, matmul::matmul_bf16_launch(s.m, s.n), &args);
+                let scratch = Scratch { addr: at[0], bytes };
+                self.run(|rt| unsafe {
+                    matmul::matmul(
+                        rt,
+                        out_at,
+                        out.dtype,
+                        gelu_out,
+                        (a_at, a.dtype),
+                        (b_at, b.dtype),
+                        bias,
+                        s,
+                        scratch,
+                    )
+                });
             }
         }
     }

@@ -13,8 +13,8 @@
 use std::ffi::c_int;
 
 use super::attention::attention_backward_preprocess;
-use super::matmul::bf16_to_f32;
 use super::{Dim3, LaunchDims};
+use crate::backend::kernels::matmul::bf16_to_f32;
 
 /// Rows per block (`ATB_BLOCK`): keys of the dK/dV kernel, queries of the dQ kernel; 4 warps of
 /// 16 rows.

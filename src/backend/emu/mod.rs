@@ -11,7 +11,5 @@ pub mod attention;
 pub mod attention_tc;
 pub mod elementwise;
 pub mod loss;
-pub mod matmul;
-pub mod matmul_f32;
 
 pub use super::launch::{Dim3, LaunchDims};
