@@ -120,7 +120,8 @@ mod gpu {
     use cudarc::driver::{CudaSlice, CudaStream};
     use smelt::backend::cuda::CudaRuntime;
     use smelt::backend::device::{Arg, DeviceArena, DeviceBackend, Kernel, Precision, Runtime};
-    use smelt::backend::emu::{attention, attention_tc, elementwise, matmul};
+    use smelt::backend::emu::{elementwise, matmul};
+    use smelt::backend::kernels::{attention, attention_tc, attention_tc_backward};
     use smelt::backend::{AdamWGroup, AdamWStep, Backend, View};
     use smelt::model::{Gpt, GptConfig};
 
@@ -942,11 +943,11 @@ mod gpu {
             )
         })?;
         push("forward_f32", fwd_flops, ms, fwd);
-        if attention::attention_forward_bf16_supports(hs) {
+        if attention_tc::supports(hs) {
             let ms = time_ms(&stream, opts.reps, || {
                 launch(
-                    &smelt::backend::kernels::attention_tc::attention_forward_bf16::KERNEL,
-                    attention::attention_forward_bf16_launch(b, T, C, NH),
+                    &attention_tc::attention_forward_bf16_hs64::KERNEL,
+                    attention_tc::forward_dims(64, b as i32, T as i32, C as i32, NH as i32),
                     &with(&[a(&out), a(&lse), a(&qkv16)]),
                 )
             })?;
@@ -985,18 +986,18 @@ mod gpu {
             )
         })?;
         push("backward_f32", bwd_flops, ms, bwd);
-        if attention_tc::attention_backward_bf16_supports(hs) {
+        if attention_tc::supports(hs) {
             let ms = time_ms(&stream, opts.reps, || {
                 preprocess()?;
                 let args = with(&[a(&dqkv), a(&dout16), a(&qkv16), a(&lse), a(&dsum)]);
                 launch(
-                    &smelt::backend::kernels::attention_tc_backward::attention_backward_dkdv_bf16::KERNEL,
-                    attention_tc::attention_backward_dkdv_bf16_launch(b, T, C, NH),
+                    &attention_tc_backward::attention_backward_dkdv_bf16_hs64::KERNEL,
+                    attention_tc_backward::dkdv_dims(64, b as i32, T as i32, C as i32, NH as i32),
                     &args,
                 )?;
                 launch(
-                    &smelt::backend::kernels::attention_tc_backward::attention_backward_dq_bf16::KERNEL,
-                    attention_tc::attention_backward_dq_bf16_launch(b, T, C, NH),
+                    &attention_tc_backward::attention_backward_dq_bf16_hs64::KERNEL,
+                    attention_tc_backward::dq_dims(64, b as i32, T as i32, C as i32, NH as i32),
                     &args,
                 )
             })?;

@@ -9,5 +9,6 @@
 
 mod harness;
 
+mod attention;
 mod declarations;
 mod elementwise;
