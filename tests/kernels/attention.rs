@@ -121,7 +121,6 @@ fn forward<R: Runtime>(dev: &Dev<R>) {
 }
 
 /// The backward sequence on device inputs; dqkv read back.
-#[allow(clippy::too_many_arguments)]
 fn run_backward<R: Runtime>(
     dev: &Dev<R>,
     s: AttentionShape,

@@ -64,68 +64,66 @@ pub fn forward_dims(hs: usize, b: i32, t: i32, c: i32, nh: i32) -> LaunchDims {
     )
 }
 
-kernels! {
-    /// `attention::attention_forward` for head size 16: `qkv (b,t,3c)` bf16, f32 `out (b,t,c)`
-    /// and `lse (b,nh,t)`; Q·Kᵀ and P·V in bf16 with f32 accumulation (P rounded to bf16).
-    fn attention_forward_bf16_hs16(out: *mut f32, lse: *mut f32, qkv: *const bf16, b: i32, t: i32, c: i32, nh: i32)
-        => forward_dims(16, b, t, c, nh);
-    /// As [`attention_forward_bf16_hs16`], head size 32.
-    fn attention_forward_bf16_hs32(out: *mut f32, lse: *mut f32, qkv: *const bf16, b: i32, t: i32, c: i32, nh: i32)
-        => forward_dims(32, b, t, c, nh);
-    /// As [`attention_forward_bf16_hs16`], head size 48.
-    fn attention_forward_bf16_hs48(out: *mut f32, lse: *mut f32, qkv: *const bf16, b: i32, t: i32, c: i32, nh: i32)
-        => forward_dims(48, b, t, c, nh);
-    /// As [`attention_forward_bf16_hs16`], head size 64 (GPT-2).
-    fn attention_forward_bf16_hs64(out: *mut f32, lse: *mut f32, qkv: *const bf16, b: i32, t: i32, c: i32, nh: i32)
-        => forward_dims(64, b, t, c, nh);
-    /// As [`attention_forward_bf16_hs16`], head size 80.
-    fn attention_forward_bf16_hs80(out: *mut f32, lse: *mut f32, qkv: *const bf16, b: i32, t: i32, c: i32, nh: i32)
-        => forward_dims(80, b, t, c, nh);
-    /// As [`attention_forward_bf16_hs16`], head size 96.
-    fn attention_forward_bf16_hs96(out: *mut f32, lse: *mut f32, qkv: *const bf16, b: i32, t: i32, c: i32, nh: i32)
-        => forward_dims(96, b, t, c, nh);
-    /// As [`attention_forward_bf16_hs16`], head size 112.
-    fn attention_forward_bf16_hs112(out: *mut f32, lse: *mut f32, qkv: *const bf16, b: i32, t: i32, c: i32, nh: i32)
-        => forward_dims(112, b, t, c, nh);
-    /// As [`attention_forward_bf16_hs16`], head size 128.
-    fn attention_forward_bf16_hs128(out: *mut f32, lse: *mut f32, qkv: *const bf16, b: i32, t: i32, c: i32, nh: i32)
-        => forward_dims(128, b, t, c, nh);
+/// Declares one instance per head size (a `kernels!` row each) and
+/// [`attention_forward_bf16`], which launches the instance of `c / nh`: the rows and the
+/// choice among them come from one list, so they cannot drift apart.
+macro_rules! forward_instances {
+    ($($name:ident = $hs:literal,)*) => {
+        kernels! {$(
+            #[doc = concat!("`attention::attention_forward` on tensor cores at head size ", $hs, ": bf16 `qkv (b,t,3c)`, f32 `out (b,t,c)` and `lse (b,nh,t)`.")]
+            fn $name(out: *mut f32, lse: *mut f32, qkv: *const bf16, b: i32, t: i32, c: i32, nh: i32)
+                => forward_dims($hs, b, t, c, nh);
+        )*}
+
+        /// The tensor-core forward at head size `c / nh` (one of [`HEAD_SIZES`]; panics
+        /// otherwise): launches that head size's instance. Q·Kᵀ and P·V in bf16 with f32
+        /// accumulation (P rounded to bf16).
+        ///
+        /// # Safety
+        /// `out` holds `b·t·c` f32, `lse` `b·nh·t` f32 and `qkv` `b·t·3c` bf16 on `rt`.
+        #[allow(clippy::too_many_arguments)]
+        pub unsafe fn attention_forward_bf16<R: Runtime + ?Sized>(
+            rt: &R,
+            out: u64,
+            lse: u64,
+            qkv: u64,
+            b: i32,
+            t: i32,
+            c: i32,
+            nh: i32,
+        ) -> Result<()> {
+            let launch: unsafe fn(&R, u64, u64, u64, i32, i32, i32, i32) -> Result<()> =
+                match instance_of("attention_forward_bf16", c, nh) {
+                    $($hs => $name::launch,)*
+                    _ => unreachable!("instance_of checks the head size"),
+                };
+            // SAFETY: the caller's contract; the instance's geometry checks c == hs·nh.
+            unsafe { launch(rt, out, lse, qkv, b, t, c, nh) }
+        }
+    };
 }
 
-/// The launcher of every instance (they share one parameter list).
-type Launcher<R> = unsafe fn(&R, u64, u64, u64, i32, i32, i32, i32) -> Result<()>;
+forward_instances! {
+    attention_forward_bf16_hs16 = 16,
+    attention_forward_bf16_hs32 = 32,
+    attention_forward_bf16_hs48 = 48,
+    attention_forward_bf16_hs64 = 64,
+    attention_forward_bf16_hs80 = 80,
+    attention_forward_bf16_hs96 = 96,
+    attention_forward_bf16_hs112 = 112,
+    attention_forward_bf16_hs128 = 128,
+}
 
-/// The tensor-core forward at head size `c / nh` (one of [`HEAD_SIZES`]; panics otherwise):
-/// launches that head size's instance.
-///
-/// # Safety
-/// `out` holds `b·t·c` f32, `lse` `b·nh·t` f32 and `qkv` `b·t·3c` bf16 on `rt`.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn attention_forward_bf16<R: Runtime + ?Sized>(
-    rt: &R,
-    out: u64,
-    lse: u64,
-    qkv: u64,
-    b: i32,
-    t: i32,
-    c: i32,
-    nh: i32,
-) -> Result<()> {
-    assert!(
-        nh > 0 && c % nh == 0 && supports((c / nh) as usize),
-        "attention_forward_bf16: no instance for head size c/nh (c={c}, nh={nh}; one of {HEAD_SIZES:?})"
-    );
-    let launch: Launcher<R> = match c / nh {
-        16 => attention_forward_bf16_hs16::launch,
-        32 => attention_forward_bf16_hs32::launch,
-        48 => attention_forward_bf16_hs48::launch,
-        64 => attention_forward_bf16_hs64::launch,
-        80 => attention_forward_bf16_hs80::launch,
-        96 => attention_forward_bf16_hs96::launch,
-        112 => attention_forward_bf16_hs112::launch,
-        128 => attention_forward_bf16_hs128::launch,
-        _ => unreachable!("checked above"),
+/// The head size `c / nh` when it has instances (one of [`HEAD_SIZES`]); panics otherwise.
+pub(super) fn instance_of(what: &str, c: i32, nh: i32) -> usize {
+    let hs = if nh > 0 && c % nh == 0 {
+        (c / nh) as usize
+    } else {
+        0
     };
-    // SAFETY: the caller's contract; the instance's geometry checks c == hs·nh.
-    unsafe { launch(rt, out, lse, qkv, b, t, c, nh) }
+    assert!(
+        supports(hs),
+        "{what}: no tensor-core instance for head size c/nh (c={c}, nh={nh}); head sizes {HEAD_SIZES:?}"
+    );
+    hs
 }

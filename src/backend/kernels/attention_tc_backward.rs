@@ -5,7 +5,7 @@
 //! [`attention_backward_dq_bf16`] pick the instance. The whole backward, with the f32
 //! preprocess `D = rowsum(dO ∘ O)`, is the sequence `attention::attention_backward`.
 
-use super::attention_tc::{tiled, HEAD_SIZES};
+use super::attention_tc::{instance_of, tiled};
 use super::bf16;
 use super::{kernels, LaunchDims};
 use crate::backend::device::Runtime;
@@ -60,139 +60,84 @@ pub fn dq_dims(hs: usize, b: i32, t: i32, c: i32, nh: i32) -> LaunchDims {
     )
 }
 
-kernels! {
-    /// The K and V parts of `dqkv (b,t,3c)` f32 at head size 16 (the other columns are left
-    /// alone), from bf16 `dout (b,t,c)`, `qkv (b,t,3c)` and f32 `lse`, `dsum` (b,nh,t).
-    fn attention_backward_dkdv_bf16_hs16(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
-        => dkdv_dims(16, b, t, c, nh);
-    /// As [`attention_backward_dkdv_bf16_hs16`], head size 32.
-    fn attention_backward_dkdv_bf16_hs32(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
-        => dkdv_dims(32, b, t, c, nh);
-    /// As [`attention_backward_dkdv_bf16_hs16`], head size 48.
-    fn attention_backward_dkdv_bf16_hs48(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
-        => dkdv_dims(48, b, t, c, nh);
-    /// As [`attention_backward_dkdv_bf16_hs16`], head size 64.
-    fn attention_backward_dkdv_bf16_hs64(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
-        => dkdv_dims(64, b, t, c, nh);
-    /// As [`attention_backward_dkdv_bf16_hs16`], head size 80.
-    fn attention_backward_dkdv_bf16_hs80(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
-        => dkdv_dims(80, b, t, c, nh);
-    /// As [`attention_backward_dkdv_bf16_hs16`], head size 96.
-    fn attention_backward_dkdv_bf16_hs96(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
-        => dkdv_dims(96, b, t, c, nh);
-    /// As [`attention_backward_dkdv_bf16_hs16`], head size 112.
-    fn attention_backward_dkdv_bf16_hs112(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
-        => dkdv_dims(112, b, t, c, nh);
-    /// As [`attention_backward_dkdv_bf16_hs16`], head size 128.
-    fn attention_backward_dkdv_bf16_hs128(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
-        => dkdv_dims(128, b, t, c, nh);
-    /// The Q part of `dqkv (b,t,3c)` f32 at head size 16 (the other columns are left
-    /// alone), from bf16 `dout (b,t,c)`, `qkv (b,t,3c)` and f32 `lse`, `dsum` (b,nh,t).
-    fn attention_backward_dq_bf16_hs16(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
-        => dq_dims(16, b, t, c, nh);
-    /// As [`attention_backward_dq_bf16_hs16`], head size 32.
-    fn attention_backward_dq_bf16_hs32(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
-        => dq_dims(32, b, t, c, nh);
-    /// As [`attention_backward_dq_bf16_hs16`], head size 48.
-    fn attention_backward_dq_bf16_hs48(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
-        => dq_dims(48, b, t, c, nh);
-    /// As [`attention_backward_dq_bf16_hs16`], head size 64.
-    fn attention_backward_dq_bf16_hs64(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
-        => dq_dims(64, b, t, c, nh);
-    /// As [`attention_backward_dq_bf16_hs16`], head size 80.
-    fn attention_backward_dq_bf16_hs80(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
-        => dq_dims(80, b, t, c, nh);
-    /// As [`attention_backward_dq_bf16_hs16`], head size 96.
-    fn attention_backward_dq_bf16_hs96(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
-        => dq_dims(96, b, t, c, nh);
-    /// As [`attention_backward_dq_bf16_hs16`], head size 112.
-    fn attention_backward_dq_bf16_hs112(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
-        => dq_dims(112, b, t, c, nh);
-    /// As [`attention_backward_dq_bf16_hs16`], head size 128.
-    fn attention_backward_dq_bf16_hs128(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
-        => dq_dims(128, b, t, c, nh);
+/// Declares the two instances of each head size (a `kernels!` row each) and
+/// [`attention_backward_dkdv_bf16`] / [`attention_backward_dq_bf16`], which launch the
+/// instance of `c / nh`: rows and choice from one list, as `attention_tc`'s forward.
+macro_rules! backward_instances {
+    ($($hs:literal => $dkdv:ident, $dq:ident;)*) => {
+        kernels! {$(
+            #[doc = concat!("The K and V columns of f32 `dqkv (b,t,3c)` at head size ", $hs, " (the Q columns left alone) from bf16 `dout (b,t,c)`, `qkv (b,t,3c)` and f32 `lse`, `dsum (b,nh,t)`.")]
+            fn $dkdv(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
+                => dkdv_dims($hs, b, t, c, nh);
+            #[doc = concat!("The Q columns of `dqkv` at head size ", $hs, " (the K and V columns left alone); operands as the dK/dV instance's.")]
+            fn $dq(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
+                => dq_dims($hs, b, t, c, nh);
+        )*}
+
+        /// The K and V parts of `dqkv` at head size `c / nh`: launches that head size's dK/dV
+        /// instance.
+        ///
+        /// # Safety
+        /// `dqkv` holds `b·t·3c` f32, `dout` `b·t·c` bf16, `qkv` `b·t·3c` bf16, `lse` and
+        /// `dsum` `b·nh·t` f32 on `rt`.
+        #[allow(clippy::too_many_arguments)]
+        pub unsafe fn attention_backward_dkdv_bf16<R: Runtime + ?Sized>(
+            rt: &R,
+            dqkv: u64,
+            dout: u64,
+            qkv: u64,
+            lse: u64,
+            dsum: u64,
+            b: i32,
+            t: i32,
+            c: i32,
+            nh: i32,
+        ) -> Result<()> {
+            let launch: Launcher<R> = match instance_of("attention_backward_dkdv_bf16", c, nh) {
+                $($hs => $dkdv::launch,)*
+                _ => unreachable!("instance_of checks the head size"),
+            };
+            // SAFETY: the caller's contract; the instance's geometry checks c == hs·nh.
+            unsafe { launch(rt, dqkv, dout, qkv, lse, dsum, b, t, c, nh) }
+        }
+
+        /// The Q part of `dqkv` at head size `c / nh`: launches that head size's dQ instance.
+        ///
+        /// # Safety
+        /// As [`attention_backward_dkdv_bf16`].
+        #[allow(clippy::too_many_arguments)]
+        pub unsafe fn attention_backward_dq_bf16<R: Runtime + ?Sized>(
+            rt: &R,
+            dqkv: u64,
+            dout: u64,
+            qkv: u64,
+            lse: u64,
+            dsum: u64,
+            b: i32,
+            t: i32,
+            c: i32,
+            nh: i32,
+        ) -> Result<()> {
+            let launch: Launcher<R> = match instance_of("attention_backward_dq_bf16", c, nh) {
+                $($hs => $dq::launch,)*
+                _ => unreachable!("instance_of checks the head size"),
+            };
+            // SAFETY: as in attention_backward_dkdv_bf16.
+            unsafe { launch(rt, dqkv, dout, qkv, lse, dsum, b, t, c, nh) }
+        }
+    };
 }
 
 /// The launcher of every instance (they share one parameter list).
 type Launcher<R> = unsafe fn(&R, u64, u64, u64, u64, u64, i32, i32, i32, i32) -> Result<()>;
 
-/// Head size `c / nh`, one of [`HEAD_SIZES`] (panics otherwise).
-fn head_size(what: &str, c: i32, nh: i32) -> usize {
-    let hs = if nh > 0 && c % nh == 0 {
-        (c / nh) as usize
-    } else {
-        0
-    };
-    assert!(
-        HEAD_SIZES.contains(&hs),
-        "{what}: no instance for head size {hs} (c={c}, nh={nh}; one of {HEAD_SIZES:?})"
-    );
-    hs
-}
-
-/// The K and V parts of `dqkv` at head size `c / nh`: launches that head size's
-/// `attention_backward_dkdv_bf16_hs<HS>`.
-///
-/// # Safety
-/// `dqkv` holds `b·t·3c` f32, `dout` `b·t·c` bf16, `qkv` `b·t·3c` bf16, `lse` and `dsum`
-/// `b·nh·t` f32 on `rt`.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn attention_backward_dkdv_bf16<R: Runtime + ?Sized>(
-    rt: &R,
-    dqkv: u64,
-    dout: u64,
-    qkv: u64,
-    lse: u64,
-    dsum: u64,
-    b: i32,
-    t: i32,
-    c: i32,
-    nh: i32,
-) -> Result<()> {
-    let launch: Launcher<R> = match head_size("attention_backward_dkdv_bf16", c, nh) {
-        16 => attention_backward_dkdv_bf16_hs16::launch,
-        32 => attention_backward_dkdv_bf16_hs32::launch,
-        48 => attention_backward_dkdv_bf16_hs48::launch,
-        64 => attention_backward_dkdv_bf16_hs64::launch,
-        80 => attention_backward_dkdv_bf16_hs80::launch,
-        96 => attention_backward_dkdv_bf16_hs96::launch,
-        112 => attention_backward_dkdv_bf16_hs112::launch,
-        128 => attention_backward_dkdv_bf16_hs128::launch,
-        _ => unreachable!("head_size checked"),
-    };
-    // SAFETY: the caller's contract; the instance's geometry checks c == hs·nh.
-    unsafe { launch(rt, dqkv, dout, qkv, lse, dsum, b, t, c, nh) }
-}
-
-/// The Q part of `dqkv` at head size `c / nh`: launches that head size's
-/// `attention_backward_dq_bf16_hs<HS>`.
-///
-/// # Safety
-/// As [`attention_backward_dkdv_bf16`].
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn attention_backward_dq_bf16<R: Runtime + ?Sized>(
-    rt: &R,
-    dqkv: u64,
-    dout: u64,
-    qkv: u64,
-    lse: u64,
-    dsum: u64,
-    b: i32,
-    t: i32,
-    c: i32,
-    nh: i32,
-) -> Result<()> {
-    let launch: Launcher<R> = match head_size("attention_backward_dq_bf16", c, nh) {
-        16 => attention_backward_dq_bf16_hs16::launch,
-        32 => attention_backward_dq_bf16_hs32::launch,
-        48 => attention_backward_dq_bf16_hs48::launch,
-        64 => attention_backward_dq_bf16_hs64::launch,
-        80 => attention_backward_dq_bf16_hs80::launch,
-        96 => attention_backward_dq_bf16_hs96::launch,
-        112 => attention_backward_dq_bf16_hs112::launch,
-        128 => attention_backward_dq_bf16_hs128::launch,
-        _ => unreachable!("head_size checked"),
-    };
-    // SAFETY: as in attention_backward_dkdv_bf16.
-    unsafe { launch(rt, dqkv, dout, qkv, lse, dsum, b, t, c, nh) }
+backward_instances! {
+    16 => attention_backward_dkdv_bf16_hs16, attention_backward_dq_bf16_hs16;
+    32 => attention_backward_dkdv_bf16_hs32, attention_backward_dq_bf16_hs32;
+    48 => attention_backward_dkdv_bf16_hs48, attention_backward_dq_bf16_hs48;
+    64 => attention_backward_dkdv_bf16_hs64, attention_backward_dq_bf16_hs64;
+    80 => attention_backward_dkdv_bf16_hs80, attention_backward_dq_bf16_hs80;
+    96 => attention_backward_dkdv_bf16_hs96, attention_backward_dq_bf16_hs96;
+    112 => attention_backward_dkdv_bf16_hs112, attention_backward_dq_bf16_hs112;
+    128 => attention_backward_dkdv_bf16_hs128, attention_backward_dq_bf16_hs128;
 }
