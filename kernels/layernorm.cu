@@ -138,7 +138,7 @@ static __device__ __forceinline__ void ln_backward(T* dx, float* __restrict__ sc
                                                    const float* __restrict__ w,
                                                    const float* __restrict__ mean,
                                                    const float* __restrict__ rstd, int n, int c) {
-    extern __shared__ float smem[];  // [warps][2][c]: dweight then dbias accumulators
+    // smem: [warps][2][c]: dweight then dbias accumulators
     const int warps = blockDim.x / 32;
     const int warp = threadIdx.x / 32;
     const int lane = threadIdx.x % 32;

@@ -10,9 +10,10 @@
 mod harness;
 
 mod adamw;
+mod attention;
 mod declarations;
 mod elementwise;
 mod layernorm;
-mod reduce;
 mod matmul;
 mod matmul_f32;
+mod reduce;

@@ -11,8 +11,8 @@ use std::cell::{Cell, RefCell};
 
 use super::{Arg, Runtime};
 use crate::backend::kernels::{
-    adamw, attention, attention_tc, attention_tc_backward, cross_entropy, elementwise, embedding,
-    int, layernorm, long, matmul, matmul_f32, reduce, Kernel, Scratch,
+    adamw, attention, attention_tc, cross_entropy, elementwise, embedding, int, layernorm, long,
+    matmul, matmul_f32, reduce, Kernel, Scratch,
 };
 use crate::backend::launch::LaunchDims;
 use crate::backend::{AdamWGroup, AdamWStep, AttentionShape, Backend, DType, MatmulShape, View};
@@ -191,6 +191,15 @@ impl<R: Runtime> DeviceBackend<R> {
         if let Err(e) = launch(&self.rt) {
             self.fail(e);
         }
+    }
+
+    /// Whether attention of shape `s` runs on tensor cores: bf16 precision and a head size
+    /// with a tensor-core instance (others use the f32 kernels).
+    fn tensor_core_attention(&self, s: AttentionShape) -> bool {
+        self.precision == Precision::Bf16
+            && s.n_head > 0
+            && s.c.is_multiple_of(s.n_head)
+            && attention_tc::supports(s.c / s.n_head)
     }
 
     /// The common dtype of `views`; a failure if they differ.
@@ -813,11 +822,9 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         if !self.require_f32("attention lse", &[lse]) {
             return;
         }
-        let sizes = [arg_int(s.b), arg_int(s.t), arg_int(s.c), arg_int(s.n_head)];
         // Tensor cores take bf16 Q, K, V; both kernels write f32 out (converted after when
         // out is bf16).
-        let tensor_cores = self.precision == Precision::Bf16
-            && attention_tc::attention_forward_bf16_supports(s.c / s.n_head);
+        let tensor_cores = self.tensor_core_attention(s);
         let qkv_dtype = if tensor_cores {
             DType::Bf16
         } else {
@@ -832,24 +839,15 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         else {
             return;
         };
-        let args = [
-            &[Arg::Ptr(outs[0]), self.ptr(arena, lse), Arg::Ptr(ins[0])][..],
-            &sizes,
-        ]
-        .concat();
-        if tensor_cores {
-            self.launch(
-                &attention_tc::attention_forward_bf16::KERNEL,
-                attention_tc::attention_forward_bf16_launch(s.b, s.t, s.c, s.n_head),
-                &args,
-            );
-        } else {
-            self.launch(
-                &attention::attention_forward::KERNEL,
-                attention::attention_forward_launch(s.b, s.t, s.c, s.n_head),
-                &args,
-            );
-        }
+        let (o, l, q) = (outs[0], self.addr(arena, lse), ins[0]);
+        let (b, t, c, nh) = (int(s.b), int(s.t), int(s.c), int(s.n_head));
+        self.run(|rt| unsafe {
+            if tensor_cores {
+                attention_tc::attention_forward_bf16(rt, o, l, q, b, t, c, nh)
+            } else {
+                attention::attention_forward::launch(rt, o, l, q, b, t, c, nh)
+            }
+        });
         self.finish_outputs(arena, &outputs, &outs);
     }
 
@@ -866,86 +864,49 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         if !self.require_f32("attention lse", &[lse]) {
             return;
         }
-        let sizes = [arg_int(s.b), arg_int(s.t), arg_int(s.c), arg_int(s.n_head)];
-        let dsum_bytes = 4 * attention::attention_backward_scratch_len(s.b, s.t, s.n_head);
-        let tensor_cores = self.precision == Precision::Bf16
-            && attention_tc_backward::attention_backward_bf16_supports(s.c / s.n_head);
-        let operand = if tensor_cores {
+        let storage = if self.tensor_core_attention(s) {
             DType::Bf16
         } else {
             DType::F32
         };
         // D = rowsum(dO ∘ O) reads dout and out in one dtype.
-        let pre_dtype = if dout.dtype == out.dtype {
+        let d_storage = if dout.dtype == out.dtype {
             dout.dtype
         } else {
             DType::F32
         };
         let inputs = [
-            (dout, pre_dtype),
-            (out, pre_dtype),
-            (dout, operand),
-            (qkv, operand),
+            (dout, d_storage),
+            (out, d_storage),
+            (dout, storage),
+            (qkv, storage),
         ];
-        // Both backward kernels write f32 dqkv (converted after when dqkv is bf16).
+        // Both backward passes write f32 dqkv (converted after when dqkv is bf16).
         let outputs = [(dqkv, DType::F32)];
+        let scratch_bytes = attention::attention_backward_scratch_bytes(s);
         let Some(Staged {
             extra,
             inputs: ins,
             outputs: outs,
-        }) = self.staged(arena, &[dsum_bytes], &inputs, &outputs)
+        }) = self.staged(arena, &[scratch_bytes], &inputs, &outputs)
         else {
             return;
         };
-        let dsum = extra[0];
-        let preprocess = match pre_dtype {
-            DType::F32 => &attention::attention_backward_preprocess::KERNEL,
-            DType::Bf16 => &attention::attention_backward_preprocess_bf16::KERNEL,
+        let operands = attention::BackwardOperands {
+            dqkv: outs[0],
+            qkv: ins[3],
+            dout: ins[2],
+            storage,
+            d_out: ins[1],
+            d_dout: ins[0],
+            d_storage,
+            lse: self.addr(arena, lse),
         };
-        let pre_args = [
-            &[Arg::Ptr(dsum), Arg::Ptr(ins[0]), Arg::Ptr(ins[1])][..],
-            &sizes,
-        ]
-        .concat();
-        self.launch(
-            preprocess,
-            attention::attention_backward_preprocess_launch(s.b, s.t, s.n_head),
-            &pre_args,
-        );
-        let args = [
-            &[
-                Arg::Ptr(outs[0]),
-                Arg::Ptr(ins[2]),
-                Arg::Ptr(ins[3]),
-                self.ptr(arena, lse),
-                Arg::Ptr(dsum),
-            ][..],
-            &sizes,
-        ]
-        .concat();
-        if tensor_cores {
-            self.launch(
-                &attention_tc_backward::attention_backward_dkdv_bf16::KERNEL,
-                attention_tc_backward::attention_backward_dkdv_bf16_launch(s.b, s.t, s.c, s.n_head),
-                &args,
-            );
-            self.launch(
-                &attention_tc_backward::attention_backward_dq_bf16::KERNEL,
-                attention_tc_backward::attention_backward_dq_bf16_launch(s.b, s.t, s.c, s.n_head),
-                &args,
-            );
-        } else {
-            self.launch(
-                &attention::attention_backward_dkdv::KERNEL,
-                attention::attention_backward_dkdv_launch(s.b, s.t, s.c, s.n_head),
-                &args,
-            );
-            self.launch(
-                &attention::attention_backward_dq::KERNEL,
-                attention::attention_backward_dq_launch(s.b, s.t, s.c, s.n_head),
-                &args,
-            );
-        }
+        let scratch = Scratch {
+            addr: extra[0],
+            bytes: scratch_bytes,
+        };
+        self.run(|rt| unsafe { attention::attention_backward(rt, &operands, s, scratch) });
         self.finish_outputs(arena, &outputs, &outs);
     }
 

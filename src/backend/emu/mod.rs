@@ -7,8 +7,6 @@
 //! them and wrap each in a safe function that takes slices and computes the launch geometry
 //! (the same geometry the CUDA backend will use).
 
-pub mod attention;
-pub mod attention_tc;
 pub mod elementwise;
 pub mod loss;
 
