@@ -9,5 +9,7 @@
 
 mod harness;
 
+mod cross_entropy;
 mod declarations;
 mod elementwise;
+mod embedding;
