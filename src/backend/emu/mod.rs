@@ -10,7 +10,6 @@
 pub mod attention;
 pub mod attention_tc;
 pub mod elementwise;
-pub mod loss;
 pub mod matmul;
 pub mod matmul_f32;
 pub mod norm;
