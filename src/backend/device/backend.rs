@@ -992,7 +992,8 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             self.addr(arena, logits),
         );
         self.run(|rt| unsafe {
-            cross_entropy::forward(rt, loss, lse, logits, dtype, ids, n, v, vp, scratch).map(drop)
+            cross_entropy::forward(rt, loss, lse, logits, dtype, ids, n, v, vp, scratch)
+                .map(|_losses| ())
         });
     }
 
