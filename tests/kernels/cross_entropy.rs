@@ -12,7 +12,7 @@ use smelt::backend::kernels::cross_entropy as ce;
 use smelt::backend::kernels::{int, Scratch};
 use smelt::backend::DType;
 
-use crate::harness::{bf16_pair, on_every_runtime, rounded, widen, Buf, Dev, TOL_BF16, TOL_F32};
+use crate::harness::{on_every_runtime, rounded, Buf, Dev, TOL_BF16, TOL_F32};
 
 on_every_runtime!(forward, mean_reduce, backward);
 
@@ -35,32 +35,6 @@ fn shapes<R: Runtime>(dev: &Dev<R>) -> Vec<(usize, usize, usize)> {
     )
 }
 
-/// `x` on the device as `dtype`, and the f32 values it holds there.
-fn upload<R: Runtime>(dev: &Dev<R>, x: &[f32], dtype: DType) -> (Buf<R>, Vec<f32>) {
-    match dtype {
-        DType::F32 => (dev.f32s(x), x.to_vec()),
-        DType::Bf16 => {
-            let (bits, wide) = bf16_pair(x);
-            (dev.bf16s(&bits), wide)
-        }
-    }
-}
-
-/// A buffer of `dtype` read back: its values and its bit patterns.
-fn read<R: Runtime>(dev: &Dev<R>, b: &Buf<R>, dtype: DType, what: &str) -> (Vec<f32>, Vec<u32>) {
-    match dtype {
-        DType::F32 => {
-            let x = dev.read_f32(b, what);
-            let bits = x.iter().map(|v| v.to_bits()).collect();
-            (x, bits)
-        }
-        DType::Bf16 => {
-            let x = dev.read_u16(b, what);
-            (widen(&x), x.iter().map(|&v| v as u32).collect())
-        }
-    }
-}
-
 /// Logits `(n, vp)` as `dtype` with NaN in the padded columns, their f32 values, and targets
 /// below `v` on the device.
 fn inputs<R: Runtime>(
@@ -72,7 +46,7 @@ fn inputs<R: Runtime>(
     for row in x.chunks_exact_mut(vp) {
         row[v..].fill(f32::NAN);
     }
-    let (logits, x) = upload(dev, &x, dtype);
+    let (logits, x) = dev.upload_as(&x, dtype);
     let targets = dev.ids(n, v);
     (logits, x, dev.i32s(bytemuck::cast_slice(&targets)), targets)
 }
@@ -153,10 +127,7 @@ fn backward<R: Runtime>(dev: &Dev<R>) {
             let mut want = vec![0.0; n * vp];
             cpu::cross_entropy_backward(&mut want, &x, &lse, &ids, dloss, n, v, vp);
             let lse = dev.f32s(&lse);
-            let dlogits = match dtype {
-                DType::F32 => dev.f32_out(n * vp),
-                DType::Bf16 => dev.bf16_out(n * vp),
-            };
+            let dlogits = dev.out_as(n * vp, dtype);
             let (n_, v_, vp_) = (int(n), int(v), int(vp));
             let launch = |out: u64| unsafe {
                 let (l, t) = (logits.addr, targets.addr);
@@ -172,7 +143,7 @@ fn backward<R: Runtime>(dev: &Dev<R>) {
             };
             launch(dlogits.addr);
             let what = format!("cross_entropy_backward {dtype:?} n={n} v={v} vp={vp}");
-            let (got, bits) = read(dev, &dlogits, dtype, &what);
+            let (got, bits) = dev.read_as(&dlogits, dtype, &what);
             match dtype {
                 DType::F32 => dev.check(&what, &got, &want, TOL_F32),
                 DType::Bf16 => dev.check(&what, &got, &rounded(&want), TOL_BF16),
@@ -185,7 +156,7 @@ fn backward<R: Runtime>(dev: &Dev<R>) {
             );
             // In place: over the logits themselves.
             launch(logits.addr);
-            let (_, in_place) = read(dev, &logits, dtype, &what);
+            let (_, in_place) = dev.read_as(&logits, dtype, &what);
             dev.same_bits(&format!("{what} in place"), &in_place, &bits);
         }
     }

@@ -12,7 +12,7 @@ use smelt::backend::kernels::embedding::{self as emb, bucket_table, token_bucket
 use smelt::backend::kernels::{int, long};
 use smelt::backend::DType;
 
-use crate::harness::{bf16, bf16_pair, on_every_runtime, Buf, Dev};
+use crate::harness::{bf16, on_every_runtime, Buf, Dev};
 
 on_every_runtime!(forward, backward, backward_wte_padding, fill);
 
@@ -35,60 +35,52 @@ fn shapes<R: Runtime>(dev: &Dev<R>) -> Vec<(usize, usize, usize, usize, usize)> 
     )
 }
 
-/// `dout` as `dtype` on the device, and the f32 values it holds there.
-fn dout<R: Runtime>(dev: &Dev<R>, len: usize, dtype: DType) -> (Buf<R>, Vec<f32>) {
-    let x = dev.normal(len, 1.0, 0.0);
-    match dtype {
-        DType::F32 => (dev.f32s(&x), x),
-        DType::Bf16 => {
-            let (bits, wide) = bf16_pair(&x);
-            (dev.bf16s(&bits), wide)
-        }
-    }
-}
-
 fn bits(x: &[f32]) -> Vec<u32> {
     x.iter().map(|v| v.to_bits()).collect()
+}
+
+/// A batch of `b·t` ids below `vocab` on the device, and their bucket table.
+fn batch<R: Runtime>(dev: &Dev<R>, b: usize, t: usize, vocab: usize) -> (Vec<u32>, Buf<R>, Buf<R>) {
+    let ids = dev.ids(b * t, vocab);
+    let (tokens, table) = (
+        dev.i32s(bytemuck::cast_slice(&ids)),
+        dev.i32s(&bucket_table(&ids, vocab)),
+    );
+    (ids, tokens, table)
 }
 
 fn forward<R: Runtime>(dev: &Dev<R>) {
     for dtype in [DType::F32, DType::Bf16] {
         for (b, t, c, vocab, max_t) in shapes(dev) {
-            let ids = dev.ids(b * t, vocab);
+            let (ids, tokens, _) = batch(dev, b, t, vocab);
             let (wte, wpe) = (
                 dev.normal(vocab * c, 1.0, 0.0),
                 dev.normal(max_t * c, 1.0, 0.0),
             );
-            let (tokens, wte_b, wpe_b) = (
-                dev.i32s(bytemuck::cast_slice(&ids)),
-                dev.f32s(&wte),
-                dev.f32s(&wpe),
-            );
+            let (wte_b, wpe_b, out) =
+                (dev.f32s(&wte), dev.f32s(&wpe), dev.out_as(b * t * c, dtype));
+            let (tk, e, p, bi, ti, ci) =
+                (tokens.addr, wte_b.addr, wpe_b.addr, int(b), int(t), int(c));
+            unsafe {
+                match dtype {
+                    DType::F32 => {
+                        emb::embedding_forward::launch(&dev.rt, out.addr, tk, e, p, bi, ti, ci)
+                    }
+                    DType::Bf16 => {
+                        emb::embedding_forward_bf16::launch(&dev.rt, out.addr, tk, e, p, bi, ti, ci)
+                    }
+                }
+                .unwrap()
+            };
             let mut want = vec![0.0; b * t * c];
             cpu::embedding_forward(&mut want, &ids, &wte, &wpe, b, t, c);
+            // One f32 sum, rounded once to bf16.
+            let want: Vec<u32> = match dtype {
+                DType::F32 => bits(&want),
+                DType::Bf16 => want.iter().map(|&v| bf16(v).into()).collect(),
+            };
             let what = format!("embedding_forward {dtype:?} b={b} t={t} c={c} vocab={vocab}");
-            let args = (tokens.addr, wte_b.addr, wpe_b.addr, int(b), int(t), int(c));
-            match dtype {
-                DType::F32 => {
-                    let out = dev.f32_out(b * t * c);
-                    let (tk, e, p, b, t, c) = args;
-                    unsafe {
-                        emb::embedding_forward::launch(&dev.rt, out.addr, tk, e, p, b, t, c)
-                            .unwrap()
-                    };
-                    dev.same_bits(&what, &bits(&dev.read_f32(&out, &what)), &bits(&want));
-                }
-                DType::Bf16 => {
-                    let out = dev.bf16_out(b * t * c);
-                    let (tk, e, p, b, t, c) = args;
-                    unsafe {
-                        emb::embedding_forward_bf16::launch(&dev.rt, out.addr, tk, e, p, b, t, c)
-                            .unwrap()
-                    };
-                    let want: Vec<u16> = want.iter().map(|&v| bf16(v)).collect();
-                    dev.same_bits(&what, &dev.read_u16(&out, &what), &want);
-                }
-            }
+            dev.same_bits(&what, &dev.read_as(&out, dtype, &what).1, &want);
         }
     }
 }
@@ -96,25 +88,19 @@ fn forward<R: Runtime>(dev: &Dev<R>) {
 fn backward<R: Runtime>(dev: &Dev<R>) {
     for dtype in [DType::F32, DType::Bf16] {
         for (b, t, c, vocab, max_t) in shapes(dev) {
-            let ids = dev.ids(b * t, vocab);
-            let (dout, x) = dout(dev, b * t * c, dtype);
-            let table = dev.i32s(&bucket_table(&ids, vocab));
+            let (ids, _, table) = batch(dev, b, t, vocab);
             let buckets = Buckets {
                 table: table.addr,
                 slots: b * t,
             };
-            let (mut want_wte, mut want_wpe) = (vec![0.0; vocab * c], vec![0.0; max_t * c]);
-            cpu::embedding_backward(&mut want_wte, &mut want_wpe, &x, &ids, b, t, c);
+            let (dout, x) = dev.upload_as(&dev.normal(b * t * c, 1.0, 0.0), dtype);
             let what = format!("embedding backward {dtype:?} b={b} t={t} c={c} vocab={vocab}");
-            // Outputs poisoned with NaN: every element must be written. Twice: same bits.
+            // Outputs poisoned with NaN: every element must be written.
             let run = || {
                 let (dwte, dwpe) = (dev.f32_out(vocab * c), dev.f32_out(max_t * c));
+                let (w, p, d) = (dwte.addr, dwpe.addr, dout.addr);
                 unsafe {
-                    emb::backward(
-                        &dev.rt, dwte.addr, vocab, dwpe.addr, max_t, dout.addr, dtype, buckets, b,
-                        t, c,
-                    )
-                    .unwrap()
+                    emb::backward(&dev.rt, w, vocab, p, max_t, d, dtype, buckets, b, t, c).unwrap()
                 };
                 (
                     bits(&dev.read_f32(&dwte, &what)),
@@ -122,11 +108,13 @@ fn backward<R: Runtime>(dev: &Dev<R>) {
                 )
             };
             let (dwte, dwpe) = run();
+            let (mut want_wte, mut want_wpe) = (vec![0.0; vocab * c], vec![0.0; max_t * c]);
+            cpu::embedding_backward(&mut want_wte, &mut want_wpe, &x, &ids, b, t, c);
             dev.same_bits(&format!("{what} dwte"), &dwte, &bits(&want_wte));
             dev.same_bits(&format!("{what} dwpe"), &dwpe, &bits(&want_wpe));
-            let (dwte2, dwpe2) = run();
-            dev.same_bits(&format!("{what} dwte, second run"), &dwte2, &dwte);
-            dev.same_bits(&format!("{what} dwpe, second run"), &dwpe2, &dwpe);
+            let again = run();
+            dev.same_bits(&format!("{what} dwte, second run"), &again.0, &dwte);
+            dev.same_bits(&format!("{what} dwpe, second run"), &again.1, &dwpe);
         }
     }
 }
@@ -138,49 +126,33 @@ fn backward_wte_padding<R: Runtime>(dev: &Dev<R>) {
     const KEEP: f32 = 7.25;
     for dtype in [DType::F32, DType::Bf16] {
         for (b, t, c, vocab, _) in shapes(dev) {
+            let (ids, _, table) = batch(dev, b, t, vocab);
+            let bk = Buckets {
+                table: table.addr,
+                slots: b * t,
+            };
+            let (dout, x) = dev.upload_as(&dev.normal(b * t * c, 1.0, 0.0), dtype);
             let vocab = vocab + 3;
-            let ids = dev.ids(b * t, vocab - 3);
-            let (dout, x) = dout(dev, b * t * c, dtype);
-            let table = bucket_table(&ids, vocab);
-            let (offsets, rest) = table.split_at(b * t + 1);
-            let (tokens, positions) = rest.split_at(b * t);
-            let (offsets, tokens, positions) =
-                (dev.i32s(offsets), dev.i32s(tokens), dev.i32s(positions));
             let big = dev.f32s(&vec![KEEP; (vocab + 2) * c]);
-            let dwte = big.addr + 4 * c as u64;
-            let args = (
-                offsets.addr,
-                tokens.addr,
-                positions.addr,
-                int(b * t),
-                int(c),
-            );
+            let (dwte, d, nb, ci) = (big.addr + 4 * c as u64, dout.addr, int(b * t), int(c));
+            let (o, tk, p) = (bk.offsets(), bk.tokens(), bk.positions());
             unsafe {
-                let (o, tk, p, nb, c) = args;
                 match dtype {
-                    DType::F32 => emb::embedding_backward_wte::launch(
-                        &dev.rt, dwte, dout.addr, o, tk, p, nb, c,
-                    ),
-                    DType::Bf16 => emb::embedding_backward_wte_bf16::launch(
-                        &dev.rt, dwte, dout.addr, o, tk, p, nb, c,
-                    ),
+                    DType::F32 => {
+                        emb::embedding_backward_wte::launch(&dev.rt, dwte, d, o, tk, p, nb, ci)
+                    }
+                    DType::Bf16 => {
+                        emb::embedding_backward_wte_bf16::launch(&dev.rt, dwte, d, o, tk, p, nb, ci)
+                    }
                 }
                 .unwrap()
             };
-            let (mut want, mut want_wpe) = (vec![KEEP; (vocab + 2) * c], vec![0.0; t * c]);
-            cpu::embedding_backward(
-                &mut want[c..(vocab + 1) * c],
-                &mut want_wpe,
-                &x,
-                &ids,
-                b,
-                t,
-                c,
-            );
-            for tok in 0..vocab {
-                if !ids.contains(&(tok as u32)) {
-                    want[(tok + 1) * c..][..c].fill(KEEP);
-                }
+            let (mut dwte, mut dwpe) = (vec![0.0; vocab * c], vec![0.0; t * c]);
+            cpu::embedding_backward(&mut dwte, &mut dwpe, &x, &ids, b, t, c);
+            let mut want = vec![KEEP; (vocab + 2) * c];
+            for &tok in &ids {
+                let row = tok as usize * c;
+                want[row + c..][..c].copy_from_slice(&dwte[row..][..c]);
             }
             let what =
                 format!("embedding_backward_wte {dtype:?} b={b} t={t} c={c} (padded buckets)");
@@ -195,10 +167,11 @@ fn fill<R: Runtime>(dev: &Dev<R>) {
     for n in dev.cases(&[0, 1, 255, 257, 100_003], &[full + 3]) {
         for aligned in [true, false] {
             let value = dev.normal(1, 10.0, 0.0)[0];
+            let poison = vec![f32::NAN; n];
             let x = if aligned {
-                dev.f32_out(n)
+                dev.f32s(&poison)
             } else {
-                dev.f32s_misaligned(&vec![f32::NAN; n])
+                dev.f32s_misaligned(&poison)
             };
             unsafe { emb::fill::launch(&dev.rt, x.addr, value, long(n)).unwrap() };
             let what = format!("fill n={n} aligned={aligned}");

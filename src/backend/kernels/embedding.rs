@@ -121,15 +121,15 @@ impl Buckets {
         3 * slots + 1
     }
 
-    fn offsets(&self) -> u64 {
+    pub fn offsets(&self) -> u64 {
         self.table
     }
 
-    fn tokens(&self) -> u64 {
+    pub fn tokens(&self) -> u64 {
         self.table + 4 * (self.slots as u64 + 1)
     }
 
-    fn positions(&self) -> u64 {
+    pub fn positions(&self) -> u64 {
         self.table + 4 * (2 * self.slots as u64 + 1)
     }
 }
