@@ -59,28 +59,17 @@ fn forward<R: Runtime>(dev: &Dev<R>) {
             // Scratch in a guarded buffer: the sequence stays inside what it asked for.
             let bytes = ce::forward_scratch_bytes(n);
             let scratch = dev.f32_out(bytes / 4);
-            let losses = unsafe {
-                let s = Scratch {
-                    addr: scratch.addr,
-                    bytes,
-                };
-                ce::forward(
-                    &dev.rt,
-                    loss.addr,
-                    lse.addr,
-                    logits.addr,
-                    dtype,
-                    targets.addr,
-                    n,
-                    v,
-                    vp,
-                    s,
-                )
-                .unwrap()
+            let s = Scratch {
+                addr: scratch.addr,
+                bytes,
             };
+            let (l, t) = (logits.addr, targets.addr);
+            let losses =
+                unsafe { ce::forward(&dev.rt, loss.addr, lse.addr, l, dtype, t, n, v, vp, s) };
             assert_eq!(
-                losses, scratch.addr,
-                "the losses are the scratch's first region"
+                losses.unwrap(),
+                scratch.addr,
+                "the losses are the first region"
             );
             let (mut want_loss, mut want_lse) = (vec![0.0; 1], vec![0.0; n]);
             cpu::cross_entropy_forward(&mut want_loss, &mut want_lse, &x, &ids, n, v, vp);
@@ -88,20 +77,17 @@ fn forward<R: Runtime>(dev: &Dev<R>) {
                 .map(|i| want_lse[i] - x[i * vp + ids[i] as usize])
                 .collect();
             let what = format!("cross_entropy forward {dtype:?} n={n} v={v} vp={vp}");
-            let got_losses = &dev.read_f32(&scratch, &what)[..n];
-            dev.check(
-                &format!("{what} loss"),
-                &dev.read_f32(&loss, &what),
-                &want_loss,
-                TOL_F32,
-            );
-            dev.check(
-                &format!("{what} lse"),
-                &dev.read_f32(&lse, &what),
-                &want_lse,
-                TOL_F32,
-            );
-            dev.check(&format!("{what} losses"), got_losses, &want_losses, TOL_F32);
+            for (name, got, want) in [
+                ("loss", dev.read_f32(&loss, &what), want_loss),
+                ("lse", dev.read_f32(&lse, &what), want_lse),
+                (
+                    "losses",
+                    dev.read_f32(&scratch, &what)[..n].to_vec(),
+                    want_losses,
+                ),
+            ] {
+                dev.check(&format!("{what} {name}"), &got, &want, TOL_F32);
+            }
         }
     }
 }
