@@ -16,7 +16,7 @@ pub const MAX_FILL_BLOCKS: u32 = 65536;
 
 /// The column-parallel kernels: grid `(rows, ceil(c / B))`, block `B` = `c` rounded up to a
 /// warp, at most [`BLOCK`]; one thread per column.
-fn rows_by_columns(rows: i32, c: i32) -> LaunchDims {
+fn rows_by_columns(rows: i64, c: i32) -> LaunchDims {
     let c = c.max(0) as usize;
     let block = (c.div_ceil(32) * 32).clamp(32, BLOCK as usize) as u32;
     LaunchDims {
@@ -38,10 +38,10 @@ fn per_element(n: usize) -> LaunchDims {
 kernels! {
     /// `out[bi, p, :] = wte[tokens[bi, p], :] + wpe[p, :]`.
     fn embedding_forward(out: *mut f32, tokens: *const i32, wte: *const f32, wpe: *const f32, b: i32, t: i32, c: i32)
-        => rows_by_columns(b * t, c);
+        => rows_by_columns(i64::from(b) * i64::from(t), c);
     /// [`embedding_forward`] into bf16 (the f32 sum rounded once).
     fn embedding_forward_bf16(out: *mut bf16, tokens: *const i32, wte: *const f32, wpe: *const f32, b: i32, t: i32, c: i32)
-        => rows_by_columns(b * t, c);
+        => rows_by_columns(i64::from(b) * i64::from(t), c);
     /// `dwpe[p, :] = Σ_bi dout[bi, p, :]` for `p < t`, `bi` in increasing order.
     fn embedding_backward_wpe(dwpe: *mut f32, dout: *const f32, b: i32, t: i32, c: i32)
         => per_element(t.max(0) as usize * c.max(0) as usize);
@@ -52,10 +52,10 @@ kernels! {
     /// Σ dout[p, :]` over its positions in order. Padding buckets (token −1) and rows in no
     /// bucket are left as they are.
     fn embedding_backward_wte(dwte: *mut f32, dout: *const f32, bucket_offsets: *const i32, bucket_tokens: *const i32, positions: *const i32, num_buckets: i32, c: i32)
-        => rows_by_columns(num_buckets, c);
+        => rows_by_columns(num_buckets.into(), c);
     /// [`embedding_backward_wte`] from a bf16 `dout`.
     fn embedding_backward_wte_bf16(dwte: *mut f32, dout: *const bf16, bucket_offsets: *const i32, bucket_tokens: *const i32, positions: *const i32, num_buckets: i32, c: i32)
-        => rows_by_columns(num_buckets, c);
+        => rows_by_columns(num_buckets.into(), c);
     /// `x[..n] = value`, grid-stride over at most [`MAX_FILL_BLOCKS`] blocks.
     fn fill(x: *mut f32, value: f32, n: i64)
         => linear(blocks(n.max(0) as usize, BLOCK as usize).min(MAX_FILL_BLOCKS), BLOCK);
