@@ -20,6 +20,7 @@ use smelt::backend::cuda::{probe, CudaRuntime};
 use smelt::backend::device::emu::EmuRuntime;
 use smelt::backend::device::Runtime;
 use smelt::backend::kernels::Scratch;
+use smelt::backend::DType;
 use smelt::rng::Rng;
 
 /// Bytes of canary before and after every buffer's elements.
@@ -178,6 +179,41 @@ impl<R: Runtime> Dev<R> {
     /// A bf16 output of `len` elements, poisoned with bf16 NaN (0xffff).
     pub fn bf16_out(&self, len: usize) -> Buf<R> {
         self.bf16s(&vec![0xffff; len])
+    }
+
+    /// `x` stored as `dtype` (bf16: rounded to nearest even), and the f32 values it holds
+    /// there (what the CPU reference gets).
+    pub fn upload_as(&self, x: &[f32], dtype: DType) -> (Buf<R>, Vec<f32>) {
+        match dtype {
+            DType::F32 => (self.f32s(x), x.to_vec()),
+            DType::Bf16 => {
+                let (bits, wide) = bf16_pair(x);
+                (self.bf16s(&bits), wide)
+            }
+        }
+    }
+
+    /// A poisoned output of `len` elements of `dtype`.
+    pub fn out_as(&self, len: usize, dtype: DType) -> Buf<R> {
+        match dtype {
+            DType::F32 => self.f32_out(len),
+            DType::Bf16 => self.bf16_out(len),
+        }
+    }
+
+    /// A buffer of `dtype` read back: its values, and its bit patterns (for [`Dev::same_bits`]).
+    pub fn read_as(&self, b: &Buf<R>, dtype: DType, what: &str) -> (Vec<f32>, Vec<u32>) {
+        match dtype {
+            DType::F32 => {
+                let x = self.read_f32(b, what);
+                let bits = x.iter().map(|v| v.to_bits()).collect();
+                (x, bits)
+            }
+            DType::Bf16 => {
+                let x = self.read_u16(b, what);
+                (widen(&x), x.iter().map(|&v| v.into()).collect())
+            }
+        }
     }
 
     /// Scratch memory for a kernel sequence (contents undefined).

@@ -11,8 +11,10 @@ mod harness;
 
 mod adamw;
 mod attention;
+mod cross_entropy;
 mod declarations;
 mod elementwise;
+mod embedding;
 mod layernorm;
 mod matmul;
 mod matmul_f32;

@@ -213,13 +213,10 @@ impl<R: Runtime> DeviceBackend<R> {
         Some(dtype)
     }
 
-    fn fill_at(&self, dst: Arg, value: f32, n: usize) {
+    fn fill_at(&self, dst: u64, value: f32, n: usize) {
         if n > 0 {
-            self.launch(
-                &embedding::fill::KERNEL,
-                embedding::fill_launch(n),
-                &[dst, Arg::F32(value), arg_long(n)],
-            );
+            let n = long(n);
+            self.run(|rt| unsafe { embedding::fill::launch(rt, dst, value, n) });
         }
     }
 
@@ -434,7 +431,7 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
     fn alloc_indices(&self, len: usize) -> Result<Self::Indices> {
         Ok(DeviceIndices {
             ids: self.rt.alloc(len * 4)?,
-            buckets: self.rt.alloc((3 * len + 1) * 4)?,
+            buckets: self.rt.alloc(4 * embedding::Buckets::table_len(len))?,
             len,
             host: vec![0; len],
         })
@@ -452,11 +449,7 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             return Err(Error::Data(format!("token id {id} does not fit a C int")));
         }
         self.rt.upload(&mut dst.ids, 0, bytemuck::cast_slice(src))?;
-        let (mut offsets, mut tokens, positions) = embedding::token_buckets(src, i32::MAX as usize);
-        let n = dst.len as i32;
-        offsets.resize(dst.len + 1, n);
-        tokens.resize(dst.len, -1);
-        let table: Vec<i32> = [offsets, tokens, positions].concat();
+        let table = embedding::bucket_table(src, i32::MAX as usize);
         self.rt
             .upload(&mut dst.buckets, 0, bytemuck::cast_slice(&table))?;
         dst.host.copy_from_slice(src);
@@ -500,9 +493,9 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
 
     fn fill(&self, arena: &mut Self::Arena, dst: View, value: f32) {
         match dst.dtype {
-            DType::F32 => self.fill_at(self.ptr(arena, dst), value, dst.len),
+            DType::F32 => self.fill_at(self.addr(arena, dst), value, dst.len),
             // Zero has the same bits in both: fill the view's words.
-            DType::Bf16 if value == 0.0 => self.fill_at(self.ptr(arena, dst), 0.0, dst.words()),
+            DType::Bf16 if value == 0.0 => self.fill_at(self.addr(arena, dst), 0.0, dst.words()),
             DType::Bf16 => self.fail(Error::Device("fill: bf16 views take 0 only".into())),
         }
     }
@@ -540,23 +533,18 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         {
             return;
         }
-        let kernel = match out.dtype {
-            DType::F32 => &embedding::embedding_forward::KERNEL,
-            DType::Bf16 => &embedding::embedding_forward_bf16::KERNEL,
-        };
-        self.launch(
-            kernel,
-            embedding::embedding_forward_launch(b, t, c),
-            &[
-                self.ptr(arena, out),
-                Arg::Ptr(self.rt.address(&tokens.ids)),
-                self.ptr(arena, wte),
-                self.ptr(arena, wpe),
-                arg_int(b),
-                arg_int(t),
-                arg_int(c),
-            ],
-        );
+        let dtype = out.dtype;
+        let (out, ids) = (self.addr(arena, out), self.rt.address(&tokens.ids));
+        let (wte, wpe) = (self.addr(arena, wte), self.addr(arena, wpe));
+        let (b, t, c) = (int(b), int(t), int(c));
+        self.run(|rt| unsafe {
+            match dtype {
+                DType::F32 => embedding::embedding_forward::launch(rt, out, ids, wte, wpe, b, t, c),
+                DType::Bf16 => {
+                    embedding::embedding_forward_bf16::launch(rt, out, ids, wte, wpe, b, t, c)
+                }
+            }
+        });
     }
 
     fn embedding_backward(
@@ -575,44 +563,19 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         {
             return;
         }
-        let (wte_kernel, wpe_kernel) = match dout.dtype {
-            DType::F32 => (
-                &embedding::embedding_backward_wte::KERNEL,
-                &embedding::embedding_backward_wpe::KERNEL,
-            ),
-            DType::Bf16 => (
-                &embedding::embedding_backward_wte_bf16::KERNEL,
-                &embedding::embedding_backward_wpe_bf16::KERNEL,
-            ),
+        let buckets = embedding::Buckets {
+            table: self.rt.address(&tokens.buckets),
+            slots: tokens.len,
         };
-        self.fill(arena, dwte, 0.0);
-        self.fill(arena, dwpe.slice(t * c, dwpe.len - t * c), 0.0);
-        let n = b * t;
-        let table = self.rt.address(&tokens.buckets);
-        self.launch(
-            wte_kernel,
-            embedding::embedding_backward_wte_launch(n, c),
-            &[
-                self.ptr(arena, dwte),
-                self.ptr(arena, dout),
-                Arg::Ptr(table),
-                Arg::Ptr(table + 4 * (n as u64 + 1)),
-                Arg::Ptr(table + 4 * (2 * n as u64 + 1)),
-                arg_int(n),
-                arg_int(c),
-            ],
+        let (vocab, max_t, dtype) = (dwte.len / c, dwpe.len / c, dout.dtype);
+        let (dwte, dwpe, dout) = (
+            self.addr(arena, dwte),
+            self.addr(arena, dwpe),
+            self.addr(arena, dout),
         );
-        self.launch(
-            wpe_kernel,
-            embedding::embedding_backward_wpe_launch(t, c),
-            &[
-                self.ptr(arena, dwpe),
-                self.ptr(arena, dout),
-                arg_int(b),
-                arg_int(t),
-                arg_int(c),
-            ],
-        );
+        self.run(|rt| unsafe {
+            embedding::backward(rt, dwte, vocab, dwpe, max_t, dout, dtype, buckets, b, t, c)
+        });
     }
 
     fn matmul(
@@ -924,31 +887,24 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         if !self.check_ids(targets, v, "target") {
             return;
         }
-        let Some(losses) = self.scratch(&[4 * n]) else {
+        let bytes = cross_entropy::forward_scratch_bytes(n);
+        let Some(scratch) = self.scratch(&[bytes]) else {
             return;
         };
-        let kernel = match logits.dtype {
-            DType::F32 => &cross_entropy::cross_entropy_forward::KERNEL,
-            DType::Bf16 => &cross_entropy::cross_entropy_forward_bf16::KERNEL,
+        let scratch = Scratch {
+            addr: scratch[0],
+            bytes,
         };
-        self.launch(
-            kernel,
-            cross_entropy::cross_entropy_forward_launch(n),
-            &[
-                Arg::Ptr(losses[0]),
-                self.ptr(arena, lse),
-                self.ptr(arena, logits),
-                Arg::Ptr(self.rt.address(&targets.ids)),
-                arg_int(n),
-                arg_int(v),
-                arg_int(vp),
-            ],
+        let (dtype, ids) = (logits.dtype, self.rt.address(&targets.ids));
+        let (loss, lse, logits) = (
+            self.addr(arena, loss),
+            self.addr(arena, lse),
+            self.addr(arena, logits),
         );
-        self.launch(
-            &cross_entropy::mean_reduce::KERNEL,
-            cross_entropy::mean_reduce_launch(),
-            &[self.ptr(arena, loss), Arg::Ptr(losses[0]), arg_int(n)],
-        );
+        self.run(|rt| unsafe {
+            cross_entropy::forward(rt, loss, lse, logits, dtype, ids, n, v, vp, scratch)
+                .map(|_losses| ())
+        });
     }
 
     fn cross_entropy_backward(
@@ -966,28 +922,26 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         if !self.check_ids(targets, v, "target") {
             return;
         }
-        let Some(kernel) = self.pick(
-            "cross-entropy backward",
-            &[dlogits, logits],
-            &cross_entropy::cross_entropy_backward::KERNEL,
-            &cross_entropy::cross_entropy_backward_bf16::KERNEL,
-        ) else {
+        let Some(dtype) = self.dtype_of("cross-entropy backward", &[dlogits, logits]) else {
             return;
         };
-        self.launch(
-            kernel,
-            cross_entropy::cross_entropy_backward_launch(n),
-            &[
-                self.ptr(arena, dlogits),
-                self.ptr(arena, logits),
-                self.ptr(arena, lse),
-                Arg::Ptr(self.rt.address(&targets.ids)),
-                Arg::F32(dloss),
-                arg_int(n),
-                arg_int(v),
-                arg_int(vp),
-            ],
+        let ids = self.rt.address(&targets.ids);
+        let (dlogits, logits, lse) = (
+            self.addr(arena, dlogits),
+            self.addr(arena, logits),
+            self.addr(arena, lse),
         );
+        let (n, v, vp) = (int(n), int(v), int(vp));
+        self.run(|rt| unsafe {
+            match dtype {
+                DType::F32 => cross_entropy::cross_entropy_backward::launch(
+                    rt, dlogits, logits, lse, ids, dloss, n, v, vp,
+                ),
+                DType::Bf16 => cross_entropy::cross_entropy_backward_bf16::launch(
+                    rt, dlogits, logits, lse, ids, dloss, n, v, vp,
+                ),
+            }
+        });
     }
 
     fn sum_squares(&self, arena: &Self::Arena, x: View) -> f64 {
