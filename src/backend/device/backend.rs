@@ -1,6 +1,6 @@
-//! [`DeviceBackend`]: the [`Backend`] trait on a device runtime. Every method is a short
-//! sequence of launches of the kernels of `kernels/*.cu` with the geometry of their emulated
-//! launchers (`backend::emu::*_launch`), plus the scratch memory some of them need. The same
+//! [`DeviceBackend`]: the [`Backend`] trait on a device runtime. Every method is one typed
+//! launch of a kernel of `kernels/*.cu`, or one of the kernel sequences declared beside them
+//! (`backend::kernels`), plus the scratch memory some of them need. The same
 //! code drives a GPU (`CudaRuntime`) and the CPU emulation (`EmuRuntime`), so `cargo test`
 //! checks it against the CPU backend without a GPU.
 //!
@@ -9,12 +9,11 @@
 
 use std::cell::{Cell, RefCell};
 
-use super::{Arg, Runtime};
+use super::Runtime;
 use crate::backend::kernels::{
     adamw, attention, attention_tc, cross_entropy, elementwise, embedding, int, layernorm, long,
-    matmul, matmul_f32, reduce, Kernel, Scratch,
+    matmul, matmul_f32, reduce, Scratch,
 };
-use crate::backend::launch::LaunchDims;
 use crate::backend::{AdamWGroup, AdamWStep, AttentionShape, Backend, DType, MatmulShape, View};
 use crate::error::{Error, Result};
 
@@ -46,15 +45,6 @@ pub struct DeviceIndices<B> {
     len: usize,
     /// The ids, to check them against the table they index before a launch.
     host: Vec<u32>,
-}
-
-/// A C `int` argument; sizes in a graph are far below 2^31 (the planner's arena is in f32s).
-fn arg_int(x: usize) -> Arg {
-    Arg::I32(i32::try_from(x).expect("kernel size argument does not fit a C int"))
-}
-
-fn arg_long(x: usize) -> Arg {
-    Arg::I64(i64::try_from(x).expect("kernel size argument does not fit a C long"))
 }
 
 /// Addresses for one call's operands (see `DeviceBackend::staged`).
@@ -121,8 +111,10 @@ impl<R: Runtime> DeviceBackend<R> {
         self.rt.address(&arena.buf) + 4 * v.offset as u64
     }
 
-    fn ptr(&self, arena: &DeviceArena<R::Buffer>, v: View) -> Arg {
-        Arg::Ptr(self.addr(arena, v))
+    /// One scratch region of `bytes` for a kernel sequence, valid until the next call.
+    fn scratch_region(&self, bytes: usize) -> Option<Scratch> {
+        let addr = self.scratch(&[bytes])?[0];
+        Some(Scratch { addr, bytes })
     }
 
     /// Addresses of scratch regions of the given byte sizes, valid until the next call.
@@ -165,19 +157,6 @@ impl<R: Runtime> DeviceBackend<R> {
                 })
                 .collect(),
         )
-    }
-
-    fn launch(&self, kernel: &'static Kernel, dims: LaunchDims, args: &[Arg]) {
-        if self.failed() {
-            return;
-        }
-        // SAFETY: every call site passes the kernel's parameter list (kernels/*.cu, the same
-        // list its emulated launcher in backend::emu declares) with addresses of views checked
-        // against their arena or of scratch regions sized for the call, and the geometry of
-        // the kernel's `*_launch` function for these sizes.
-        if let Err(e) = unsafe { self.rt.launch(kernel, dims, args) } {
-            self.fail(e);
-        }
     }
 
     /// Runs `launch` (one kernel, or a sequence) unless an earlier call failed; keeps its
@@ -281,10 +260,9 @@ impl<R: Runtime> DeviceBackend<R> {
             }
             Precision::Bf16 => {
                 let bytes = matmul::matmul_scratch_bytes(&s, a.dtype, b.dtype);
-                let Some(at) = self.scratch(&[bytes]) else {
+                let Some(scratch) = self.scratch_region(bytes) else {
                     return;
                 };
-                let scratch = Scratch { addr: at[0], bytes };
                 self.run(|rt| unsafe {
                     matmul::matmul(
                         rt,
@@ -300,20 +278,6 @@ impl<R: Runtime> DeviceBackend<R> {
                 });
             }
         }
-    }
-
-    /// The kernel for `views`' common dtype; a failure if they differ.
-    fn pick(
-        &self,
-        what: &str,
-        views: &[View],
-        f32: &'static Kernel,
-        bf16: &'static Kernel,
-    ) -> Option<&'static Kernel> {
-        Some(match self.dtype_of(what, views)? {
-            DType::F32 => f32,
-            DType::Bf16 => bf16,
-        })
     }
 
     /// Fails unless every view is f32 (kernels without a bf16 variant).
@@ -641,10 +605,9 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             return;
         }
         let bytes = reduce::sum_rows_scratch_bytes(m, n);
-        let Some(at) = self.scratch(&[bytes]) else {
+        let Some(scratch) = self.scratch_region(bytes) else {
             return;
         };
-        let scratch = Scratch { addr: at[0], bytes };
         let (dtype, out, x) = (x.dtype, self.addr(arena, out), self.addr(arena, x));
         self.run(|rt| unsafe { reduce::sum_rows(rt, dtype, out, x, m, n, scratch) });
     }
@@ -708,10 +671,9 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             return;
         }
         let bytes = layernorm::backward_scratch_bytes(n, c);
-        let Some(at) = self.scratch(&[bytes]) else {
+        let Some(scratch) = self.scratch_region(bytes) else {
             return;
         };
-        let scratch = crate::backend::kernels::Scratch { addr: at[0], bytes };
         let outs = [dx, dweight, dbias].map(|v| self.addr(arena, v));
         let ins = [dout, x, weight, mean, rstd].map(|v| self.addr(arena, v));
         self.run(|rt| unsafe { layernorm::backward(rt, dtype, outs, ins, n, c, scratch) });
@@ -888,12 +850,8 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             return;
         }
         let bytes = cross_entropy::forward_scratch_bytes(n);
-        let Some(scratch) = self.scratch(&[bytes]) else {
+        let Some(scratch) = self.scratch_region(bytes) else {
             return;
-        };
-        let scratch = Scratch {
-            addr: scratch[0],
-            bytes,
         };
         let (dtype, ids) = (logits.dtype, self.rt.address(&targets.ids));
         let (loss, lse, logits) = (
@@ -946,10 +904,9 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
 
     fn sum_squares(&self, arena: &Self::Arena, x: View) -> f64 {
         let bytes = adamw::sum_squares_scratch_bytes(x.len);
-        let Some(at) = self.scratch(&[bytes]) else {
+        let Some(scratch) = self.scratch_region(bytes) else {
             return f64::NAN;
         };
-        let scratch = Scratch { addr: at[0], bytes };
         let (n, x) = (x.len, self.addr(arena, x));
         let mut total_at = None;
         self.run(|rt| {
