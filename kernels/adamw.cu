@@ -129,30 +129,3 @@ extern "C" __global__ void __launch_bounds__(256)
         params_bf16[i] = __float2bfloat16(p);
     }
 }
-
-#ifdef SMELT_EMULATE
-SMELT_EMU_EXPORT(adamw,
-                 (float* params, const float* grads, float* m, float* v, long n, float lr,
-                  float beta1, float beta2, float eps, float weight_decay, float bias_correction1,
-                  float bias_correction2, float grad_scale),
-                 (params, grads, m, v, n, lr, beta1, beta2, eps, weight_decay, bias_correction1,
-                  bias_correction2, grad_scale))
-SMELT_EMU_EXPORT(sum_squares_partial, (float* partials, const float* x, long n),
-                 (partials, x, n))
-SMELT_EMU_EXPORT(sum_squares_final, (float* out, const float* partials, int num_partials),
-                 (out, partials, num_partials))
-SMELT_EMU_EXPORT(adamw_multi,
-                 (float* params, const float* grads, float* m, float* v, long n,
-                  const long* tensor_end, const float* tensor_decay, int num_tensors, float lr,
-                  float beta1, float beta2, float eps, float bias_correction1,
-                  float bias_correction2, float grad_scale),
-                 (params, grads, m, v, n, tensor_end, tensor_decay, num_tensors, lr, beta1,
-                  beta2, eps, bias_correction1, bias_correction2, grad_scale))
-SMELT_EMU_EXPORT(adamw_multi_bf16,
-                 (float* master, __nv_bfloat16* params_bf16, const float* grads, float* m,
-                  float* v, long n, const long* tensor_end, const float* tensor_decay,
-                  int num_tensors, float lr, float beta1, float beta2, float eps,
-                  float bias_correction1, float bias_correction2, float grad_scale),
-                 (master, params_bf16, grads, m, v, n, tensor_end, tensor_decay, num_tensors,
-                  lr, beta1, beta2, eps, bias_correction1, bias_correction2, grad_scale))
-#endif

@@ -108,7 +108,6 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
     const float* k_g = q_g + c;
     const float* v_g = q_g + 2 * c;
 
-    extern __shared__ float smem[];
     float* q_s = smem;                             // (32, hs)    broadcast reads
     float* k_s = q_s + ATT_TILE * hs;              // (32, hs+1)  one row per lane
     float* v_s = k_s + ATT_TILE * (hs + 1);        // (32, hs)    row-contiguous reads
@@ -239,7 +238,6 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
     const float* lse_g = lse + (long long)bh * t;
     const float* d_g = dsum + (long long)bh * t;
 
-    extern __shared__ float smem[];
     float* k_s = smem;                             // (32, hs)    broadcast
     float* v_s = k_s + ATT_TILE * hs;              // (32, hs)    broadcast
     float* q_s = v_s + ATT_TILE * hs;              // (32, hs+1)  one row per lane / rows
@@ -328,7 +326,6 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
     const float* lse_g = lse + (long long)bh * t;
     const float* d_g = dsum + (long long)bh * t;
 
-    extern __shared__ float smem[];
     float* q_s = smem;                             // (32, hs)    broadcast
     float* do_s = q_s + ATT_TILE * hs;             // (32, hs)    broadcast
     float* k_s = do_s + ATT_TILE * hs;             // (32, hs+1)  one row per lane / rows
@@ -389,24 +386,3 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
         }
     }
 }
-
-#ifdef SMELT_EMULATE
-SMELT_EMU_EXPORT(attention_forward,
-                 (float* out, float* lse, const float* qkv, int b, int t, int c, int nh),
-                 (out, lse, qkv, b, t, c, nh))
-SMELT_EMU_EXPORT(attention_backward_preprocess,
-                 (float* dsum, const float* dout, const float* out, int b, int t, int c, int nh),
-                 (dsum, dout, out, b, t, c, nh))
-SMELT_EMU_EXPORT(attention_backward_preprocess_bf16,
-                 (float* dsum, const __nv_bfloat16* dout, const __nv_bfloat16* out, int b, int t,
-                  int c, int nh),
-                 (dsum, dout, out, b, t, c, nh))
-SMELT_EMU_EXPORT(attention_backward_dkdv,
-                 (float* dqkv, const float* dout, const float* qkv, const float* lse,
-                  const float* dsum, int b, int t, int c, int nh),
-                 (dqkv, dout, qkv, lse, dsum, b, t, c, nh))
-SMELT_EMU_EXPORT(attention_backward_dq,
-                 (float* dqkv, const float* dout, const float* qkv, const float* lse,
-                  const float* dsum, int b, int t, int c, int nh),
-                 (dqkv, dout, qkv, lse, dsum, b, t, c, nh))
-#endif

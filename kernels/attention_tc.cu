@@ -8,8 +8,8 @@
 // log Σ_{j≤i} exp(scale · q_i·k_j); scale = 1/sqrt(hs).
 //
 // Head size: hs % 16 == 0 and hs ≤ ATC_MAX_HS (128) (GPT-2: 64); other sizes use the f32
-// attention_forward. The body is a template on hs, instantiated for the 8 such sizes behind
-// one switch (register arrays sized exactly; ptxas: 168 registers, no spills, on sm_80).
+// attention_forward. The body is a template on hs (register arrays sized exactly), compiled
+// once per head size as its own kernel, attention_forward_bf16_hs<HS> (at the end).
 //
 // Tiling: ATC_BM (64) queries per block, 4 warps of 16 query rows (one m16 tile each); keys in
 // tiles of ATC_BN (64). blockIdx.y = b*nh + h, blockIdx.x = query tile, heaviest (last) first.
@@ -88,7 +88,6 @@ static __device__ __forceinline__ void atc_forward(float* __restrict__ out,
     constexpr int sld = hs + 8;
     constexpr int ksteps = hs / 16, dtiles = hs / 8;  // k16 steps, n8 tiles over the head
 
-    extern __shared__ float smem[];
     __nv_bfloat16* k_s = reinterpret_cast<__nv_bfloat16*>(smem);  // (64, hs+8); Q first
     __nv_bfloat16* v_s = k_s + ATC_BN * sld;                        // (64, hs+8)
 
@@ -225,27 +224,47 @@ static __device__ __forceinline__ void atc_forward(float* __restrict__ out,
     }
 }
 
-// hs = c / nh must be a multiple of 16, at most ATC_MAX_HS (the launcher checks); other values
-// write nothing.
-extern "C" __global__ void __launch_bounds__(ATC_THREADS)
-    attention_forward_bf16(float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c,
-                           int nh) {
+// One kernel per supported head size (hs % 16 == 0, hs <= ATC_MAX_HS), each compiled for its
+// own register count (a single kernel switching over head sizes would run hs = 64 with
+// hs = 128's registers). The Rust side picks the instance by c / nh; an instance given another
+// head size writes nothing.
+template <int HS>
+static __device__ __forceinline__ void atc_instance(float* out, float* lse,
+                                                    const __nv_bfloat16* qkv, int b, int t,
+                                                    int c, int nh) {
     (void)b;  // the batch is gridDim.y / nh
-    switch (c / nh) {
-        case 16: atc_forward<16>(out, lse, qkv, t, c, nh); break;
-        case 32: atc_forward<32>(out, lse, qkv, t, c, nh); break;
-        case 48: atc_forward<48>(out, lse, qkv, t, c, nh); break;
-        case 64: atc_forward<64>(out, lse, qkv, t, c, nh); break;
-        case 80: atc_forward<80>(out, lse, qkv, t, c, nh); break;
-        case 96: atc_forward<96>(out, lse, qkv, t, c, nh); break;
-        case 112: atc_forward<112>(out, lse, qkv, t, c, nh); break;
-        case 128: atc_forward<128>(out, lse, qkv, t, c, nh); break;
-        default: break;
-    }
+    if (c == HS * nh) atc_forward<HS>(out, lse, qkv, t, c, nh);
 }
 
-#ifdef SMELT_EMULATE
-SMELT_EMU_EXPORT(attention_forward_bf16,
-                 (float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh),
-                 (out, lse, qkv, b, t, c, nh))
-#endif
+extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_forward_bf16_hs16(
+    float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
+    atc_instance<16>(out, lse, qkv, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_forward_bf16_hs32(
+    float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
+    atc_instance<32>(out, lse, qkv, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_forward_bf16_hs48(
+    float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
+    atc_instance<48>(out, lse, qkv, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_forward_bf16_hs64(
+    float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
+    atc_instance<64>(out, lse, qkv, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_forward_bf16_hs80(
+    float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
+    atc_instance<80>(out, lse, qkv, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_forward_bf16_hs96(
+    float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
+    atc_instance<96>(out, lse, qkv, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_forward_bf16_hs112(
+    float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
+    atc_instance<112>(out, lse, qkv, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_forward_bf16_hs128(
+    float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
+    atc_instance<128>(out, lse, qkv, b, t, c, nh);
+}

@@ -15,8 +15,9 @@
 //   dS = P ∘ (dP − D),  dV = Pᵀ·dO,  dK = scale · dSᵀ·Q,  dQ = scale · dS·K.
 // (scale is applied once to the f32 accumulators at the end, not to dS.)
 //
-// Head size: hs % 16 == 0 and hs ≤ ATB_MAX_HS (128) (GPT-2: 64); a template on hs behind one
-// switch, as the forward. Other values write nothing (the launcher refuses them).
+// Head size: hs % 16 == 0 and hs ≤ ATB_MAX_HS (128) (GPT-2: 64); a template on hs, compiled
+// once per head size as its own kernels attention_backward_{dkdv,dq}_bf16_hs<HS> (at the end),
+// as the forward.
 //
 // Tiling: ATB_BLOCK (64) rows per block = 4 warps × 16 rows (one m16 tile per warp), 128
 // threads. The streamed operand comes in tiles of INNER rows: 64 for hs ≤ 64, 32 up to 112,
@@ -183,7 +184,6 @@ static __device__ __forceinline__ void atb_dkdv(float* __restrict__ dqkv,
     const bool vec_qkv = (reinterpret_cast<unsigned long long>(qkv) & 15) == 0;
     const bool vec_do = (reinterpret_cast<unsigned long long>(dout) & 15) == 0;
 
-    extern __shared__ float smem[];
     float* lse_s = smem;                                              // (QT)
     float* dd_s = lse_s + QT;                                         // (QT)
     __nv_bfloat16* k_s = reinterpret_cast<__nv_bfloat16*>(dd_s + QT);  // (64, hs+8)
@@ -300,7 +300,6 @@ static __device__ __forceinline__ void atb_dq(float* __restrict__ dqkv,
     const bool vec_qkv = (reinterpret_cast<unsigned long long>(qkv) & 15) == 0;
     const bool vec_do = (reinterpret_cast<unsigned long long>(dout) & 15) == 0;
 
-    extern __shared__ float smem[];
     __nv_bfloat16* q_s = reinterpret_cast<__nv_bfloat16*>(smem);  // (64, hs+8)
     __nv_bfloat16* do_s = q_s + ATB_BLOCK * sld;                   // (64, hs+8)
     __nv_bfloat16* k_s = do_s + ATB_BLOCK * sld;                   // (KT, hs+8)
@@ -380,45 +379,106 @@ static __device__ __forceinline__ void atb_dq(float* __restrict__ dqkv,
     }
 }
 
-// hs = c / nh must be a multiple of 16, at most ATB_MAX_HS (the launcher checks); other values
-// write nothing.
-#define ATB_DISPATCH(fn)                                         \
-    switch (c / nh) {                                            \
-        case 16: fn<16>(dqkv, dout, qkv, lse, dsum, t, c, nh); break;   \
-        case 32: fn<32>(dqkv, dout, qkv, lse, dsum, t, c, nh); break;   \
-        case 48: fn<48>(dqkv, dout, qkv, lse, dsum, t, c, nh); break;   \
-        case 64: fn<64>(dqkv, dout, qkv, lse, dsum, t, c, nh); break;   \
-        case 80: fn<80>(dqkv, dout, qkv, lse, dsum, t, c, nh); break;   \
-        case 96: fn<96>(dqkv, dout, qkv, lse, dsum, t, c, nh); break;   \
-        case 112: fn<112>(dqkv, dout, qkv, lse, dsum, t, c, nh); break; \
-        case 128: fn<128>(dqkv, dout, qkv, lse, dsum, t, c, nh); break; \
-        default: break;                                          \
-    }
-
-extern "C" __global__ void __launch_bounds__(ATB_THREADS)
-    attention_backward_dkdv_bf16(float* dqkv, const __nv_bfloat16* dout,
-                                 const __nv_bfloat16* qkv, const float* lse, const float* dsum,
-                                 int b, int t, int c, int nh) {
+// One kernel per supported head size (hs % 16 == 0, hs <= ATB_MAX_HS) and pass, each compiled
+// for its own register count; the Rust side picks the instance by c / nh. An instance given
+// another head size writes nothing. The dK/dV kernels declare one block per SM as enough
+// (`__launch_bounds__(ATB_THREADS, 1)`): without it ptxas caps hs = 96 at 168 registers (three
+// blocks per SM on sm_80) and spills; with it no instance changes its blocks per SM.
+template <int HS>
+static __device__ __forceinline__ void atb_dkdv_instance(float* dqkv, const __nv_bfloat16* dout,
+                                                         const __nv_bfloat16* qkv,
+                                                         const float* lse, const float* dsum,
+                                                         int b, int t, int c, int nh) {
     (void)b;  // the batch is gridDim.y / nh
-    ATB_DISPATCH(atb_dkdv)
+    if (c == HS * nh) atb_dkdv<HS>(dqkv, dout, qkv, lse, dsum, t, c, nh);
 }
 
-extern "C" __global__ void __launch_bounds__(ATB_THREADS)
-    attention_backward_dq_bf16(float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
-                               const float* lse, const float* dsum, int b, int t, int c, int nh) {
+template <int HS>
+static __device__ __forceinline__ void atb_dq_instance(float* dqkv, const __nv_bfloat16* dout,
+                                                       const __nv_bfloat16* qkv, const float* lse,
+                                                       const float* dsum, int b, int t, int c,
+                                                       int nh) {
     (void)b;
-    ATB_DISPATCH(atb_dq)
+    if (c == HS * nh) atb_dq<HS>(dqkv, dout, qkv, lse, dsum, t, c, nh);
 }
 
-#undef ATB_DISPATCH
-
-#ifdef SMELT_EMULATE
-SMELT_EMU_EXPORT(attention_backward_dkdv_bf16,
-                 (float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
-                  const float* lse, const float* dsum, int b, int t, int c, int nh),
-                 (dqkv, dout, qkv, lse, dsum, b, t, c, nh))
-SMELT_EMU_EXPORT(attention_backward_dq_bf16,
-                 (float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
-                  const float* lse, const float* dsum, int b, int t, int c, int nh),
-                 (dqkv, dout, qkv, lse, dsum, b, t, c, nh))
-#endif
+extern "C" __global__ void __launch_bounds__(ATB_THREADS, 1) attention_backward_dkdv_bf16_hs16(
+    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    const float* dsum, int b, int t, int c, int nh) {
+    atb_dkdv_instance<16>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATB_THREADS, 1) attention_backward_dkdv_bf16_hs32(
+    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    const float* dsum, int b, int t, int c, int nh) {
+    atb_dkdv_instance<32>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATB_THREADS, 1) attention_backward_dkdv_bf16_hs48(
+    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    const float* dsum, int b, int t, int c, int nh) {
+    atb_dkdv_instance<48>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATB_THREADS, 1) attention_backward_dkdv_bf16_hs64(
+    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    const float* dsum, int b, int t, int c, int nh) {
+    atb_dkdv_instance<64>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATB_THREADS, 1) attention_backward_dkdv_bf16_hs80(
+    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    const float* dsum, int b, int t, int c, int nh) {
+    atb_dkdv_instance<80>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATB_THREADS, 1) attention_backward_dkdv_bf16_hs96(
+    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    const float* dsum, int b, int t, int c, int nh) {
+    atb_dkdv_instance<96>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATB_THREADS, 1) attention_backward_dkdv_bf16_hs112(
+    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    const float* dsum, int b, int t, int c, int nh) {
+    atb_dkdv_instance<112>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATB_THREADS, 1) attention_backward_dkdv_bf16_hs128(
+    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    const float* dsum, int b, int t, int c, int nh) {
+    atb_dkdv_instance<128>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATB_THREADS) attention_backward_dq_bf16_hs16(
+    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    const float* dsum, int b, int t, int c, int nh) {
+    atb_dq_instance<16>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATB_THREADS) attention_backward_dq_bf16_hs32(
+    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    const float* dsum, int b, int t, int c, int nh) {
+    atb_dq_instance<32>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATB_THREADS) attention_backward_dq_bf16_hs48(
+    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    const float* dsum, int b, int t, int c, int nh) {
+    atb_dq_instance<48>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATB_THREADS) attention_backward_dq_bf16_hs64(
+    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    const float* dsum, int b, int t, int c, int nh) {
+    atb_dq_instance<64>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATB_THREADS) attention_backward_dq_bf16_hs80(
+    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    const float* dsum, int b, int t, int c, int nh) {
+    atb_dq_instance<80>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATB_THREADS) attention_backward_dq_bf16_hs96(
+    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    const float* dsum, int b, int t, int c, int nh) {
+    atb_dq_instance<96>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATB_THREADS) attention_backward_dq_bf16_hs112(
+    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    const float* dsum, int b, int t, int c, int nh) {
+    atb_dq_instance<112>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
+}
+extern "C" __global__ void __launch_bounds__(ATB_THREADS) attention_backward_dq_bf16_hs128(
+    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    const float* dsum, int b, int t, int c, int nh) {
+    atb_dq_instance<128>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
+}

@@ -19,8 +19,10 @@
 //      (mask 0xffffffff), static __shared__ arrays, atomicAdd, __nv_bfloat16 with explicit
 //      __float2bfloat16 / __bfloat162float, float math (expf, logf, tanhf, sqrtf, rsqrtf,
 //      fmaxf, ...), __restrict__, __launch_bounds__(n).
-//   4. Dynamic shared memory is declared exactly as `extern __shared__ float smem[];` (one
-//      name and type for the whole translation unit; reinterpret_cast for other types).
+//   4. Dynamic shared memory is `smem`, declared once below (`extern __shared__ __align__(16)
+//      float smem[];`, one name and type for the whole translation unit, 16-byte aligned for
+//      cp.async, ldmatrix and float4/uint4 accesses); kernels use it without declaring it
+//      (reinterpret_cast for other types). The emulation defines its own, aligned the same.
 //   5. Every thread of a block reaches every __syncthreads() (no early `return` before a
 //      barrier: guard the work instead), and all lanes of a warp reach every warp intrinsic.
 //   6. Blocks that use warp intrinsics (including the helpers below) have a multiple of 32
@@ -48,6 +50,11 @@
 #include <cuda_bf16.h>
 #else
 #error "kernels/*.cu are compiled by nvcc or, with -DSMELT_EMULATE, against kernels/emu/cuda_emu.h"
+#endif
+
+#if defined(__CUDACC__) && !defined(SMELT_EMULATE)
+// Convention 4: every kernel's dynamic shared memory.
+extern __shared__ __align__(16) float smem[];
 #endif
 
 #if defined(__CUDACC__)

@@ -144,23 +144,3 @@ extern "C" __global__ void __launch_bounds__(256)
                                 float dloss, int n, int v, int vp) {
     ce_backward(dlogits, logits, lse, targets, dloss, n, v, vp);
 }
-
-#ifdef SMELT_EMULATE
-SMELT_EMU_EXPORT(cross_entropy_forward,
-                 (float* losses, float* lse, const float* logits, const int* targets, int n, int v,
-                  int vp),
-                 (losses, lse, logits, targets, n, v, vp))
-SMELT_EMU_EXPORT(cross_entropy_forward_bf16,
-                 (float* losses, float* lse, const __nv_bfloat16* logits, const int* targets,
-                  int n, int v, int vp),
-                 (losses, lse, logits, targets, n, v, vp))
-SMELT_EMU_EXPORT(mean_reduce, (float* out, const float* x, int n), (out, x, n))
-SMELT_EMU_EXPORT(cross_entropy_backward,
-                 (float* dlogits, const float* logits, const float* lse, const int* targets,
-                  float dloss, int n, int v, int vp),
-                 (dlogits, logits, lse, targets, dloss, n, v, vp))
-SMELT_EMU_EXPORT(cross_entropy_backward_bf16,
-                 (__nv_bfloat16* dlogits, const __nv_bfloat16* logits, const float* lse,
-                  const int* targets, float dloss, int n, int v, int vp),
-                 (dlogits, logits, lse, targets, dloss, n, v, vp))
-#endif

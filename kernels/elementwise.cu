@@ -251,20 +251,3 @@ extern "C" __global__ void __launch_bounds__(256)
         out[i] = __bfloat162float(x[i]);
 }
 
-#ifdef SMELT_EMULATE
-SMELT_EMU_EXPORT(gelu_forward, (float* out, const float* x, int n), (out, x, n))
-SMELT_EMU_EXPORT(gelu_backward, (float* dx, const float* x, const float* dout, int n),
-                 (dx, x, dout, n))
-SMELT_EMU_EXPORT(add, (float* out, const float* a, const float* b, int n), (out, a, b, n))
-SMELT_EMU_EXPORT(gelu_forward_bf16, (__nv_bfloat16* out, const __nv_bfloat16* x, int n),
-                 (out, x, n))
-SMELT_EMU_EXPORT(gelu_backward_bf16,
-                 (__nv_bfloat16* dx, const __nv_bfloat16* x, const __nv_bfloat16* dout, int n),
-                 (dx, x, dout, n))
-SMELT_EMU_EXPORT(add_bf16,
-                 (__nv_bfloat16* out, const __nv_bfloat16* a, const __nv_bfloat16* b, int n),
-                 (out, a, b, n))
-SMELT_EMU_EXPORT(add_into, (float* dst, const float* src, int n), (dst, src, n))
-SMELT_EMU_EXPORT(cast_f32_to_bf16, (__nv_bfloat16* out, const float* x, int n), (out, x, n))
-SMELT_EMU_EXPORT(cast_bf16_to_f32, (float* out, const __nv_bfloat16* x, int n), (out, x, n))
-#endif

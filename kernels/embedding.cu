@@ -10,7 +10,7 @@
 // embedding_backward_wte, deterministic without atomics: the host groups the (b*t) positions by
 // token into buckets (CSR: bucket k is token bucket_tokens[k], positions
 // positions[bucket_offsets[k] .. bucket_offsets[k+1]] in increasing order; see
-// src/backend/emu/loss.rs `token_buckets`). Grid (num_buckets, ceil(c / B)), block B as above:
+// src/backend/kernels/embedding.rs `token_buckets`). Grid (num_buckets, ceil(c / B)), block B as above:
 // each thread sums its column over the bucket's positions in order and WRITES dwte[token, j].
 // Rows of tokens absent from the batch are not touched: `fill` dwte with 0 first. A bucket whose
 // token is negative is padding and writes nothing (so a launch over b*t buckets, a fixed grid
@@ -124,28 +124,3 @@ extern "C" __global__ void __launch_bounds__(256) fill(float* __restrict__ x, fl
     const long stride = (long)gridDim.x * blockDim.x;
     for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) x[i] = value;
 }
-
-#ifdef SMELT_EMULATE
-SMELT_EMU_EXPORT(embedding_forward,
-                 (float* out, const int* tokens, const float* wte, const float* wpe, int b, int t,
-                  int c),
-                 (out, tokens, wte, wpe, b, t, c))
-SMELT_EMU_EXPORT(embedding_backward_wpe, (float* dwpe, const float* dout, int b, int t, int c),
-                 (dwpe, dout, b, t, c))
-SMELT_EMU_EXPORT(embedding_backward_wte,
-                 (float* dwte, const float* dout, const int* bucket_offsets,
-                  const int* bucket_tokens, const int* positions, int num_buckets, int c),
-                 (dwte, dout, bucket_offsets, bucket_tokens, positions, num_buckets, c))
-SMELT_EMU_EXPORT(embedding_forward_bf16,
-                 (__nv_bfloat16* out, const int* tokens, const float* wte, const float* wpe,
-                  int b, int t, int c),
-                 (out, tokens, wte, wpe, b, t, c))
-SMELT_EMU_EXPORT(embedding_backward_wpe_bf16,
-                 (float* dwpe, const __nv_bfloat16* dout, int b, int t, int c),
-                 (dwpe, dout, b, t, c))
-SMELT_EMU_EXPORT(embedding_backward_wte_bf16,
-                 (float* dwte, const __nv_bfloat16* dout, const int* bucket_offsets,
-                  const int* bucket_tokens, const int* positions, int num_buckets, int c),
-                 (dwte, dout, bucket_offsets, bucket_tokens, positions, num_buckets, c))
-SMELT_EMU_EXPORT(fill, (float* x, float value, long n), (x, value, n))
-#endif

@@ -94,7 +94,6 @@ extern "C" __global__ void emu_selftest_block_reduce(float* sums, float* maxs, f
 
 // Dynamic shared memory: each block reverses its n-element chunk of x through smem (n floats).
 extern "C" __global__ void emu_selftest_reverse(float* out, const float* x, int n) {
-    extern __shared__ float smem[];
     const long long base = static_cast<long long>(blockIdx.x) * n;
     for (int i = threadIdx.x; i < n; i += blockDim.x) smem[i] = x[base + i];
     __syncthreads();
@@ -104,7 +103,6 @@ extern "C" __global__ void emu_selftest_reverse(float* out, const float* x, int 
 // Reads dynamic shared memory before anything wrote it (emulation: poisoned with 0xff bytes),
 // and reports its address modulo 16.
 extern "C" __global__ void emu_selftest_smem_poison(unsigned* out, int n) {
-    extern __shared__ float smem[];
     for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = __float_as_uint(smem[i]);
     if (threadIdx.x == 0)
         out[n] = static_cast<unsigned>(reinterpret_cast<unsigned long long>(smem) & 15ull);

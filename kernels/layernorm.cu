@@ -16,7 +16,7 @@
 //        scratch[(G + k) * c + j] = dbias partial of block k
 //      so the scratch holds 2 * G * c floats.
 //   2. layernorm_backward_reduce: one thread per column sums the G partials in block order.
-// The geometry depends only on (n, c) (see src/backend/emu/norm.rs), so results are
+// The geometry depends only on (n, c) (see src/backend/kernels/layernorm.rs), so results are
 // bit-identical from run to run.
 //
 // dx may alias dout (each element is read and then written by the same thread); no other
@@ -138,7 +138,7 @@ static __device__ __forceinline__ void ln_backward(T* dx, float* __restrict__ sc
                                                    const float* __restrict__ w,
                                                    const float* __restrict__ mean,
                                                    const float* __restrict__ rstd, int n, int c) {
-    extern __shared__ float smem[];  // [warps][2][c]: dweight then dbias accumulators
+    // smem: [warps][2][c]: dweight then dbias accumulators
     const int warps = blockDim.x / 32;
     const int warp = threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
@@ -224,35 +224,3 @@ extern "C" __global__ void __launch_bounds__(256)
     dweight[j] = sw;
     dbias[j] = sb;
 }
-
-#ifdef SMELT_EMULATE
-SMELT_EMU_EXPORT(layernorm_forward,
-                 (float* out, float* mean, float* rstd, const float* x, const float* w,
-                  const float* b, int n, int c, float eps),
-                 (out, mean, rstd, x, w, b, n, c, eps))
-SMELT_EMU_EXPORT(layernorm_forward_bf16,
-                 (__nv_bfloat16* out, float* mean, float* rstd, const __nv_bfloat16* x,
-                  const float* w, const float* b, int n, int c, float eps),
-                 (out, mean, rstd, x, w, b, n, c, eps))
-SMELT_EMU_EXPORT(fused_residual_layernorm_forward,
-                 (float* residual_out, float* out, float* mean, float* rstd, const float* a,
-                  const float* b, const float* w, const float* bias, int n, int c, float eps),
-                 (residual_out, out, mean, rstd, a, b, w, bias, n, c, eps))
-SMELT_EMU_EXPORT(fused_residual_layernorm_forward_bf16,
-                 (__nv_bfloat16* residual_out, __nv_bfloat16* out, float* mean, float* rstd,
-                  const __nv_bfloat16* a, const __nv_bfloat16* b, const float* w,
-                  const float* bias, int n, int c, float eps),
-                 (residual_out, out, mean, rstd, a, b, w, bias, n, c, eps))
-SMELT_EMU_EXPORT(layernorm_backward,
-                 (float* dx, float* scratch, const float* dout, const float* x, const float* w,
-                  const float* mean, const float* rstd, int n, int c),
-                 (dx, scratch, dout, x, w, mean, rstd, n, c))
-SMELT_EMU_EXPORT(layernorm_backward_bf16,
-                 (__nv_bfloat16* dx, float* scratch, const __nv_bfloat16* dout,
-                  const __nv_bfloat16* x, const float* w, const float* mean, const float* rstd,
-                  int n, int c),
-                 (dx, scratch, dout, x, w, mean, rstd, n, c))
-SMELT_EMU_EXPORT(layernorm_backward_reduce,
-                 (float* dweight, float* dbias, const float* scratch, int num_partials, int c),
-                 (dweight, dbias, scratch, num_partials, c))
-#endif

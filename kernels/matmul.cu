@@ -270,7 +270,6 @@ extern "C" __global__ void __launch_bounds__(MATMUL_THREADS, 4)
     matmul_bf16(float* __restrict__ out, float* __restrict__ gelu_out,
                 const __nv_bfloat16* __restrict__ a, const __nv_bfloat16* __restrict__ b,
                 const float* __restrict__ bias, int m, int k, int n, int trans_a, int trans_b) {
-    extern __shared__ float smem[];
     __nv_bfloat16* s = reinterpret_cast<__nv_bfloat16*>(smem);
     matmul_bf16_dispatch<float>(s, out, gelu_out, a, b, bias, m, k, n, trans_a, trans_b);
 }
@@ -283,7 +282,6 @@ extern "C" __global__ void __launch_bounds__(MATMUL_THREADS, 4)
                         const __nv_bfloat16* __restrict__ a, const __nv_bfloat16* __restrict__ b,
                         const float* __restrict__ bias, int m, int k, int n, int trans_a,
                         int trans_b) {
-    extern __shared__ float smem[];
     __nv_bfloat16* s = reinterpret_cast<__nv_bfloat16*>(smem);
     matmul_bf16_dispatch<__nv_bfloat16>(s, out, gelu_out, a, b, bias, m, k, n, trans_a, trans_b);
 }
@@ -319,7 +317,6 @@ extern "C" __global__ void __launch_bounds__(32)
 // and writes its registers: out[L*8 + i] from ldmatrix_x4, out[L*8 + 4 + i] from .trans.
 extern "C" __global__ void __launch_bounds__(32)
     ldmatrix_selftest(unsigned* out, const __nv_bfloat16* src) {
-    extern __shared__ float smem[];
     __nv_bfloat16* s = reinterpret_cast<__nv_bfloat16*>(smem);
     const int lane = threadIdx.x & 31;
     for (int e = lane; e < 256; e += 32) s[e] = src[e];
@@ -335,19 +332,3 @@ extern "C" __global__ void __launch_bounds__(32)
         out[lane * 8 + 4 + q] = rt[q];
     }
 }
-
-#ifdef SMELT_EMULATE
-SMELT_EMU_EXPORT(matmul_bf16,
-                 (float* out, float* gelu_out, const __nv_bfloat16* a, const __nv_bfloat16* b,
-                  const float* bias, int m, int k, int n, int trans_a, int trans_b),
-                 (out, gelu_out, a, b, bias, m, k, n, trans_a, trans_b))
-SMELT_EMU_EXPORT(matmul_bf16_to_bf16,
-                 (__nv_bfloat16* out, __nv_bfloat16* gelu_out, const __nv_bfloat16* a,
-                  const __nv_bfloat16* b, const float* bias, int m, int k, int n, int trans_a,
-                  int trans_b),
-                 (out, gelu_out, a, b, bias, m, k, n, trans_a, trans_b))
-SMELT_EMU_EXPORT(mma_bf16_selftest,
-                 (float* d, const __nv_bfloat16* a, const __nv_bfloat16* b, const float* c),
-                 (d, a, b, c))
-SMELT_EMU_EXPORT(ldmatrix_selftest, (unsigned* out, const __nv_bfloat16* src), (out, src))
-#endif

@@ -185,7 +185,6 @@ extern "C" __global__ void __launch_bounds__(MATMUL_F32_THREADS)
     matmul_f32(float* __restrict__ out, float* __restrict__ gelu_out,
                const float* __restrict__ a, const float* __restrict__ b,
                const float* __restrict__ bias, int m, int k, int n, int trans_a, int trans_b) {
-    extern __shared__ float smem[];
     if (!trans_a) {
         if (trans_b)
             matmul_f32_body<true, true>(smem, out, gelu_out, a, b, bias, m, k, n);
@@ -198,10 +197,3 @@ extern "C" __global__ void __launch_bounds__(MATMUL_F32_THREADS)
             matmul_f32_body<false, false>(smem, out, gelu_out, a, b, bias, m, k, n);
     }
 }
-
-#ifdef SMELT_EMULATE
-SMELT_EMU_EXPORT(matmul_f32,
-                 (float* out, float* gelu_out, const float* a, const float* b, const float* bias,
-                  int m, int k, int n, int trans_a, int trans_b),
-                 (out, gelu_out, a, b, bias, m, k, n, trans_a, trans_b))
-#endif

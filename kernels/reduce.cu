@@ -9,7 +9,7 @@
 //     order (a warp reads 32 consecutive floats of one row: coalesced along n); the 8 row
 //     lanes are then added in order ty = 0..7 through shared memory into
 //     partials[by · n + j]. The grid (ceil(n / 32), G) depends only on (m, n)
-//     (src/backend/emu/reduce.rs: sum_rows_partial_launch), so the result does too.
+//     (src/backend/kernels/reduce.rs: sum_rows_partial_launch), so the result does too.
 //   sum_rows_final: one thread per column (block 256, grid ceil(n / 256)) sums the G partials
 //     of its column in order k = 0..G-1 (coalesced along n).
 //
@@ -72,12 +72,3 @@ extern "C" __global__ void __launch_bounds__(256)
     for (int k = 0; k < num_partials; k++) s += partials[(long)k * n + j];
     out[j] = s;
 }
-
-#ifdef SMELT_EMULATE
-SMELT_EMU_EXPORT(sum_rows_partial, (float* partials, const float* x, int m, int n),
-                 (partials, x, m, n))
-SMELT_EMU_EXPORT(sum_rows_partial_bf16,
-                 (float* partials, const __nv_bfloat16* x, int m, int n), (partials, x, m, n))
-SMELT_EMU_EXPORT(sum_rows_final, (float* out, const float* partials, int num_partials, int n),
-                 (out, partials, num_partials, n))
-#endif

@@ -7,7 +7,7 @@
 //!
 //! Random inputs are seeded from the clock; `SMELT_SEED=<seed>` replays a failure.
 
-use smelt::backend::emu::Dim3;
+use smelt::backend::launch::Dim3;
 use smelt::rng::Rng;
 
 unsafe extern "C" {

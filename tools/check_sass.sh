@@ -11,10 +11,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ $# -gt 0 ]; then
   KERNELS=("$@")
 else
-  KERNELS=(matmul_bf16 matmul_bf16_to_bf16 attention_forward_bf16 attention_backward_dkdv_bf16 attention_backward_dq_bf16)
+  KERNELS=(matmul_bf16 matmul_bf16_to_bf16)
+  # The tensor-core attention kernels: one instance per head size (kernels/attention_tc*.cu).
+  for hs in 16 32 48 64 80 96 112 128; do
+    KERNELS+=("attention_forward_bf16_hs$hs" "attention_backward_dkdv_bf16_hs$hs" "attention_backward_dq_bf16_hs$hs")
+  done
 fi
 
-cuobjdump=$(find tools/.venv-cuda -path '*/bin/cuobjdump' -type f 2>/dev/null | head -n 1)
+cuobjdump=$(find tools/.venv-cuda/ -path '*/bin/cuobjdump' -type f 2>/dev/null | head -n 1)
 if [ -z "$cuobjdump" ]; then
   echo "error: cuobjdump not found; run: bash tools/setup_cuda.sh --tools" >&2
   exit 1
@@ -34,7 +38,7 @@ for arch in sm_80 sm_90a; do
       /Function :/ { fn = $3 }
       cur == arch && fn == k && /HMMA/ { n++ }
       END { print n + 0 }' <<<"$sass")
-    printf '%-8s %-24s HMMA %s\n' "$arch" "$k" "$count"
+    printf '%-8s %-36s HMMA %s\n' "$arch" "$k" "$count"
     if [ "$count" -eq 0 ]; then
       echo "error: $k has no tensor-core (HMMA) instructions for $arch" >&2
       status=1

@@ -1,4 +1,4 @@
-//! Launch geometry types shared by the kernels' emulated launchers (`backend::emu`), the
+//! Launch geometry types shared by the kernel declarations (`backend::kernels`), the
 //! device backend (`backend::device`) and the GPU tests: a launch is the same on both.
 
 /// CUDA's `dim3`, as the emulated launchers take it.

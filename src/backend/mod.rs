@@ -6,9 +6,6 @@
 pub mod cpu;
 pub mod cuda;
 pub mod device;
-// The kernels' legacy typed launchers, for the tests not yet moved to tests/kernels.
-#[cfg(smelt_emulation)]
-pub mod emu;
 pub mod kernels;
 pub mod launch;
 pub mod select;

@@ -20,6 +20,7 @@ use smelt::backend::cuda::{probe, CudaRuntime};
 use smelt::backend::device::emu::EmuRuntime;
 use smelt::backend::device::Runtime;
 use smelt::backend::kernels::Scratch;
+use smelt::backend::DType;
 use smelt::rng::Rng;
 
 /// Bytes of canary before and after every buffer's elements.
@@ -180,10 +181,54 @@ impl<R: Runtime> Dev<R> {
         self.bf16s(&vec![0xffff; len])
     }
 
+    /// `x` stored as `dtype` (bf16: rounded to nearest even), and the f32 values it holds
+    /// there (what the CPU reference gets).
+    pub fn upload_as(&self, x: &[f32], dtype: DType) -> (Buf<R>, Vec<f32>) {
+        match dtype {
+            DType::F32 => (self.f32s(x), x.to_vec()),
+            DType::Bf16 => {
+                let (bits, wide) = bf16_pair(x);
+                (self.bf16s(&bits), wide)
+            }
+        }
+    }
+
+    /// A poisoned output of `len` elements of `dtype`.
+    pub fn out_as(&self, len: usize, dtype: DType) -> Buf<R> {
+        match dtype {
+            DType::F32 => self.f32_out(len),
+            DType::Bf16 => self.bf16_out(len),
+        }
+    }
+
+    /// A buffer of `dtype` read back: its values, and its bit patterns (for [`Dev::same_bits`]).
+    pub fn read_as(&self, b: &Buf<R>, dtype: DType, what: &str) -> (Vec<f32>, Vec<u32>) {
+        match dtype {
+            DType::F32 => {
+                let x = self.read_f32(b, what);
+                let bits = x.iter().map(|v| v.to_bits()).collect();
+                (x, bits)
+            }
+            DType::Bf16 => {
+                let x = self.read_u16(b, what);
+                (widen(&x), x.iter().map(|&v| v.into()).collect())
+            }
+        }
+    }
+
     /// Scratch memory for a kernel sequence (contents undefined).
     pub fn scratch(&self, bytes: usize) -> (R::Buffer, Scratch) {
         let buf = self.rt.alloc(bytes.max(1)).expect("scratch allocation");
         let addr = self.rt.address(&buf);
+        (buf, Scratch { addr, bytes })
+    }
+
+    /// Scratch memory for a kernel sequence, poisoned with f32 NaN and guarded: a sequence
+    /// reading scratch it did not write gets NaN, and `read_f32` of the buffer afterwards
+    /// checks the guard zones.
+    pub fn scratch_guarded(&self, bytes: usize) -> (Buf<R>, Scratch) {
+        let buf = self.f32_out(bytes.div_ceil(4));
+        let addr = buf.addr;
         (buf, Scratch { addr, bytes })
     }
 

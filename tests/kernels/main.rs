@@ -9,5 +9,13 @@
 
 mod harness;
 
+mod adamw;
+mod attention;
+mod cross_entropy;
 mod declarations;
 mod elementwise;
+mod embedding;
+mod layernorm;
+mod matmul;
+mod matmul_f32;
+mod reduce;

@@ -1,6 +1,6 @@
-//! [`DeviceBackend`]: the [`Backend`] trait on a device runtime. Every method is a short
-//! sequence of launches of the kernels of `kernels/*.cu` with the geometry of their emulated
-//! launchers (`backend::emu::*_launch`), plus the scratch memory some of them need. The same
+//! [`DeviceBackend`]: the [`Backend`] trait on a device runtime. Every method is one typed
+//! launch of a kernel of `kernels/*.cu`, or one of the kernel sequences declared beside them
+//! (`backend::kernels`), plus the scratch memory some of them need. The same
 //! code drives a GPU (`CudaRuntime`) and the CPU emulation (`EmuRuntime`), so `cargo test`
 //! checks it against the CPU backend without a GPU.
 //!
@@ -9,12 +9,11 @@
 
 use std::cell::{Cell, RefCell};
 
-use super::{Arg, Runtime};
+use super::Runtime;
 use crate::backend::kernels::{
-    adamw, attention, attention_tc, attention_tc_backward, cross_entropy, elementwise, embedding,
-    int, layernorm, matmul, matmul_f32, reduce, Kernel,
+    adamw, attention, attention_tc, cross_entropy, elementwise, embedding, int, layernorm, long,
+    matmul, matmul_f32, reduce, Scratch,
 };
-use crate::backend::launch::LaunchDims;
 use crate::backend::{AdamWGroup, AdamWStep, AttentionShape, Backend, DType, MatmulShape, View};
 use crate::error::{Error, Result};
 
@@ -48,15 +47,6 @@ pub struct DeviceIndices<B> {
     host: Vec<u32>,
 }
 
-/// A C `int` argument; sizes in a graph are far below 2^31 (the planner's arena is in f32s).
-fn arg_int(x: usize) -> Arg {
-    Arg::I32(i32::try_from(x).expect("kernel size argument does not fit a C int"))
-}
-
-fn arg_long(x: usize) -> Arg {
-    Arg::I64(i64::try_from(x).expect("kernel size argument does not fit a C long"))
-}
-
 /// Addresses for one call's operands (see `DeviceBackend::staged`).
 struct Staged {
     extra: Vec<u64>,
@@ -64,7 +54,7 @@ struct Staged {
     outputs: Vec<u64>,
 }
 
-/// `adamw_multi`'s tables on the device, with the (end, weight decay) list they hold.
+/// `adamw_multi`'s tables on the device, with the (length, weight decay) list they hold.
 type AdamWTables<B> = (Vec<(usize, f32)>, B);
 
 /// Scratch regions start at multiples of this many bytes.
@@ -121,8 +111,10 @@ impl<R: Runtime> DeviceBackend<R> {
         self.rt.address(&arena.buf) + 4 * v.offset as u64
     }
 
-    fn ptr(&self, arena: &DeviceArena<R::Buffer>, v: View) -> Arg {
-        Arg::Ptr(self.addr(arena, v))
+    /// One scratch region of `bytes` for a kernel sequence, valid until the next call.
+    fn scratch_region(&self, bytes: usize) -> Option<Scratch> {
+        let addr = self.scratch(&[bytes])?[0];
+        Some(Scratch { addr, bytes })
     }
 
     /// Addresses of scratch regions of the given byte sizes, valid until the next call.
@@ -167,19 +159,6 @@ impl<R: Runtime> DeviceBackend<R> {
         )
     }
 
-    fn launch(&self, kernel: &'static Kernel, dims: LaunchDims, args: &[Arg]) {
-        if self.failed() {
-            return;
-        }
-        // SAFETY: every call site passes the kernel's parameter list (kernels/*.cu, the same
-        // list its emulated launcher in backend::emu declares) with addresses of views checked
-        // against their arena or of scratch regions sized for the call, and the geometry of
-        // the kernel's `*_launch` function for these sizes.
-        if let Err(e) = unsafe { self.rt.launch(kernel, dims, args) } {
-            self.fail(e);
-        }
-    }
-
     /// Runs `launch` (one kernel, or a sequence) unless an earlier call failed; keeps its
     /// failure. Every caller passes addresses of views checked against their arena (`addr`) or
     /// of scratch sized for the call, and the sizes of those views: the contract of the typed
@@ -193,6 +172,15 @@ impl<R: Runtime> DeviceBackend<R> {
         }
     }
 
+    /// Whether attention of shape `s` runs on tensor cores: bf16 precision and a head size
+    /// with a tensor-core instance (others use the f32 kernels).
+    fn tensor_core_attention(&self, s: AttentionShape) -> bool {
+        self.precision == Precision::Bf16
+            && s.n_head > 0
+            && s.c.is_multiple_of(s.n_head)
+            && attention_tc::supports(s.c / s.n_head)
+    }
+
     /// The common dtype of `views`; a failure if they differ.
     fn dtype_of(&self, what: &str, views: &[View]) -> Option<DType> {
         let dtype = views.first().map_or(DType::F32, |v| v.dtype);
@@ -204,13 +192,10 @@ impl<R: Runtime> DeviceBackend<R> {
         Some(dtype)
     }
 
-    fn fill_at(&self, dst: Arg, value: f32, n: usize) {
+    fn fill_at(&self, dst: u64, value: f32, n: usize) {
         if n > 0 {
-            self.launch(
-                &embedding::fill::KERNEL,
-                embedding::fill_launch(n),
-                &[dst, Arg::F32(value), arg_long(n)],
-            );
+            let n = long(n);
+            self.run(|rt| unsafe { embedding::fill::launch(rt, dst, value, n) });
         }
     }
 
@@ -229,8 +214,8 @@ impl<R: Runtime> DeviceBackend<R> {
     }
 
     /// `out = op(a) · op(b) (+ bias)`, and `act = gelu(out)` when given, in one launch. In
-    /// bf16 precision the operands go to the tensor cores as bf16 (f32 ones cast first) and
-    /// the result is stored in out's dtype.
+    /// bf16 precision the operands go to the tensor cores as bf16 (f32 ones cast first, in
+    /// scratch) and the result is stored in out's dtype.
     #[allow(clippy::too_many_arguments)]
     fn matmul_epilogue(
         &self,
@@ -242,71 +227,57 @@ impl<R: Runtime> DeviceBackend<R> {
         bias: Option<View>,
         s: MatmulShape,
     ) {
-        if s.m == 0 || s.n == 0 {
-            return;
-        }
-        if bias.is_some_and(|v| v.dtype != DType::F32) || act.is_some_and(|v| v.dtype != out.dtype)
+        let (mn, sizes_ok) = (s.m * s.n, a.len == s.m * s.k && b.len == s.k * s.n);
+        if !sizes_ok
+            || out.len != mn
+            || act.is_some_and(|v| v.len != mn || v.dtype != out.dtype)
+            || bias.is_some_and(|v| v.len != s.n || v.dtype != DType::F32)
         {
-            return self.fail(Error::Device(
-                "matmul: bias must be f32 and the GELU output of out's dtype".into(),
-            ));
+            return self.fail(Error::Device(format!(
+                "matmul {s:?}: views out {out:?}, act {act:?}, a {a:?}, b {b:?}, bias {bias:?} \
+                 do not fit (bias must be f32, act of out's dtype)"
+            )));
         }
-        let gelu_out = act.map_or(Arg::Ptr(0), |v| self.ptr(arena, v));
-        let bias = bias.map_or(Arg::Ptr(0), |v| self.ptr(arena, v));
-        let tail = [
-            bias,
-            arg_int(s.m),
-            arg_int(s.k),
-            arg_int(s.n),
-            Arg::I32(s.trans_a as i32),
-            Arg::I32(s.trans_b as i32),
-        ];
-        let out_ptr = self.ptr(arena, out);
+        let gelu_out = act.map_or(0, |v| self.addr(arena, v));
+        let bias = bias.map_or(0, |v| self.addr(arena, v));
+        let (out_at, a_at, b_at) = (
+            self.addr(arena, out),
+            self.addr(arena, a),
+            self.addr(arena, b),
+        );
         match self.precision {
             Precision::F32 => {
                 if !self.require_f32("matmul (f32 precision)", &[out, a, b]) {
                     return;
                 }
-                let (a, b) = (self.ptr(arena, a), self.ptr(arena, b));
-                let args = [&[out_ptr, gelu_out, a, b][..], &tail].concat();
-                self.launch(
-                    &matmul_f32::matmul_f32::KERNEL,
-                    matmul_f32::matmul_f32_launch(s.m, s.n),
-                    &args,
-                );
+                let (m, k, n) = (int(s.m), int(s.k), int(s.n));
+                let (ta, tb) = (i32::from(s.trans_a), i32::from(s.trans_b));
+                self.run(|rt| unsafe {
+                    matmul_f32::matmul_f32::launch(
+                        rt, out_at, gelu_out, a_at, b_at, bias, m, k, n, ta, tb,
+                    )
+                });
             }
             Precision::Bf16 => {
-                let operands = [(a, DType::Bf16), (b, DType::Bf16)];
-                let Some(Staged { inputs: ins, .. }) = self.staged(arena, &[], &operands, &[])
-                else {
+                let bytes = matmul::matmul_scratch_bytes(&s, a.dtype, b.dtype);
+                let Some(scratch) = self.scratch_region(bytes) else {
                     return;
                 };
-                let kernel = match out.dtype {
-                    DType::F32 => &matmul::matmul_bf16::KERNEL,
-                    DType::Bf16 => &matmul::matmul_bf16_to_bf16::KERNEL,
-                };
-                let args = [
-                    &[out_ptr, gelu_out, Arg::Ptr(ins[0]), Arg::Ptr(ins[1])][..],
-                    &tail,
-                ]
-                .concat();
-                self.launch(kernel, matmul::matmul_bf16_launch(s.m, s.n), &args);
+                self.run(|rt| unsafe {
+                    matmul::matmul(
+                        rt,
+                        out_at,
+                        out.dtype,
+                        gelu_out,
+                        (a_at, a.dtype),
+                        (b_at, b.dtype),
+                        bias,
+                        s,
+                        scratch,
+                    )
+                });
             }
         }
-    }
-
-    /// The kernel for `views`' common dtype; a failure if they differ.
-    fn pick(
-        &self,
-        what: &str,
-        views: &[View],
-        f32: &'static Kernel,
-        bf16: &'static Kernel,
-    ) -> Option<&'static Kernel> {
-        Some(match self.dtype_of(what, views)? {
-            DType::F32 => f32,
-            DType::Bf16 => bf16,
-        })
     }
 
     /// Fails unless every view is f32 (kernels without a bf16 variant).
@@ -424,7 +395,7 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
     fn alloc_indices(&self, len: usize) -> Result<Self::Indices> {
         Ok(DeviceIndices {
             ids: self.rt.alloc(len * 4)?,
-            buckets: self.rt.alloc((3 * len + 1) * 4)?,
+            buckets: self.rt.alloc(4 * embedding::Buckets::table_len(len))?,
             len,
             host: vec![0; len],
         })
@@ -442,11 +413,7 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             return Err(Error::Data(format!("token id {id} does not fit a C int")));
         }
         self.rt.upload(&mut dst.ids, 0, bytemuck::cast_slice(src))?;
-        let (mut offsets, mut tokens, positions) = embedding::token_buckets(src, i32::MAX as usize);
-        let n = dst.len as i32;
-        offsets.resize(dst.len + 1, n);
-        tokens.resize(dst.len, -1);
-        let table: Vec<i32> = [offsets, tokens, positions].concat();
+        let table = embedding::bucket_table(src, i32::MAX as usize);
         self.rt
             .upload(&mut dst.buckets, 0, bytemuck::cast_slice(&table))?;
         dst.host.copy_from_slice(src);
@@ -490,9 +457,9 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
 
     fn fill(&self, arena: &mut Self::Arena, dst: View, value: f32) {
         match dst.dtype {
-            DType::F32 => self.fill_at(self.ptr(arena, dst), value, dst.len),
+            DType::F32 => self.fill_at(self.addr(arena, dst), value, dst.len),
             // Zero has the same bits in both: fill the view's words.
-            DType::Bf16 if value == 0.0 => self.fill_at(self.ptr(arena, dst), 0.0, dst.words()),
+            DType::Bf16 if value == 0.0 => self.fill_at(self.addr(arena, dst), 0.0, dst.words()),
             DType::Bf16 => self.fail(Error::Device("fill: bf16 views take 0 only".into())),
         }
     }
@@ -530,23 +497,18 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         {
             return;
         }
-        let kernel = match out.dtype {
-            DType::F32 => &embedding::embedding_forward::KERNEL,
-            DType::Bf16 => &embedding::embedding_forward_bf16::KERNEL,
-        };
-        self.launch(
-            kernel,
-            embedding::embedding_forward_launch(b, t, c),
-            &[
-                self.ptr(arena, out),
-                Arg::Ptr(self.rt.address(&tokens.ids)),
-                self.ptr(arena, wte),
-                self.ptr(arena, wpe),
-                arg_int(b),
-                arg_int(t),
-                arg_int(c),
-            ],
-        );
+        let dtype = out.dtype;
+        let (out, ids) = (self.addr(arena, out), self.rt.address(&tokens.ids));
+        let (wte, wpe) = (self.addr(arena, wte), self.addr(arena, wpe));
+        let (b, t, c) = (int(b), int(t), int(c));
+        self.run(|rt| unsafe {
+            match dtype {
+                DType::F32 => embedding::embedding_forward::launch(rt, out, ids, wte, wpe, b, t, c),
+                DType::Bf16 => {
+                    embedding::embedding_forward_bf16::launch(rt, out, ids, wte, wpe, b, t, c)
+                }
+            }
+        });
     }
 
     fn embedding_backward(
@@ -565,44 +527,19 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         {
             return;
         }
-        let (wte_kernel, wpe_kernel) = match dout.dtype {
-            DType::F32 => (
-                &embedding::embedding_backward_wte::KERNEL,
-                &embedding::embedding_backward_wpe::KERNEL,
-            ),
-            DType::Bf16 => (
-                &embedding::embedding_backward_wte_bf16::KERNEL,
-                &embedding::embedding_backward_wpe_bf16::KERNEL,
-            ),
+        let buckets = embedding::Buckets {
+            table: self.rt.address(&tokens.buckets),
+            slots: tokens.len,
         };
-        self.fill(arena, dwte, 0.0);
-        self.fill(arena, dwpe.slice(t * c, dwpe.len - t * c), 0.0);
-        let n = b * t;
-        let table = self.rt.address(&tokens.buckets);
-        self.launch(
-            wte_kernel,
-            embedding::embedding_backward_wte_launch(n, c),
-            &[
-                self.ptr(arena, dwte),
-                self.ptr(arena, dout),
-                Arg::Ptr(table),
-                Arg::Ptr(table + 4 * (n as u64 + 1)),
-                Arg::Ptr(table + 4 * (2 * n as u64 + 1)),
-                arg_int(n),
-                arg_int(c),
-            ],
+        let (vocab, max_t, dtype) = (dwte.len / c, dwpe.len / c, dout.dtype);
+        let (dwte, dwpe, dout) = (
+            self.addr(arena, dwte),
+            self.addr(arena, dwpe),
+            self.addr(arena, dout),
         );
-        self.launch(
-            wpe_kernel,
-            embedding::embedding_backward_wpe_launch(t, c),
-            &[
-                self.ptr(arena, dwpe),
-                self.ptr(arena, dout),
-                arg_int(b),
-                arg_int(t),
-                arg_int(c),
-            ],
-        );
+        self.run(|rt| unsafe {
+            embedding::backward(rt, dwte, vocab, dwpe, max_t, dout, dtype, buckets, b, t, c)
+        });
     }
 
     fn matmul(
@@ -639,68 +576,40 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         c: usize,
         eps: f32,
     ) {
-        let Some(kernel) = self.pick(
-            "add+layernorm",
-            &[sum, out, a, b],
-            &layernorm::fused_residual_layernorm_forward::KERNEL,
-            &layernorm::fused_residual_layernorm_forward_bf16::KERNEL,
-        ) else {
+        let Some(dtype) = self.dtype_of("add+layernorm", &[sum, out, a, b]) else {
             return;
         };
-        self.launch(
-            kernel,
-            layernorm::fused_residual_layernorm_forward_launch(n),
-            &[
-                self.ptr(arena, sum),
-                self.ptr(arena, out),
-                self.ptr(arena, mean),
-                self.ptr(arena, rstd),
-                self.ptr(arena, a),
-                self.ptr(arena, b),
-                self.ptr(arena, weight),
-                self.ptr(arena, bias),
-                arg_int(n),
-                arg_int(c),
-                Arg::F32(eps),
-            ],
-        );
+        if !self.require_f32(
+            "add+layernorm statistics and parameters",
+            &[mean, rstd, weight, bias],
+        ) {
+            return;
+        }
+        let [sum, out, mean, rstd, a, b, w, bias] =
+            [sum, out, mean, rstd, a, b, weight, bias].map(|v| self.addr(arena, v));
+        let (n, c) = (int(n), int(c));
+        self.run(|rt| unsafe {
+            match dtype {
+                DType::F32 => layernorm::fused_residual_layernorm_forward::launch(
+                    rt, sum, out, mean, rstd, a, b, w, bias, n, c, eps,
+                ),
+                DType::Bf16 => layernorm::fused_residual_layernorm_forward_bf16::launch(
+                    rt, sum, out, mean, rstd, a, b, w, bias, n, c, eps,
+                ),
+            }
+        });
     }
 
     fn sum_rows(&self, arena: &mut Self::Arena, out: View, x: View, m: usize, n: usize) {
-        if n == 0 {
-            return;
-        }
-        let Some(partials) = self.scratch(&[4 * reduce::sum_rows_scratch_len(m, n)]) else {
-            return;
-        };
         if !self.require_f32("sum_rows output", &[out]) {
             return;
         }
-        let partial = match x.dtype {
-            DType::F32 => &reduce::sum_rows_partial::KERNEL,
-            DType::Bf16 => &reduce::sum_rows_partial_bf16::KERNEL,
+        let bytes = reduce::sum_rows_scratch_bytes(m, n);
+        let Some(scratch) = self.scratch_region(bytes) else {
+            return;
         };
-        let p = reduce::sum_rows_partial_launch(m, n);
-        self.launch(
-            partial,
-            p,
-            &[
-                Arg::Ptr(partials[0]),
-                self.ptr(arena, x),
-                arg_int(m),
-                arg_int(n),
-            ],
-        );
-        self.launch(
-            &reduce::sum_rows_final::KERNEL,
-            reduce::sum_rows_final_launch(n),
-            &[
-                self.ptr(arena, out),
-                Arg::Ptr(partials[0]),
-                Arg::I32(p.grid.y as i32),
-                arg_int(n),
-            ],
-        );
+        let (dtype, out, x) = (x.dtype, self.addr(arena, out), self.addr(arena, x));
+        self.run(|rt| unsafe { reduce::sum_rows(rt, dtype, out, x, m, n, scratch) });
     }
 
     fn layernorm_forward(
@@ -716,29 +625,28 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         c: usize,
         eps: f32,
     ) {
-        let Some(kernel) = self.pick(
-            "layernorm",
-            &[out, x],
-            &layernorm::layernorm_forward::KERNEL,
-            &layernorm::layernorm_forward_bf16::KERNEL,
-        ) else {
+        let Some(dtype) = self.dtype_of("layernorm", &[out, x]) else {
             return;
         };
-        self.launch(
-            kernel,
-            layernorm::layernorm_forward_launch(n),
-            &[
-                self.ptr(arena, out),
-                self.ptr(arena, mean),
-                self.ptr(arena, rstd),
-                self.ptr(arena, x),
-                self.ptr(arena, weight),
-                self.ptr(arena, bias),
-                arg_int(n),
-                arg_int(c),
-                Arg::F32(eps),
-            ],
-        );
+        if !self.require_f32(
+            "layernorm statistics and parameters",
+            &[mean, rstd, weight, bias],
+        ) {
+            return;
+        }
+        let [out, mean, rstd, x, w, b] =
+            [out, mean, rstd, x, weight, bias].map(|v| self.addr(arena, v));
+        let (n, c) = (int(n), int(c));
+        self.run(|rt| unsafe {
+            match dtype {
+                DType::F32 => {
+                    layernorm::layernorm_forward::launch(rt, out, mean, rstd, x, w, b, n, c, eps)
+                }
+                DType::Bf16 => layernorm::layernorm_forward_bf16::launch(
+                    rt, out, mean, rstd, x, w, b, n, c, eps,
+                ),
+            }
+        });
     }
 
     fn layernorm_backward(
@@ -755,45 +663,20 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         n: usize,
         c: usize,
     ) {
-        let Some(partials) = self.scratch(&[4 * layernorm::layernorm_backward_scratch_len(n, c)])
-        else {
+        let Some(dtype) = self.dtype_of("layernorm backward", &[dx, dout, x]) else {
             return;
         };
-        let Some(kernel) = self.pick(
-            "layernorm backward",
-            &[dx, dout, x],
-            &layernorm::layernorm_backward::KERNEL,
-            &layernorm::layernorm_backward_bf16::KERNEL,
-        ) else {
+        let f32_views = [dweight, dbias, weight, mean, rstd];
+        if !self.require_f32("layernorm backward statistics and parameters", &f32_views) {
+            return;
+        }
+        let bytes = layernorm::backward_scratch_bytes(n, c);
+        let Some(scratch) = self.scratch_region(bytes) else {
             return;
         };
-        let d = layernorm::layernorm_backward_launch(n, c);
-        self.launch(
-            kernel,
-            d,
-            &[
-                self.ptr(arena, dx),
-                Arg::Ptr(partials[0]),
-                self.ptr(arena, dout),
-                self.ptr(arena, x),
-                self.ptr(arena, weight),
-                self.ptr(arena, mean),
-                self.ptr(arena, rstd),
-                arg_int(n),
-                arg_int(c),
-            ],
-        );
-        self.launch(
-            &layernorm::layernorm_backward_reduce::KERNEL,
-            layernorm::layernorm_backward_reduce_launch(c),
-            &[
-                self.ptr(arena, dweight),
-                self.ptr(arena, dbias),
-                Arg::Ptr(partials[0]),
-                Arg::I32(d.grid.x as i32),
-                arg_int(c),
-            ],
-        );
+        let outs = [dx, dweight, dbias].map(|v| self.addr(arena, v));
+        let ins = [dout, x, weight, mean, rstd].map(|v| self.addr(arena, v));
+        self.run(|rt| unsafe { layernorm::backward(rt, dtype, outs, ins, n, c, scratch) });
     }
 
     fn gelu_forward(&self, arena: &mut Self::Arena, out: View, x: View) {
@@ -864,11 +747,9 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         if !self.require_f32("attention lse", &[lse]) {
             return;
         }
-        let sizes = [arg_int(s.b), arg_int(s.t), arg_int(s.c), arg_int(s.n_head)];
         // Tensor cores take bf16 Q, K, V; both kernels write f32 out (converted after when
         // out is bf16).
-        let tensor_cores = self.precision == Precision::Bf16
-            && attention_tc::attention_forward_bf16_supports(s.c / s.n_head);
+        let tensor_cores = self.tensor_core_attention(s);
         let qkv_dtype = if tensor_cores {
             DType::Bf16
         } else {
@@ -883,24 +764,15 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         else {
             return;
         };
-        let args = [
-            &[Arg::Ptr(outs[0]), self.ptr(arena, lse), Arg::Ptr(ins[0])][..],
-            &sizes,
-        ]
-        .concat();
-        if tensor_cores {
-            self.launch(
-                &attention_tc::attention_forward_bf16::KERNEL,
-                attention_tc::attention_forward_bf16_launch(s.b, s.t, s.c, s.n_head),
-                &args,
-            );
-        } else {
-            self.launch(
-                &attention::attention_forward::KERNEL,
-                attention::attention_forward_launch(s.b, s.t, s.c, s.n_head),
-                &args,
-            );
-        }
+        let (o, l, q) = (outs[0], self.addr(arena, lse), ins[0]);
+        let (b, t, c, nh) = (int(s.b), int(s.t), int(s.c), int(s.n_head));
+        self.run(|rt| unsafe {
+            if tensor_cores {
+                attention_tc::attention_forward_bf16(rt, o, l, q, b, t, c, nh)
+            } else {
+                attention::attention_forward::launch(rt, o, l, q, b, t, c, nh)
+            }
+        });
         self.finish_outputs(arena, &outputs, &outs);
     }
 
@@ -917,86 +789,49 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         if !self.require_f32("attention lse", &[lse]) {
             return;
         }
-        let sizes = [arg_int(s.b), arg_int(s.t), arg_int(s.c), arg_int(s.n_head)];
-        let dsum_bytes = 4 * attention::attention_backward_scratch_len(s.b, s.t, s.n_head);
-        let tensor_cores = self.precision == Precision::Bf16
-            && attention_tc_backward::attention_backward_bf16_supports(s.c / s.n_head);
-        let operand = if tensor_cores {
+        let storage = if self.tensor_core_attention(s) {
             DType::Bf16
         } else {
             DType::F32
         };
         // D = rowsum(dO ∘ O) reads dout and out in one dtype.
-        let pre_dtype = if dout.dtype == out.dtype {
+        let d_storage = if dout.dtype == out.dtype {
             dout.dtype
         } else {
             DType::F32
         };
         let inputs = [
-            (dout, pre_dtype),
-            (out, pre_dtype),
-            (dout, operand),
-            (qkv, operand),
+            (dout, d_storage),
+            (out, d_storage),
+            (dout, storage),
+            (qkv, storage),
         ];
-        // Both backward kernels write f32 dqkv (converted after when dqkv is bf16).
+        // Both backward passes write f32 dqkv (converted after when dqkv is bf16).
         let outputs = [(dqkv, DType::F32)];
+        let scratch_bytes = attention::attention_backward_scratch_bytes(s);
         let Some(Staged {
             extra,
             inputs: ins,
             outputs: outs,
-        }) = self.staged(arena, &[dsum_bytes], &inputs, &outputs)
+        }) = self.staged(arena, &[scratch_bytes], &inputs, &outputs)
         else {
             return;
         };
-        let dsum = extra[0];
-        let preprocess = match pre_dtype {
-            DType::F32 => &attention::attention_backward_preprocess::KERNEL,
-            DType::Bf16 => &attention::attention_backward_preprocess_bf16::KERNEL,
+        let operands = attention::BackwardOperands {
+            dqkv: outs[0],
+            qkv: ins[3],
+            dout: ins[2],
+            storage,
+            d_out: ins[1],
+            d_dout: ins[0],
+            d_storage,
+            lse: self.addr(arena, lse),
         };
-        let pre_args = [
-            &[Arg::Ptr(dsum), Arg::Ptr(ins[0]), Arg::Ptr(ins[1])][..],
-            &sizes,
-        ]
-        .concat();
-        self.launch(
-            preprocess,
-            attention::attention_backward_preprocess_launch(s.b, s.t, s.n_head),
-            &pre_args,
-        );
-        let args = [
-            &[
-                Arg::Ptr(outs[0]),
-                Arg::Ptr(ins[2]),
-                Arg::Ptr(ins[3]),
-                self.ptr(arena, lse),
-                Arg::Ptr(dsum),
-            ][..],
-            &sizes,
-        ]
-        .concat();
-        if tensor_cores {
-            self.launch(
-                &attention_tc_backward::attention_backward_dkdv_bf16::KERNEL,
-                attention_tc_backward::attention_backward_dkdv_bf16_launch(s.b, s.t, s.c, s.n_head),
-                &args,
-            );
-            self.launch(
-                &attention_tc_backward::attention_backward_dq_bf16::KERNEL,
-                attention_tc_backward::attention_backward_dq_bf16_launch(s.b, s.t, s.c, s.n_head),
-                &args,
-            );
-        } else {
-            self.launch(
-                &attention::attention_backward_dkdv::KERNEL,
-                attention::attention_backward_dkdv_launch(s.b, s.t, s.c, s.n_head),
-                &args,
-            );
-            self.launch(
-                &attention::attention_backward_dq::KERNEL,
-                attention::attention_backward_dq_launch(s.b, s.t, s.c, s.n_head),
-                &args,
-            );
-        }
+        let scratch = Scratch {
+            addr: extra[0],
+            bytes: scratch_bytes,
+        };
+        self.run(|rt| unsafe { attention::attention_backward(rt, &operands, s, scratch) });
         self.finish_outputs(arena, &outputs, &outs);
     }
 
@@ -1014,31 +849,20 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         if !self.check_ids(targets, v, "target") {
             return;
         }
-        let Some(losses) = self.scratch(&[4 * n]) else {
+        let bytes = cross_entropy::forward_scratch_bytes(n);
+        let Some(scratch) = self.scratch_region(bytes) else {
             return;
         };
-        let kernel = match logits.dtype {
-            DType::F32 => &cross_entropy::cross_entropy_forward::KERNEL,
-            DType::Bf16 => &cross_entropy::cross_entropy_forward_bf16::KERNEL,
-        };
-        self.launch(
-            kernel,
-            cross_entropy::cross_entropy_forward_launch(n),
-            &[
-                Arg::Ptr(losses[0]),
-                self.ptr(arena, lse),
-                self.ptr(arena, logits),
-                Arg::Ptr(self.rt.address(&targets.ids)),
-                arg_int(n),
-                arg_int(v),
-                arg_int(vp),
-            ],
+        let (dtype, ids) = (logits.dtype, self.rt.address(&targets.ids));
+        let (loss, lse, logits) = (
+            self.addr(arena, loss),
+            self.addr(arena, lse),
+            self.addr(arena, logits),
         );
-        self.launch(
-            &cross_entropy::mean_reduce::KERNEL,
-            cross_entropy::mean_reduce_launch(),
-            &[self.ptr(arena, loss), Arg::Ptr(losses[0]), arg_int(n)],
-        );
+        self.run(|rt| unsafe {
+            cross_entropy::forward(rt, loss, lse, logits, dtype, ids, n, v, vp, scratch)
+                .map(|_losses| ())
+        });
     }
 
     fn cross_entropy_backward(
@@ -1056,53 +880,46 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         if !self.check_ids(targets, v, "target") {
             return;
         }
-        let Some(kernel) = self.pick(
-            "cross-entropy backward",
-            &[dlogits, logits],
-            &cross_entropy::cross_entropy_backward::KERNEL,
-            &cross_entropy::cross_entropy_backward_bf16::KERNEL,
-        ) else {
+        let Some(dtype) = self.dtype_of("cross-entropy backward", &[dlogits, logits]) else {
             return;
         };
-        self.launch(
-            kernel,
-            cross_entropy::cross_entropy_backward_launch(n),
-            &[
-                self.ptr(arena, dlogits),
-                self.ptr(arena, logits),
-                self.ptr(arena, lse),
-                Arg::Ptr(self.rt.address(&targets.ids)),
-                Arg::F32(dloss),
-                arg_int(n),
-                arg_int(v),
-                arg_int(vp),
-            ],
+        let ids = self.rt.address(&targets.ids);
+        let (dlogits, logits, lse) = (
+            self.addr(arena, dlogits),
+            self.addr(arena, logits),
+            self.addr(arena, lse),
         );
+        let (n, v, vp) = (int(n), int(v), int(vp));
+        self.run(|rt| unsafe {
+            match dtype {
+                DType::F32 => cross_entropy::cross_entropy_backward::launch(
+                    rt, dlogits, logits, lse, ids, dloss, n, v, vp,
+                ),
+                DType::Bf16 => cross_entropy::cross_entropy_backward_bf16::launch(
+                    rt, dlogits, logits, lse, ids, dloss, n, v, vp,
+                ),
+            }
+        });
     }
 
     fn sum_squares(&self, arena: &Self::Arena, x: View) -> f64 {
-        let p = adamw::sum_squares_partial_launch(x.len);
-        let Some(scratch) = self.scratch(&[4 * p.grid.x as usize, 4]) else {
+        let bytes = adamw::sum_squares_scratch_bytes(x.len);
+        let Some(scratch) = self.scratch_region(bytes) else {
             return f64::NAN;
         };
-        self.launch(
-            &adamw::sum_squares_partial::KERNEL,
-            p,
-            &[Arg::Ptr(scratch[0]), self.ptr(arena, x), arg_long(x.len)],
-        );
-        self.launch(
-            &adamw::sum_squares_final::KERNEL,
-            adamw::sum_squares_final_launch(),
-            &[
-                Arg::Ptr(scratch[1]),
-                Arg::Ptr(scratch[0]),
-                Arg::I32(p.grid.x as i32),
-            ],
-        );
-        // The total is read back from the scratch's second region.
+        let (n, x) = (x.len, self.addr(arena, x));
+        let mut total_at = None;
+        self.run(|rt| {
+            total_at = Some(unsafe { adamw::sum_squares(rt, x, n, scratch) }?);
+            Ok(())
+        });
+        let Some(total_at) = total_at else {
+            return f64::NAN;
+        };
+        // The total is read back from where the sequence left it, in the scratch.
         let slot = self.scratch.borrow();
         let (buf, _) = slot.as_ref().expect("scratch allocated above");
-        let offset = (scratch[1] - self.rt.address(buf)) as usize;
+        let offset = (total_at - self.rt.address(buf)) as usize;
         let mut total = [0f32];
         let read = self.check().and_then(|()| {
             self.rt
@@ -1123,19 +940,14 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             return;
         };
         let (bc1, bc2) = adamw::adamw_bias_corrections(step.beta1, step.beta2, step.step);
-        let hyper = |wd: Option<f32>| {
-            let mut h = vec![
-                Arg::F32(step.lr),
-                Arg::F32(step.beta1),
-                Arg::F32(step.beta2),
-            ];
-            h.push(Arg::F32(step.eps));
-            if let Some(wd) = wd {
-                h.push(Arg::F32(wd));
-            }
-            h.extend([Arg::F32(bc1), Arg::F32(bc2), Arg::F32(step.grad_scale)]);
-            h
-        };
+        let AdamWStep {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            grad_scale,
+            ..
+        } = *step;
         // One launch when the groups tile one range with grads, m, v parallel to it (the
         // planner's layout); each group covers up to the next one (alignment padding holds
         // zero gradients and stays zero).
@@ -1150,67 +962,68 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             });
         if !parallel {
             for g in groups {
-                let head = [
-                    self.ptr(arena, g.param),
-                    self.ptr(arena, g.grad),
-                    self.ptr(arena, g.m),
-                    self.ptr(arena, g.v),
-                    arg_long(g.param.len),
-                ];
-                let args = [&head[..], &hyper(Some(g.weight_decay))].concat();
-                self.launch(
-                    &adamw::adamw::KERNEL,
-                    adamw::adamw_launch(g.param.len),
-                    &args,
-                );
+                let (p, grad) = (self.addr(arena, g.param), self.addr(arena, g.grad));
+                let (m, v) = (self.addr(arena, g.m), self.addr(arena, g.v));
+                let (n, wd) = (long(g.param.len), g.weight_decay);
+                self.run(|rt| unsafe {
+                    adamw::adamw::launch(
+                        rt, p, grad, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2, grad_scale,
+                    )
+                });
             }
             return;
         }
-        let ends: Vec<(usize, f32)> = groups
+        let tensors: Vec<(usize, f32)> = groups
             .iter()
             .enumerate()
             .map(|(i, g)| {
                 let end = groups
                     .get(i + 1)
                     .map_or(g.param.end(), |next| next.param.offset);
-                (end - base, g.weight_decay)
+                (end - g.param.offset, g.weight_decay)
             })
             .collect();
-        let n = ends.last().expect("at least one group").0;
         let mut tables = self.adamw_tables.borrow_mut();
-        if tables.as_ref().is_none_or(|(key, _)| *key != ends) {
-            let table_ends: Vec<i64> = ends.iter().map(|e| e.0 as i64).collect();
-            let decays: Vec<f32> = ends.iter().map(|e| e.1).collect();
+        if tables.as_ref().is_none_or(|(key, _)| *key != tensors) {
+            let (ends, decays, _) = adamw::adamw_multi_tables(&tensors);
             let upload = self.rt.alloc(12 * ends.len()).and_then(|mut buf| {
-                self.rt
-                    .upload(&mut buf, 0, bytemuck::cast_slice(&table_ends))?;
+                self.rt.upload(&mut buf, 0, bytemuck::cast_slice(&ends))?;
                 self.rt
                     .upload(&mut buf, 8 * ends.len(), bytemuck::cast_slice(&decays))?;
                 Ok(buf)
             });
             match upload {
-                Ok(buf) => *tables = Some((ends.clone(), buf)),
+                Ok(buf) => *tables = Some((tensors.clone(), buf)),
                 Err(e) => return self.fail(e),
             }
         }
-        let table = self.rt.address(&tables.as_ref().expect("uploaded above").1);
-        let span = |v: View| View::new(v.offset, n);
-        let head = [
-            self.ptr(arena, span(first.param)),
-            self.ptr(arena, span(first.grad)),
-            self.ptr(arena, span(first.m)),
-            self.ptr(arena, span(first.v)),
-            arg_long(n),
-            Arg::Ptr(table),
-            Arg::Ptr(table + 8 * ends.len() as u64),
-            arg_int(ends.len()),
-        ];
-        let args = [&head[..], &hyper(None)].concat();
-        self.launch(
-            &adamw::adamw_multi::KERNEL,
-            adamw::adamw_multi_launch(n),
-            &args,
-        );
+        let ends = self.rt.address(&tables.as_ref().expect("uploaded above").1);
+        let decays = ends + 8 * tensors.len() as u64;
+        let count = int(tensors.len());
+        let n: usize = tensors.iter().map(|t| t.0).sum();
+        let span = |v: View| self.addr(arena, View::new(v.offset, n));
+        let (p, grad) = (span(first.param), span(first.grad));
+        let (m, v) = (span(first.m), span(first.v));
+        self.run(|rt| unsafe {
+            adamw::adamw_multi::launch(
+                rt,
+                p,
+                grad,
+                m,
+                v,
+                long(n),
+                ends,
+                decays,
+                count,
+                lr,
+                beta1,
+                beta2,
+                eps,
+                bc1,
+                bc2,
+                grad_scale,
+            )
+        });
     }
 
     fn can_capture(&self) -> bool {

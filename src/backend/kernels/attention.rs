@@ -1,10 +1,14 @@
 //! `kernels/attention.cu`: fused causal attention in f32, FlashAttention-2 style (tiles, online
 //! softmax, the log-sum-exp saved, no T×T buffer), and its deterministic backward: a
 //! preprocess `D = rowsum(dO ∘ O)` (f32 or bf16 inputs), a dK/dV pass per key tile and a dQ
-//! pass per query tile.
+//! pass per query tile. The backward is the sequence [`attention_backward`] (preprocess, then
+//! dK/dV and dQ here or on tensor cores, `attention_tc_backward`).
 
-use super::bf16;
-use super::{kernels, Dim3, LaunchDims};
+use super::{attention_tc_backward as tc, bf16};
+use super::{int, kernels, Dim3, LaunchDims, Scratch};
+use crate::backend::device::Runtime;
+use crate::backend::{AttentionShape, DType};
+use crate::error::Result;
 
 /// Rows (queries or keys) per tile and per block (`ATT_TILE`).
 pub const TILE: usize = 32;
@@ -81,11 +85,6 @@ pub fn attention_backward_dq_launch(b: usize, t: usize, c: usize, nh: usize) -> 
     tiled(b, t, nh, TILE * (4 * hs + 2) + TILE * TILE + 2 * TILE)
 }
 
-/// Floats of scratch the backward needs: `D`, one per (b, h, t).
-pub fn attention_backward_scratch_len(b: usize, t: usize, nh: usize) -> usize {
-    b * nh * t
-}
-
 kernels! {
     fn attention_forward(out: *mut f32, lse: *mut f32, qkv: *const f32, b: i32, t: i32, c: i32, nh: i32)
         => attention_forward_launch(b as usize, t as usize, c as usize, nh as usize);
@@ -97,4 +96,71 @@ kernels! {
         => attention_backward_dkdv_launch(b as usize, t as usize, c as usize, nh as usize);
     fn attention_backward_dq(dqkv: *mut f32, dout: *const f32, qkv: *const f32, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
         => attention_backward_dq_launch(b as usize, t as usize, c as usize, nh as usize);
+}
+
+/// Where the backward's operands are (device addresses) and how they are stored.
+#[derive(Clone, Copy, Debug)]
+pub struct BackwardOperands {
+    /// `dqkv (b,t,3c)`, f32, written whole.
+    pub dqkv: u64,
+    /// The forward's `qkv (b,t,3c)` and the gradient `dout (b,t,c)`, both in `storage`: f32
+    /// runs the f32 kernels, bf16 the tensor-core ones (`attention_tc_backward`; head size one
+    /// of `attention_tc::HEAD_SIZES`).
+    pub qkv: u64,
+    pub dout: u64,
+    pub storage: DType,
+    /// The forward's `out (b,t,c)` and `dout` again, both in `d_storage`: the preprocess's
+    /// inputs (a backend may hold `dout` in two dtypes).
+    pub d_out: u64,
+    pub d_dout: u64,
+    pub d_storage: DType,
+    /// The forward's `lse (b,nh,t)`, f32.
+    pub lse: u64,
+}
+
+/// Scratch bytes of [`attention_backward`]: `D`, one f32 per (b, h, t).
+pub fn attention_backward_scratch_bytes(s: AttentionShape) -> usize {
+    Scratch::bytes_for(&[4 * s.b * s.n_head * s.t])
+}
+
+/// The backward of the causal attention: `D = rowsum(dO ∘ O)` into `scratch`
+/// ([`attention_backward_scratch_bytes`]), then the dK/dV pass (the K and V columns of dqkv)
+/// and the dQ pass (its Q columns), deterministic.
+///
+/// # Safety
+/// The addresses hold what [`BackwardOperands`] says at the sizes of `s`, on `rt`; `scratch`
+/// is `rt`'s memory.
+pub unsafe fn attention_backward<R: Runtime + ?Sized>(
+    rt: &R,
+    x: &BackwardOperands,
+    s: AttentionShape,
+    scratch: Scratch,
+) -> Result<()> {
+    let [dsum] = scratch.split(&[4 * s.b * s.n_head * s.t])[..] else {
+        unreachable!("one region")
+    };
+    let (b, t, c, nh) = (int(s.b), int(s.t), int(s.c), int(s.n_head));
+    // SAFETY: the caller's contract; dsum holds b·nh·t f32, written by the preprocess before
+    // the other two read it; the two passes write disjoint columns of dqkv.
+    unsafe {
+        match x.d_storage {
+            DType::F32 => {
+                attention_backward_preprocess::launch(rt, dsum, x.d_dout, x.d_out, b, t, c, nh)?
+            }
+            DType::Bf16 => attention_backward_preprocess_bf16::launch(
+                rt, dsum, x.d_dout, x.d_out, b, t, c, nh,
+            )?,
+        }
+        let (dqkv, dout, qkv, lse) = (x.dqkv, x.dout, x.qkv, x.lse);
+        match x.storage {
+            DType::F32 => {
+                attention_backward_dkdv::launch(rt, dqkv, dout, qkv, lse, dsum, b, t, c, nh)?;
+                attention_backward_dq::launch(rt, dqkv, dout, qkv, lse, dsum, b, t, c, nh)
+            }
+            DType::Bf16 => {
+                tc::attention_backward_dkdv_bf16(rt, dqkv, dout, qkv, lse, dsum, b, t, c, nh)?;
+                tc::attention_backward_dq_bf16(rt, dqkv, dout, qkv, lse, dsum, b, t, c, nh)
+            }
+        }
+    }
 }

@@ -1,10 +1,13 @@
 //! `kernels/layernorm.cu`: LayerNorm forward, fused residual + forward, and the deterministic
 //! two-kernel backward (per-block partial sums of dweight/dbias into scratch, then a
-//! fixed-order sum over the partials); each in f32 and bf16 storage (`*_bf16`: activations
-//! bf16, statistics, parameters and their gradients f32).
+//! fixed-order sum over the partials: [`backward`]); each in f32 and bf16 storage (`*_bf16`:
+//! activations bf16, statistics, parameters and their gradients f32).
 
 use super::bf16;
-use super::{blocks, kernels, Dim3, LaunchDims};
+use super::{blocks, int, kernels, Dim3, LaunchDims, Scratch};
+use crate::backend::device::Runtime;
+use crate::backend::DType;
+use crate::error::Result;
 
 /// Threads per block of the row kernels: 8 warps, one row each.
 const BLOCK: u32 = 256;
@@ -18,8 +21,9 @@ const SMEM_LIMIT: usize = 48 * 1024;
 /// Upper bound on the backward's grid, hence on its partial sums (2 × blocks × c floats).
 const MAX_BACKWARD_BLOCKS: usize = 512;
 
-/// `layernorm_forward`: one warp per row, 8 rows per block.
-pub fn layernorm_forward_launch(n: usize) -> LaunchDims {
+/// `layernorm_forward` and `fused_residual_layernorm_forward`: one warp per row, 8 rows per
+/// block.
+pub fn forward_launch(n: usize) -> LaunchDims {
     LaunchDims {
         grid: Dim3::x(blocks(n, ROWS_PER_BLOCK)),
         block: Dim3::x(BLOCK),
@@ -27,16 +31,11 @@ pub fn layernorm_forward_launch(n: usize) -> LaunchDims {
     }
 }
 
-/// `fused_residual_layernorm_forward`: as [`layernorm_forward_launch`].
-pub fn fused_residual_layernorm_forward_launch(n: usize) -> LaunchDims {
-    layernorm_forward_launch(n)
-}
-
 /// `layernorm_backward`: blocks of `W` warps, `W = min(8, 48 KiB / (8 c))` so that the warps'
 /// dweight/dbias accumulators (`W · 2 · c` floats of dynamic shared memory) fit in 48 KiB
 /// (hence `c ≤ 6144`); `min(ceil(n / W), 512)` blocks. Depends only on `(n, c)`, which makes
 /// the result deterministic.
-pub fn layernorm_backward_launch(n: usize, c: usize) -> LaunchDims {
+pub fn backward_launch(n: usize, c: usize) -> LaunchDims {
     assert!(
         c > 0 && 8 * c <= SMEM_LIMIT,
         "layernorm_backward: c must be in 1..=6144"
@@ -50,14 +49,8 @@ pub fn layernorm_backward_launch(n: usize, c: usize) -> LaunchDims {
     }
 }
 
-/// Floats of scratch `layernorm_backward` needs: `2 × grid × c` (dweight partials of every
-/// block, then dbias partials).
-pub fn layernorm_backward_scratch_len(n: usize, c: usize) -> usize {
-    2 * layernorm_backward_launch(n, c).grid.x as usize * c
-}
-
 /// `layernorm_backward_reduce`: one thread per column.
-pub fn layernorm_backward_reduce_launch(c: usize) -> LaunchDims {
+pub fn reduce_launch(c: usize) -> LaunchDims {
     LaunchDims {
         grid: Dim3::x(blocks(c, BLOCK as usize)),
         block: Dim3::x(BLOCK),
@@ -66,18 +59,78 @@ pub fn layernorm_backward_reduce_launch(c: usize) -> LaunchDims {
 }
 
 kernels! {
+    /// LayerNorm of `x (n,c)` into `out`, saving `mean (n)` and `rstd (n)`.
     fn layernorm_forward(out: *mut f32, mean: *mut f32, rstd: *mut f32, x: *const f32, w: *const f32, b: *const f32, n: i32, c: i32, eps: f32)
-        => layernorm_forward_launch(n as usize);
+        => forward_launch(n as usize);
+    /// [`layernorm_forward`] with bf16 `out` and `x`.
     fn layernorm_forward_bf16(out: *mut bf16, mean: *mut f32, rstd: *mut f32, x: *const bf16, w: *const f32, b: *const f32, n: i32, c: i32, eps: f32)
-        => layernorm_forward_launch(n as usize);
+        => forward_launch(n as usize);
+    /// `residual_out = a + b` (may alias `a` or `b`), then its LayerNorm as stored.
     fn fused_residual_layernorm_forward(residual_out: *mut f32, out: *mut f32, mean: *mut f32, rstd: *mut f32, a: *const f32, b: *const f32, w: *const f32, bias: *const f32, n: i32, c: i32, eps: f32)
-        => fused_residual_layernorm_forward_launch(n as usize);
+        => forward_launch(n as usize);
+    /// As `add_bf16` then [`layernorm_forward_bf16`], bit for bit.
     fn fused_residual_layernorm_forward_bf16(residual_out: *mut bf16, out: *mut bf16, mean: *mut f32, rstd: *mut f32, a: *const bf16, b: *const bf16, w: *const f32, bias: *const f32, n: i32, c: i32, eps: f32)
-        => fused_residual_layernorm_forward_launch(n as usize);
+        => forward_launch(n as usize);
+    /// `dx` (may alias `dout`) and each block's dweight/dbias partials into `scratch`; see
+    /// [`backward`].
     fn layernorm_backward(dx: *mut f32, scratch: *mut f32, dout: *const f32, x: *const f32, w: *const f32, mean: *const f32, rstd: *const f32, n: i32, c: i32)
-        => layernorm_backward_launch(n as usize, c as usize);
+        => backward_launch(n as usize, c as usize);
+    /// [`layernorm_backward`] with bf16 `dx`, `dout`, `x`.
     fn layernorm_backward_bf16(dx: *mut bf16, scratch: *mut f32, dout: *const bf16, x: *const bf16, w: *const f32, mean: *const f32, rstd: *const f32, n: i32, c: i32)
-        => layernorm_backward_launch(n as usize, c as usize);
+        => backward_launch(n as usize, c as usize);
+    /// `dweight[j] = Σ_k scratch[k·c + j]`, `dbias[j] = Σ_k scratch[(num_partials + k)·c + j]`,
+    /// `k` in increasing order.
     fn layernorm_backward_reduce(dweight: *mut f32, dbias: *mut f32, scratch: *const f32, num_partials: i32, c: i32)
-        => layernorm_backward_reduce_launch(c as usize);
+        => reduce_launch(c as usize);
+}
+
+/// Bytes of the partials `layernorm_backward` writes: dweight then dbias of each block.
+fn partials_bytes(n: usize, c: usize) -> usize {
+    4 * 2 * backward_launch(n, c).grid.x as usize * c
+}
+
+/// Scratch [`backward`] needs for `(n, c)`.
+pub fn backward_scratch_bytes(n: usize, c: usize) -> usize {
+    if c == 0 {
+        return 0;
+    }
+    Scratch::bytes_for(&[partials_bytes(n, c)])
+}
+
+/// The LayerNorm backward: `dx (n,c)` in `dtype` (as `dout` and `x`), `dweight (c)` and
+/// `dbias (c)` in f32, from the forward's `mean` and `rstd (n)`. `layernorm_backward[_bf16]`
+/// writes each block's partial sums into `scratch`, `layernorm_backward_reduce` sums them in
+/// block order: the same bits on every run. `dx` may alias `dout`.
+///
+/// # Safety
+/// Every address is memory of `rt` holding its operand at these sizes (`w`, `mean`, `rstd`,
+/// `dweight`, `dbias` f32); `scratch` holds [`backward_scratch_bytes`] and overlaps nothing.
+pub unsafe fn backward<R: Runtime + ?Sized>(
+    rt: &R,
+    dtype: DType,
+    [dx, dweight, dbias]: [u64; 3],
+    [dout, x, w, mean, rstd]: [u64; 5],
+    n: usize,
+    c: usize,
+    scratch: Scratch,
+) -> Result<()> {
+    if c == 0 {
+        return Ok(());
+    }
+    let partials = scratch.split(&[partials_bytes(n, c)])[0];
+    let num_partials = backward_launch(n, c).grid.x as i32;
+    let (n, c) = (int(n), int(c));
+    // SAFETY: the caller's contract; the scratch region holds the 2 × grid × c floats the
+    // first kernel writes and the second reads.
+    unsafe {
+        match dtype {
+            DType::F32 => {
+                layernorm_backward::launch(rt, dx, partials, dout, x, w, mean, rstd, n, c)?
+            }
+            DType::Bf16 => {
+                layernorm_backward_bf16::launch(rt, dx, partials, dout, x, w, mean, rstd, n, c)?
+            }
+        }
+        layernorm_backward_reduce::launch(rt, dweight, dbias, partials, num_partials, c)
+    }
 }

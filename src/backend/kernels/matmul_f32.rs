@@ -1,7 +1,8 @@
 //! `kernels/matmul_f32.cu`: the f32 SIMT matmul (64×64 tiles, 4×4 per thread), bias and GELU
-//! epilogues, all four transposes: the f32 parity mode.
+//! epilogues, all four transposes: the f32 parity mode, with the semantics of
+//! `matmul::matmul_bf16` on f32 inputs.
 
-use super::{kernels, Dim3, LaunchDims};
+use super::{blocks, kernels, Dim3, LaunchDims};
 
 /// Output tile of one block (rows of `out` × columns), as in `kernels/matmul_f32.cu`.
 pub const TILE_M: u32 = 64;
@@ -17,15 +18,12 @@ pub const THREADS: u32 = 256;
 /// Dynamic shared memory per block: (A + B tile) × 16 × (64 + 4) f32.
 pub const SMEM_BYTES: u32 = 2 * TILE_K * (TILE_M + 4) * 4;
 
-/// The launch of `matmul_f32` for an `(m, n)` output: grid `(ceil(n/64), ceil(m/64))`, block
-/// 256, [`SMEM_BYTES`] (8704) of dynamic shared memory. `m` and `n` must be at least 1.
+/// The launch of `matmul_f32` for an `(m, n)` output: one block per 64×64 tile (grid x over
+/// columns, y over rows; one idle block for an empty output), [`SMEM_BYTES`].
 pub fn matmul_f32_launch(m: usize, n: usize) -> LaunchDims {
-    let tiles = |len: usize, tile: u32| {
-        u32::try_from(len.div_ceil(tile as usize)).expect("matmul_f32: too many tiles")
-    };
     let grid = Dim3 {
-        x: tiles(n, TILE_N),
-        y: tiles(m, TILE_M),
+        x: blocks(n, TILE_N as usize),
+        y: blocks(m, TILE_M as usize),
         z: 1,
     };
     assert!(grid.y <= 65535, "matmul_f32: m too large for grid.y");
@@ -37,6 +35,10 @@ pub fn matmul_f32_launch(m: usize, n: usize) -> LaunchDims {
 }
 
 kernels! {
+    /// `out (m,n) = op(a) · op(b) (+ bias)` in f32 (`fmaf`, k in order): `a` is `(m,k)`
+    /// row-major, or `(k,m)` with `trans_a`; `b` is `(k,n)`, or `(n,k)` with `trans_b`; `bias`
+    /// (n) or null. Unless `gelu_out` is null it also gets `gelu(out)`, `out` keeping the
+    /// pre-activation. Outputs overlap neither each other nor the inputs.
     fn matmul_f32(out: *mut f32, gelu_out: *mut f32, a: *const f32, b: *const f32, bias: *const f32, m: i32, k: i32, n: i32, trans_a: i32, trans_b: i32)
         => matmul_f32_launch(m as usize, n as usize);
 }
