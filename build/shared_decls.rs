@@ -3,17 +3,19 @@
 //! g++ never instruments an access to a `thread_local` variable at a constant offset (`s[0]`,
 //! a scalar `__shared__ float mean`), and the emulation's `__shared__` is `thread_local`. So
 //! build.rs compiles a copy of every kernel file in which each `__shared__` variable of a
-//! function is reached through a pointer the compiler cannot see through, whose accesses it
+//! function is reached through a reference the compiler cannot see through, whose accesses it
 //! instruments like any other:
 //!
 //! ```text
-//! extern __shared__ float smem[];   ->  float* const smem = reinterpret_cast<float*>(::smelt_emu::dynamic_smem());
-//! __shared__ float part[32];        ->  static thread_local float part__smelt_shared[32]; auto& part = *::smelt_emu::opaque(&part__smelt_shared);
+//! __shared__ float part[32];  ->  static thread_local float part__smelt_shared[32]; auto& part = *::smelt_emu::opaque(&part__smelt_shared);
 //! ```
 //!
+//! Dynamic shared memory is `smem` (common.cuh, convention 4), which cuda_emu.h defines as the
+//! runtime's pointer: a file's own `extern __shared__ ... smem[];` is dropped, anywhere.
+//!
 //! Each declaration stays on its line (line numbers are unchanged, and the copy starts with a
-//! `#line` naming the original). Declarations outside functions are left as they are; one
-//! variable per declaration and no initialiser (CUDA allows none on `__shared__`).
+//! `#line` naming the original). Static declarations outside functions are left as they are;
+//! one variable per declaration and no initialiser (CUDA allows none on `__shared__`).
 
 /// `source` with its `__shared__` declarations rewritten; an error names the line of one it
 /// cannot rewrite.
@@ -62,7 +64,9 @@ pub fn rewrite(source: &str) -> Result<String, String> {
             b';' => statement_start = i + 1,
             c if is_ident(c) && (i == 0 || !is_ident(bytes[i - 1])) => {
                 let end = i + source[i..].bytes().take_while(|&c| is_ident(c)).count();
-                if &source[i..end] == "__shared__" && depth > 0 {
+                if &source[i..end] == "__shared__"
+                    && (depth > 0 || source[statement_start..i].trim() == "extern")
+                {
                     let semicolon = source[end..]
                         .find(';')
                         .map(|n| end + n)
@@ -112,33 +116,16 @@ fn declaration(dynamic: bool, decl: &str) -> Result<String, String> {
     if name.is_empty() || ty.is_empty() {
         return Err("cannot find the type and name of this __shared__ variable".into());
     }
-    // `__align__(n)` stays on the storage, not on a pointer or reference.
-    let plain_ty = strip_align(ty);
     if dynamic {
-        if dims != "[]" {
-            return Err("extern __shared__ declares an unsized array (`T name[]`)".into());
+        if dims != "[]" || name != "smem" {
+            return Err("dynamic shared memory is `extern __shared__ T smem[];`".into());
         }
-        return Ok(format!(
-            "{plain_ty}* const {name} = reinterpret_cast<{plain_ty}*>(::smelt_emu::dynamic_smem());"
-        ));
+        return Ok(String::new());
     }
     Ok(format!(
         "static thread_local {ty} {name}__smelt_shared{dims}; \
          auto& {name} = *::smelt_emu::opaque(&{name}__smelt_shared);"
     ))
-}
-
-/// `ty` without `__align__(...)`.
-fn strip_align(ty: &str) -> String {
-    let mut rest = ty;
-    let mut out = String::new();
-    while let Some(at) = rest.find("__align__") {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + "__align__".len()..];
-        rest = after.find(')').map_or("", |close| &after[close + 1..]);
-    }
-    out.push_str(rest);
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn is_ident(c: u8) -> bool {

@@ -170,7 +170,6 @@ extern "C" __global__ void emu_bug_partial_mask(int* out) {
 // Racecheck, read after write: thread t writes s[t], then reads s[t - 1] (0 reads nothing).
 // Bug: no __syncthreads between.
 extern "C" __global__ void emu_san_race_raw(float* out, int fixed) {
-    extern __shared__ float smem[];
     const int t = threadIdx.x;
     smem[t] = static_cast<float>(t);
     if (fixed) __syncthreads();
@@ -180,7 +179,6 @@ extern "C" __global__ void emu_san_race_raw(float* out, int fixed) {
 // Racecheck, write after read: shift left in place: read s[t], then write it to s[t - 1].
 // Bug: no __syncthreads between the read and the write.
 extern "C" __global__ void emu_san_race_war(float* out, int fixed) {
-    extern __shared__ float smem[];
     const int t = threadIdx.x;
     smem[t] = static_cast<float>(t);
     __syncthreads();
@@ -194,7 +192,6 @@ extern "C" __global__ void emu_san_race_war(float* out, int fixed) {
 // Racecheck, write after write: threads 0 and 1 both write s[0]. Bug: no __syncthreads
 // between (the twin lets thread 1 write after the barrier).
 extern "C" __global__ void emu_san_race_waw(float* out, int fixed) {
-    extern __shared__ float smem[];
     const int t = threadIdx.x;
     if (t == 0) smem[0] = 1.0f;
     if (fixed) __syncthreads();
@@ -207,7 +204,6 @@ extern "C" __global__ void emu_san_race_waw(float* out, int fixed) {
 // s[partner]; partner = t ^ 1 (same warp) or (t + 32) % 64 (the other warp; two warps).
 // fixed: a __syncwarp between (enough only within the warp); across warps it stays a race.
 extern "C" __global__ void emu_san_warp_exchange(float* out, int fixed, int across_warps) {
-    extern __shared__ float smem[];
     const int t = threadIdx.x;
     smem[t] = static_cast<float>(t);
     if (fixed) __syncwarp();
@@ -217,7 +213,6 @@ extern "C" __global__ void emu_san_warp_exchange(float* out, int fixed, int acro
 
 // Initcheck, dynamic shared memory: read s[t]. Bug: nothing wrote it.
 extern "C" __global__ void emu_san_uninit_smem(float* out, int fixed) {
-    extern __shared__ float smem[];
     const int t = threadIdx.x;
     if (fixed) smem[t] = static_cast<float>(t);
     __syncthreads();
@@ -244,7 +239,6 @@ extern "C" __global__ void emu_san_copy(float* out, const float* x, int count, i
 // Memcheck of dynamic shared memory: every thread writes s[t] and reads it back. Bug: the
 // launch gives fewer bytes than blockDim floats.
 extern "C" __global__ void emu_san_smem_bounds(float* out) {
-    extern __shared__ float smem[];
     const int t = threadIdx.x;
     smem[t] = static_cast<float>(t);
     __syncthreads();
@@ -258,7 +252,6 @@ extern "C" __global__ void emu_san_smem_bounds(float* out) {
 // mode 3: commit, wait<0>, read row t - 1 (no __syncthreads: the landing is thread t-1's write).
 // mode 4: source 4 bytes past a 16-byte boundary (misaligned).
 extern "C" __global__ void emu_san_cp_async(float* out, const float* x, int mode) {
-    extern __shared__ float smem[];
     const int t = threadIdx.x, n = blockDim.x;
     cp_async_16(smem + 4 * t, x + 4 * t + (mode == 4 ? 1 : 0));
     cp_async_commit();

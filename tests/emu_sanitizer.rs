@@ -602,9 +602,10 @@ mod shared_decls;
 fn shared_declarations_are_rewritten_in_place_and_others_left_alone() {
     let source = "\
 #include \"common.cuh\"
+extern __shared__ __align__(16) float smem[];
 __shared__ float file_scope[4];
 extern \"C\" __global__ void k(float* out) {
-    extern __shared__ __align__(16) float smem[];  // a comment
+    extern __shared__ float smem[];  // dropped: cuda_emu.h defines smem
     // a comment before a declaration
     __shared__ float part[32];
     __shared__ float grid2[4][8];
@@ -618,10 +619,10 @@ extern \"C\" __global__ void k(float* out) {
     assert_eq!(got.lines().count(), source.lines().count(), "{got}");
     let want = [
         "#include \"common.cuh\"",
+        "",
         "__shared__ float file_scope[4];",
         "extern \"C\" __global__ void k(float* out) {",
-        "    float* const smem = reinterpret_cast<float*>(::smelt_emu::dynamic_smem());  \
-         // a comment",
+        "      // dropped: cuda_emu.h defines smem",
         "    // a comment before a declaration",
         "    static thread_local float part__smelt_shared[32]; \
          auto& part = *::smelt_emu::opaque(&part__smelt_shared);",
@@ -650,7 +651,11 @@ fn shared_declarations_the_rewrite_cannot_keep_exact_are_refused() {
         ),
         (
             "void f() {\n  extern __shared__ float smem[8];\n}",
-            "line 2: extern __shared__",
+            "line 2: dynamic shared memory",
+        ),
+        (
+            "extern __shared__ float buf[];",
+            "line 1: dynamic shared memory",
         ),
         (
             "void f() {\n  static __shared__ float x[2];\n}",

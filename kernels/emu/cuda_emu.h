@@ -51,15 +51,15 @@
 //   holds what the previous block on that worker left (the sanitizer reports reading it).
 //   build.rs compiles copies of the kernel files in which each __shared__ declaration of a
 //   function is rewritten on its line (build/shared_decls.rs): the variable becomes a
-//   `static thread_local` reached through a reference the compiler cannot see through, and
-//   `extern __shared__ T smem[]` a pointer from dynamic_smem(). Without it g++ would leave
-//   every constant-offset access (`s[0]`, a scalar) uninstrumented, unseen by the sanitizer.
-// * Dynamic shared memory is `extern __shared__ float smem[];` - that one name and type (nvcc
-//   compiles all kernels as one unit, where every declaration of an extern __shared__ name must
-//   agree anyway; reinterpret_cast it for other types). It is a 16-byte aligned per-worker
-//   buffer of SMELT_EMU_MAX_DYNAMIC_SMEM bytes (227 KiB, Hopper's opt-in maximum), filled with
-//   0xff bytes (NaN) before each block. Launches asking for more abort. (On the GPU, above 48
-//   KiB needs cudaFuncSetAttribute by the backend.)
+//   `static thread_local` reached through a reference the compiler cannot see through (and
+//   `smem` is a pointer from the runtime). Without it g++ would leave every constant-offset
+//   access (`s[0]`, a scalar) uninstrumented, unseen by the sanitizer.
+// * Dynamic shared memory is `smem` (common.cuh declares it for nvcc; here it is a macro for
+//   the runtime's pointer to it, and a kernel file's own `extern __shared__ ... smem[];` is
+//   dropped by the rewrite below): a 16-byte aligned per-worker buffer of
+//   SMELT_EMU_MAX_DYNAMIC_SMEM bytes (227 KiB, Hopper's opt-in maximum), filled with 0xff bytes
+//   (NaN) before each block. Launches asking for more abort. (On the GPU, above 48 KiB needs
+//   cudaFuncSetAttribute by the backend.)
 // * cp.async (tensor_core.cuh) completes late, as PTX allows: cp_async_16 reads its source at
 //   once but its 16 destination bytes hold 0xff until a cp_async_wait<N> of the issuing thread
 //   covers the copy's group (groups are per thread: cp_async_commit closes one; wait<N> lands
@@ -657,3 +657,8 @@ struct type_name<__nv_bfloat16> {
     static constexpr const char* name = "bf16";
 };
 }  // namespace smelt_emu
+
+// Dynamic shared memory (common.cuh, convention 4): this worker's buffer, through a pointer the
+// instrumentation sees every access through (build/shared_decls.rs). Last in this header, so
+// that only kernel code reads the name.
+#define smem (reinterpret_cast<float*>(::smelt_emu::dynamic_smem()))

@@ -61,10 +61,11 @@ void cp_async_wait(int pending_groups_allowed);
 // (bounds, initialised) but never a race, and a write afterwards.
 void atomic_access(const void* p, size_t bytes);
 
-// The calling worker's dynamic shared memory (`extern __shared__ float smem[]`, 16-byte
-// aligned, SMELT_EMU_MAX_DYNAMIC_SMEM bytes). Out of line on purpose: kernels reach it through
-// this pointer, whose accesses the sanitizer's instrumentation sees (build/shared_decls.rs).
-void* dynamic_smem();
+// The calling worker's dynamic shared memory (`smem`, 16-byte aligned,
+// SMELT_EMU_MAX_DYNAMIC_SMEM bytes). Out of line on purpose: kernels reach it through this
+// pointer, whose accesses the sanitizer's instrumentation sees (build/shared_decls.rs).
+// The same all through a kernel's run on one worker (fibers never change OS thread): const.
+void* dynamic_smem() __attribute__((const));
 
 // Runs body(ctx) as every thread of every block of the grid, to completion.
 void launch_impl(const char* name, smelt_dim3 grid, smelt_dim3 block, unsigned smem_bytes,
