@@ -9,6 +9,7 @@ mod backend;
 #[cfg(smelt_emulation)]
 pub mod emu;
 mod runtime;
+#[cfg(smelt_emulation)]
 pub mod sanitizer;
 
 pub use crate::backend::kernels::Kernel;
