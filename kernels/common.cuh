@@ -5,9 +5,10 @@
 //     fatbin with -std=c++17 -O3 --use_fast_math for sm_80 (+PTX) and sm_90a, -I kernels.
 //     ptxas runs with -warn-spills and ANY register spill fails the build.
 //   * g++ (build.rs, `cargo test`): the same files, after kernels/emu/cuda_emu.h, with
-//     -DSMELT_EMULATE, into the static library smelt_emu that src/backend/emu calls. The
-//     emulation runs each block's threads as fibers with real barriers and warp rendezvous;
-//     cuda_emu.h documents the model and is the list of CUDA features kernels may use.
+//     -DSMELT_EMULATE, into the static library smelt_emu that EmuRuntime launches by name
+//     (src/backend/device/emu.rs). The emulation runs each block's threads as fibers with real
+//     barriers and warp rendezvous, under a sanitizer (racecheck, initcheck, memcheck, late
+//     cp.async); cuda_emu.h documents both and is the list of CUDA features kernels may use.
 //
 // Conventions
 //   1. First line of a kernel file: `#include "common.cuh"`. No other CUDA headers: anything
@@ -27,13 +28,11 @@
 //      barrier: guard the work instead), and all lanes of a warp reach every warp intrinsic.
 //   6. Blocks that use warp intrinsics (including the helpers below) have a multiple of 32
 //      threads. Lanes of a partial warp that read an absent lane get poison in emulation.
-//   7. After the kernels, under `#ifdef SMELT_EMULATE`, one line per kernel:
-//        SMELT_EMU_EXPORT(gelu_forward, (float* out, const float* x, int n), (out, x, n))
-//      defines `extern "C" void smelt_emu_gelu_forward(smelt_dim3 grid, smelt_dim3 block,
-//      unsigned int smem, float* out, const float* x, int n)`, which runs the kernel over
-//      grid x block with `smem` bytes of dynamic shared memory and returns when it is done.
-//      Rust declares it in src/backend/emu/<file>.rs (Dim3 is #[repr(C)] {x, y, z: u32}),
-//      next to a `<kernel>_launch(..) -> LaunchDims` giving the geometry the CUDA backend uses.
+//   7. Every kernel is declared once in Rust, in the module named after its file
+//      (src/backend/kernels/<file>.rs: a `kernels!` row with its parameters, in order and with
+//      the .cu types, and its launch geometry); nothing in the .cu names the emulation. The
+//      build makes the emulation's kernel table from the declarations, and EmuRuntime checks
+//      each row's parameters against the kernel's C++ signature (tests/kernels/declarations.rs).
 //   8. Sizes are `int` (element counts < 2^31); index arithmetic that can pass 2^31 uses
 //      64-bit or unsigned types.
 //   9. Loop unrolling hints are written SMELT_UNROLL (nvcc: #pragma unroll), not `#pragma unroll`:

@@ -4,7 +4,7 @@
 // STORAGE variants of GELU forward/backward and add (`*_bf16`: bf16 in memory, f32 arithmetic
 // exactly as the f32 kernel, each result rounded to bf16 to nearest even on the store).
 //
-// Geometry (src/backend/emu/elementwise.rs, `*_launch`): 1-D blocks of 256 threads, grid
+// Geometry (src/backend/kernels/elementwise.rs): 1-D blocks of 256 threads, grid
 // ceil(work / 256) capped at 1024 blocks (about one full wave on an H100/H200: 132 SMs x 8
 // resident blocks of 256), and grid-stride loops cover the rest. A work item is one 16-byte
 // vector: the f32 kernels take four elements per thread (float4), the bf16 kernels eight (one

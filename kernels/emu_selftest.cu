@@ -278,24 +278,3 @@ extern "C" __global__ void emu_san_shared_atomics(int* out) {
     __syncthreads();
     if (threadIdx.x == 0) out[0] = counter;
 }
-
-#ifdef SMELT_EMULATE
-SMELT_EMU_EXPORT(emu_selftest_indices, (unsigned* out), (out))
-SMELT_EMU_EXPORT(emu_selftest_rotate, (int* out, int seed, int rounds), (out, seed, rounds))
-SMELT_EMU_EXPORT(emu_bug_missing_sync, (int* out, int seed), (out, seed))
-SMELT_EMU_EXPORT(emu_selftest_shuffles, (int* out, const int* in, int width), (out, in, width))
-SMELT_EMU_EXPORT(emu_selftest_block_reduce,
-                 (float* sums, float* maxs, float* twice, const float* x, int n),
-                 (sums, maxs, twice, x, n))
-SMELT_EMU_EXPORT(emu_selftest_reverse, (float* out, const float* x, int n), (out, x, n))
-SMELT_EMU_EXPORT(emu_selftest_smem_poison, (unsigned* out, int n), (out, n))
-SMELT_EMU_EXPORT(emu_selftest_atomics,
-                 (int* counter, int* olds, float* fsum, unsigned long long* u64, int* imax),
-                 (counter, olds, fsum, u64, imax))
-SMELT_EMU_EXPORT(emu_selftest_sync_reduce, (int* out, const int* pred), (out, pred))
-SMELT_EMU_EXPORT(emu_selftest_bf16, (unsigned short* bits, float* back, const float* x, int n),
-                 (bits, back, x, n))
-SMELT_EMU_EXPORT(emu_bug_early_return, (int* out), (out))
-SMELT_EMU_EXPORT(emu_bug_divergent_warp, (int* out), (out))
-SMELT_EMU_EXPORT(emu_bug_partial_mask, (int* out), (out))
-#endif

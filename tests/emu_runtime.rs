@@ -5,88 +5,64 @@
 //! some threads skip, divergent warp intrinsics) are caught: the aborting ones run in a child
 //! process (this test binary re-run on one test) whose stderr must explain the failure.
 //!
+//! Every launch goes through `EmuRuntime`, as the kernels' own tests do, so the sanitizer
+//! (tests/emu_sanitizer.rs) watches these too; the two tests of what the emulation does
+//! without it (a race's stale reads, poisoned shared memory) run again in a child process
+//! with `SMELT_EMU_SANITIZE=0`.
+//!
 //! Random inputs are seeded from the clock; `SMELT_SEED=<seed>` replays a failure.
 
-use smelt::backend::launch::Dim3;
+use bytemuck::{Pod, Zeroable};
+use smelt::backend::device::emu::{EmuBuffer, EmuRuntime};
+use smelt::backend::device::{sanitizer, Runtime};
+use smelt::backend::kernels::emu_selftest::*;
+use smelt::backend::launch::{Dim3, LaunchDims};
 use smelt::rng::Rng;
-
-unsafe extern "C" {
-    fn smelt_emu_emu_selftest_indices(grid: Dim3, block: Dim3, smem: u32, out: *mut u32);
-    fn smelt_emu_emu_selftest_rotate(
-        grid: Dim3,
-        block: Dim3,
-        smem: u32,
-        out: *mut i32,
-        seed: i32,
-        rounds: i32,
-    );
-    fn smelt_emu_emu_bug_missing_sync(grid: Dim3, block: Dim3, smem: u32, out: *mut i32, seed: i32);
-    fn smelt_emu_emu_selftest_shuffles(
-        grid: Dim3,
-        block: Dim3,
-        smem: u32,
-        out: *mut i32,
-        input: *const i32,
-        width: i32,
-    );
-    fn smelt_emu_emu_selftest_block_reduce(
-        grid: Dim3,
-        block: Dim3,
-        smem: u32,
-        sums: *mut f32,
-        maxs: *mut f32,
-        twice: *mut f32,
-        x: *const f32,
-        n: i32,
-    );
-    fn smelt_emu_emu_selftest_reverse(
-        grid: Dim3,
-        block: Dim3,
-        smem: u32,
-        out: *mut f32,
-        x: *const f32,
-        n: i32,
-    );
-    fn smelt_emu_emu_selftest_smem_poison(
-        grid: Dim3,
-        block: Dim3,
-        smem: u32,
-        out: *mut u32,
-        n: i32,
-    );
-    fn smelt_emu_emu_selftest_atomics(
-        grid: Dim3,
-        block: Dim3,
-        smem: u32,
-        counter: *mut i32,
-        olds: *mut i32,
-        fsum: *mut f32,
-        u64sum: *mut u64,
-        imax: *mut i32,
-    );
-    fn smelt_emu_emu_selftest_sync_reduce(
-        grid: Dim3,
-        block: Dim3,
-        smem: u32,
-        out: *mut i32,
-        pred: *const i32,
-    );
-    fn smelt_emu_emu_selftest_bf16(
-        grid: Dim3,
-        block: Dim3,
-        smem: u32,
-        bits: *mut u16,
-        back: *mut f32,
-        x: *const f32,
-        n: i32,
-    );
-    fn smelt_emu_emu_bug_early_return(grid: Dim3, block: Dim3, smem: u32, out: *mut i32);
-    fn smelt_emu_emu_bug_divergent_warp(grid: Dim3, block: Dim3, smem: u32, out: *mut i32);
-    fn smelt_emu_emu_bug_partial_mask(grid: Dim3, block: Dim3, smem: u32, out: *mut i32);
-}
 
 fn dim(x: u32, y: u32, z: u32) -> Dim3 {
     Dim3 { x, y, z }
+}
+
+fn dims(grid: Dim3, block: Dim3, smem: u32) -> LaunchDims {
+    LaunchDims { grid, block, smem }
+}
+
+/// A buffer holding `x` (outputs start as a sentinel so that unwritten values show).
+fn buffer<T: Pod>(rt: &EmuRuntime, x: &[T]) -> EmuBuffer {
+    let mut buf = rt
+        .alloc(std::mem::size_of_val(x).max(1))
+        .expect("allocation");
+    rt.upload(&mut buf, 0, bytemuck::cast_slice(x))
+        .expect("upload");
+    buf
+}
+
+fn read<T: Pod + Zeroable>(rt: &EmuRuntime, buf: &EmuBuffer, len: usize) -> Vec<T> {
+    let mut out = vec![T::zeroed(); len];
+    rt.download(buf, 0, bytemuck::cast_slice_mut(&mut out))
+        .expect("download");
+    out
+}
+
+/// With the sanitizer on: re-runs this test binary on `test` with `SMELT_EMU_SANITIZE=0`,
+/// checks that it passed and returns true (the caller then checks the sanitizer's finding).
+/// With it off: false (the caller checks what the emulation does without it).
+fn also_without_sanitizer(test: &str) -> bool {
+    if !sanitizer::enabled() {
+        return false;
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env("SMELT_EMU_SANITIZE", "0")
+        .output()
+        .expect("run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} without the sanitizer:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
 }
 
 fn seed() -> u64 {
@@ -104,68 +80,57 @@ fn seed() -> u64 {
 
 fn indices(grid: Dim3, block: Dim3) -> Vec<u32> {
     let n = (grid.x * grid.y * grid.z * block.x * block.y * block.z) as usize;
-    let mut out = vec![u32::MAX; 8 * n];
+    let rt = EmuRuntime::new();
+    let out = buffer(&rt, &vec![u32::MAX; 8 * n]);
     // SAFETY: 8 values per thread of the launch.
-    unsafe { smelt_emu_emu_selftest_indices(grid, block, 0, out.as_mut_ptr()) };
-    out
+    unsafe { emu_selftest_indices::launch_with(&rt, dims(grid, block, 0), rt.address(&out)) }
+        .expect("launch");
+    read(&rt, &out, 8 * n)
 }
 
 fn rotate(blocks: u32, threads: u32, seed: i32, rounds: i32) -> Vec<i32> {
-    let mut out = vec![i32::MIN; (blocks * threads) as usize];
+    let n = (blocks * threads) as usize;
+    let rt = EmuRuntime::new();
+    let out = buffer(&rt, &vec![i32::MIN; n]);
+    let d = dims(Dim3::x(blocks), Dim3::x(threads), 0);
     // SAFETY: one value per thread; threads <= 1024 (the kernel's shared buffer).
-    unsafe {
-        smelt_emu_emu_selftest_rotate(
-            Dim3::x(blocks),
-            Dim3::x(threads),
-            0,
-            out.as_mut_ptr(),
-            seed,
-            rounds,
-        )
-    };
-    out
+    unsafe { emu_selftest_rotate::launch_with(&rt, d, rt.address(&out), seed, rounds) }
+        .expect("launch");
+    read(&rt, &out, n)
 }
 
 fn shuffles(blocks: u32, threads: u32, input: &[i32], width: i32) -> Vec<i32> {
     assert_eq!(input.len(), (blocks * threads) as usize);
-    let mut out = vec![i32::MIN; 8 * input.len()];
+    let rt = EmuRuntime::new();
+    let out = buffer(&rt, &vec![i32::MIN; 8 * input.len()]);
+    let x = buffer(&rt, input);
+    let d = dims(Dim3::x(blocks), Dim3::x(threads), 0);
     // SAFETY: one input and 8 outputs per thread.
-    unsafe {
-        smelt_emu_emu_selftest_shuffles(
-            Dim3::x(blocks),
-            Dim3::x(threads),
-            0,
-            out.as_mut_ptr(),
-            input.as_ptr(),
-            width,
-        )
-    };
-    out
+    unsafe { emu_selftest_shuffles::launch_with(&rt, d, rt.address(&out), rt.address(&x), width) }
+        .expect("launch");
+    read(&rt, &out, 8 * input.len())
 }
 
 /// (sums, maxs, twice) of each row of x (rows, n), one block of shape `block` per row.
 fn block_reduce(block: Dim3, x: &[f32], n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let rows = x.len() / n;
     assert_eq!(rows * n, x.len());
-    let (mut s, mut m, mut t) = (
-        vec![f32::NAN; rows],
-        vec![f32::NAN; rows],
-        vec![f32::NAN; rows],
-    );
+    let rt = EmuRuntime::new();
+    let nans = vec![f32::NAN; rows];
+    let (s, m, t) = (buffer(&rt, &nans), buffer(&rt, &nans), buffer(&rt, &nans));
+    let xs = buffer(&rt, x);
+    let d = dims(Dim3::x(rows as u32), block, 0);
+    let a = |b: &EmuBuffer| rt.address(b);
     // SAFETY: one block per row, each reading its n elements and writing three values.
     unsafe {
-        smelt_emu_emu_selftest_block_reduce(
-            Dim3::x(rows as u32),
-            block,
-            0,
-            s.as_mut_ptr(),
-            m.as_mut_ptr(),
-            t.as_mut_ptr(),
-            x.as_ptr(),
-            n as i32,
-        )
-    };
-    (s, m, t)
+        emu_selftest_block_reduce::launch_with(&rt, d, a(&s), a(&m), a(&t), a(&xs), n as i32)
+    }
+    .expect("launch");
+    (
+        read(&rt, &s, rows),
+        read(&rt, &m, rows),
+        read(&rt, &t, rows),
+    )
 }
 
 // ----------------------------------------------------------------------------
@@ -241,16 +206,35 @@ fn syncthreads_orders_shared_memory() {
 #[test]
 fn a_missing_syncthreads_gives_wrong_results() {
     // Threads run in increasing id order in even blocks and decreasing in odd ones, so a read
-    // of a neighbour's shared value without a barrier is stale in one direction or the other.
+    // of a neighbour's shared value without a barrier is stale in one direction or the other
+    // (what the child without the sanitizer checks); with it, the launch fails on the race.
     let seed = seed();
     let mut rng = Rng::new(seed);
     let (blocks, threads) = (6u32, 64u32);
     let s = rng.below(1 << 20) as i32 + 1;
-    let mut out = vec![0i32; 2 * (blocks * threads) as usize];
+    let rt = EmuRuntime::new();
+    let out = rt
+        .alloc_zeroed(8 * (blocks * threads) as usize)
+        .expect("allocation");
+    let d = dims(Dim3::x(blocks), Dim3::x(threads), 0);
     // SAFETY: two values per thread.
-    unsafe {
-        smelt_emu_emu_bug_missing_sync(Dim3::x(blocks), Dim3::x(threads), 0, out.as_mut_ptr(), s)
-    };
+    let launched = unsafe { emu_bug_missing_sync::launch_with(&rt, d, rt.address(&out), s) };
+    if also_without_sanitizer("a_missing_syncthreads_gives_wrong_results") {
+        // The first thread of a block to run reads a neighbour's slot before it is written
+        // (which block reports first depends on the workers' timing).
+        let err = launched
+            .expect_err("the sanitizer must report the race")
+            .to_string();
+        assert!(
+            err.contains("kernel emu_bug_missing_sync, block (")
+                && err.contains("uninitialized read")
+                && err.contains("static __shared__ memory"),
+            "{err}"
+        );
+        return;
+    }
+    launched.expect("without the sanitizer the launch runs");
+    let out: Vec<i32> = read(&rt, &out, 2 * (blocks * threads) as usize);
     let n = threads as i32;
     for b in 0..blocks as i32 {
         let mut wrong = 0;
@@ -275,18 +259,16 @@ fn dynamic_shared_memory() {
     for n in [1usize, 33, 1000, 50_000] {
         let blocks = 3;
         let x: Vec<f32> = (0..blocks * n).map(|_| rng.normal() as f32).collect();
-        let mut out = vec![f32::NAN; x.len()];
+        let rt = EmuRuntime::new();
+        let out = buffer(&rt, &vec![f32::NAN; x.len()]);
+        let xs = buffer(&rt, &x);
+        let d = dims(Dim3::x(blocks as u32), Dim3::x(128), (n * 4) as u32);
         // SAFETY: blocks * n elements each; n floats of dynamic shared memory.
         unsafe {
-            smelt_emu_emu_selftest_reverse(
-                Dim3::x(blocks as u32),
-                Dim3::x(128),
-                (n * 4) as u32,
-                out.as_mut_ptr(),
-                x.as_ptr(),
-                n as i32,
-            )
-        };
+            emu_selftest_reverse::launch_with(&rt, d, rt.address(&out), rt.address(&xs), n as i32)
+        }
+        .expect("launch");
+        let out: Vec<f32> = read(&rt, &out, x.len());
         for b in 0..blocks {
             for i in 0..n {
                 assert_eq!(
@@ -301,18 +283,27 @@ fn dynamic_shared_memory() {
 
 #[test]
 fn dynamic_shared_memory_starts_poisoned_and_aligned() {
+    // The kernel reads shared memory it never wrote: the sanitizer reports it; without the
+    // sanitizer the bytes read are the poison (0xff), so such a read cannot pass unnoticed.
     let n = 300;
-    let mut out = vec![0u32; n + 1];
+    let rt = EmuRuntime::new();
+    let out = rt.alloc_zeroed(4 * (n + 1)).expect("allocation");
+    let d = dims(Dim3::x(1), Dim3::x(64), (n * 4) as u32);
     // SAFETY: n + 1 outputs; n floats of dynamic shared memory.
-    unsafe {
-        smelt_emu_emu_selftest_smem_poison(
-            Dim3::x(1),
-            Dim3::x(64),
-            (n * 4) as u32,
-            out.as_mut_ptr(),
-            n as i32,
-        )
-    };
+    let launched =
+        unsafe { emu_selftest_smem_poison::launch_with(&rt, d, rt.address(&out), n as i32) };
+    if also_without_sanitizer("dynamic_shared_memory_starts_poisoned_and_aligned") {
+        let err = launched
+            .expect_err("the sanitizer must report the read")
+            .to_string();
+        assert!(
+            err.contains("uninitialized") && err.contains("dynamic shared memory"),
+            "{err}"
+        );
+        return;
+    }
+    launched.expect("without the sanitizer the launch runs");
+    let out: Vec<u32> = read(&rt, &out, n + 1);
     assert!(out[..n].iter().all(|&v| v == u32::MAX), "not poisoned");
     assert_eq!(out[n], 0, "dynamic shared memory not 16-byte aligned");
 }
@@ -458,17 +449,14 @@ fn syncthreads_count_and_or() {
         (0..threads).map(|_| rng.below(2) as i32).collect(),
     ];
     let pred: Vec<i32> = patterns.concat();
-    let mut out = vec![-1i32; 3 * patterns.len()];
+    let rt = EmuRuntime::new();
+    let out = buffer(&rt, &vec![-1i32; 3 * patterns.len()]);
+    let preds = buffer(&rt, &pred);
+    let d = dims(Dim3::x(patterns.len() as u32), Dim3::x(threads as u32), 0);
     // SAFETY: one predicate per thread, three outputs per block.
-    unsafe {
-        smelt_emu_emu_selftest_sync_reduce(
-            Dim3::x(patterns.len() as u32),
-            Dim3::x(threads as u32),
-            0,
-            out.as_mut_ptr(),
-            pred.as_ptr(),
-        )
-    };
+    unsafe { emu_selftest_sync_reduce::launch_with(&rt, d, rt.address(&out), rt.address(&preds)) }
+        .expect("launch");
+    let out: Vec<i32> = read(&rt, &out, 3 * patterns.len());
     for (b, p) in patterns.iter().enumerate() {
         let count = p.iter().filter(|&&v| v != 0).count() as i32;
         let want = [count, (count == threads as i32) as i32, (count > 0) as i32];
@@ -487,24 +475,32 @@ fn syncthreads_count_and_or() {
 fn atomics_from_many_blocks() {
     for (blocks, threads) in [(1u32, 32u32), (64, 256), (1000, 64)] {
         let total = (blocks * threads) as usize;
-        let mut counter = 0i32;
-        let mut olds = vec![-1i32; total];
-        let mut fsum = 0.0f32;
-        let mut u64sum = 0u64;
-        let mut imax = -1i32;
+        let rt = EmuRuntime::new();
+        let counter = buffer(&rt, &[0i32]);
+        let olds = buffer(&rt, &vec![-1i32; total]);
+        let fsum = buffer(&rt, &[0f32]);
+        let u64sum = buffer(&rt, &[0u64]);
+        let imax = buffer(&rt, &[-1i32]);
+        let d = dims(Dim3::x(blocks), Dim3::x(threads), 0);
+        let a = |b: &EmuBuffer| rt.address(b);
         // SAFETY: one `olds` slot per thread; the scalars are single elements.
         unsafe {
-            smelt_emu_emu_selftest_atomics(
-                Dim3::x(blocks),
-                Dim3::x(threads),
-                0,
-                &mut counter,
-                olds.as_mut_ptr(),
-                &mut fsum,
-                &mut u64sum,
-                &mut imax,
+            emu_selftest_atomics::launch_with(
+                &rt,
+                d,
+                a(&counter),
+                a(&olds),
+                a(&fsum),
+                a(&u64sum),
+                a(&imax),
             )
-        };
+        }
+        .expect("launch");
+        let counter = read::<i32>(&rt, &counter, 1)[0];
+        let mut olds: Vec<i32> = read(&rt, &olds, total);
+        let fsum = read::<f32>(&rt, &fsum, 1)[0];
+        let u64sum = read::<u64>(&rt, &u64sum, 1)[0];
+        let imax = read::<i32>(&rt, &imax, 1)[0];
         assert_eq!(counter as usize, total);
         olds.sort_unstable();
         assert!(
@@ -582,20 +578,19 @@ fn bf16_round_trip() {
     ];
     bits.extend((0..50_000).map(|_| rng.next_u64() as u32));
     let x: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
-    let mut h = vec![0u16; x.len()];
-    let mut back = vec![0f32; x.len()];
+    let rt = EmuRuntime::new();
+    let (hs, backs) = (
+        buffer(&rt, &vec![0u16; x.len()]),
+        buffer(&rt, &vec![0f32; x.len()]),
+    );
+    let xs = buffer(&rt, &x);
+    let d = dims(Dim3::x(40), Dim3::x(128), 0);
+    let a = |b: &EmuBuffer| rt.address(b);
     // SAFETY: x.len() elements each.
-    unsafe {
-        smelt_emu_emu_selftest_bf16(
-            Dim3::x(40),
-            Dim3::x(128),
-            0,
-            h.as_mut_ptr(),
-            back.as_mut_ptr(),
-            x.as_ptr(),
-            x.len() as i32,
-        )
-    };
+    unsafe { emu_selftest_bf16::launch_with(&rt, d, a(&hs), a(&backs), a(&xs), x.len() as i32) }
+        .expect("launch");
+    let h: Vec<u16> = read(&rt, &hs, x.len());
+    let back: Vec<f32> = read(&rt, &backs, x.len());
     for i in 0..x.len() {
         let want = bf16_rne(x[i]);
         assert_eq!(h[i], want, "bf16({:#010x}) (SMELT_SEED={seed})", bits[i]);
@@ -645,9 +640,11 @@ fn early_return_before_syncthreads_aborts() {
         );
         return;
     }
-    let mut out = vec![0i32; 64];
+    let rt = EmuRuntime::new();
+    let out = rt.alloc_zeroed(4 * 64).expect("allocation");
+    let d = dims(Dim3::x(1), Dim3::x(64), 0);
     // SAFETY: 64 outputs (aborts before writing).
-    unsafe { smelt_emu_emu_bug_early_return(Dim3::x(1), Dim3::x(64), 0, out.as_mut_ptr()) };
+    let _ = unsafe { emu_bug_early_return::launch_with(&rt, d, rt.address(&out)) };
     panic!("the launch returned");
 }
 
@@ -659,9 +656,11 @@ fn divergent_warp_intrinsics_abort() {
         assert!(stderr.contains("__shfl_xor_sync"), "{stderr}");
         return;
     }
-    let mut out = vec![0i32; 32];
+    let rt = EmuRuntime::new();
+    let out = rt.alloc_zeroed(4 * 32).expect("allocation");
+    let d = dims(Dim3::x(1), Dim3::x(32), 0);
     // SAFETY: 32 outputs.
-    unsafe { smelt_emu_emu_bug_divergent_warp(Dim3::x(1), Dim3::x(32), 0, out.as_mut_ptr()) };
+    let _ = unsafe { emu_bug_divergent_warp::launch_with(&rt, d, rt.address(&out)) };
     panic!("the launch returned");
 }
 
@@ -671,9 +670,11 @@ fn partial_masks_are_refused() {
         assert!(stderr.contains("mask 0x0000ffff"), "{stderr}");
         return;
     }
-    let mut out = vec![0i32; 32];
+    let rt = EmuRuntime::new();
+    let out = rt.alloc_zeroed(4 * 32).expect("allocation");
+    let d = dims(Dim3::x(1), Dim3::x(32), 0);
     // SAFETY: 32 outputs.
-    unsafe { smelt_emu_emu_bug_partial_mask(Dim3::x(1), Dim3::x(32), 0, out.as_mut_ptr()) };
+    let _ = unsafe { emu_bug_partial_mask::launch_with(&rt, d, rt.address(&out)) };
     panic!("the launch returned");
 }
 
@@ -683,9 +684,11 @@ fn oversized_launches_abort() {
         assert!(stderr.contains("exceeds CUDA's limits"), "{stderr}");
         return;
     }
-    let mut out = vec![0u32; 8 * 2048];
+    let rt = EmuRuntime::new();
+    let out = rt.alloc_zeroed(4 * 8 * 2048).expect("allocation");
+    let d = dims(Dim3::x(1), Dim3::x(2048), 0);
     // SAFETY: never runs: a block of 2048 threads is refused.
-    unsafe { smelt_emu_emu_selftest_indices(Dim3::x(1), Dim3::x(2048), 0, out.as_mut_ptr()) };
+    let _ = unsafe { emu_selftest_indices::launch_with(&rt, d, rt.address(&out)) };
     panic!("the launch returned");
 }
 
@@ -698,10 +701,10 @@ fn too_much_dynamic_shared_memory_aborts() {
         );
         return;
     }
-    let mut out = vec![0u32; 1];
+    let rt = EmuRuntime::new();
+    let out = rt.alloc_zeroed(4).expect("allocation");
+    let d = dims(Dim3::x(1), Dim3::x(32), 300_000);
     // SAFETY: never runs.
-    unsafe {
-        smelt_emu_emu_selftest_smem_poison(Dim3::x(1), Dim3::x(32), 300_000, out.as_mut_ptr(), 0)
-    };
+    let _ = unsafe { emu_selftest_smem_poison::launch_with(&rt, d, rt.address(&out), 0) };
     panic!("the launch returned");
 }

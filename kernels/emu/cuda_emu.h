@@ -108,9 +108,9 @@
 // happen (they do in both orders: even blocks run threads up, odd blocks down).
 // Cost: a callback per access (about 2 instructions when the address is neither shared nor
 // an allocation), 16 bytes of shadow per byte of the TLS block per worker (~3.7 MiB of address
-// space, touched lazily, pooled), one bit per byte of each `alloc`ed buffer. Measured: kernel
-// tests take 1.2x to 4x their time without it (shared-memory-heavy f32 kernels the most), 1.6x
-// in all; kernels/emu/README.md has the table.
+// space, touched lazily, pooled), one bit per byte of each `alloc`ed buffer. Measured with the
+// checks on versus off (SMELT_EMU_SANITIZE=0): the test binaries take 1.2x to 1.5x the CPU
+// time; kernels/emu/README.md has the table.
 //
 // ---------------------------------------------------------------------------------------------
 // Arithmetic: nvcc's --use_fast_math, emulated where it changes results
@@ -351,16 +351,6 @@ inline const char* signature(void (*)(A...)) {
                 ::smelt_emu::launch_params(#name, &name, g, b, s, p);                    \
             },                                                                           \
             [] { return ::smelt_emu::signature(&name); }                                 \
-    }
-
-// Legacy typed launcher `smelt_emu_<name>(grid, block, smem, args...)` for the tests not yet
-// moved to tests/kernels (removed with the last of them).
-#define SMELT_EMU_UNPAREN(...) __VA_ARGS__
-#define SMELT_EMU_EXPORT(name, params, args)                                                     \
-    extern "C" void smelt_emu_##name(smelt_dim3 smelt_emu_grid_, smelt_dim3 smelt_emu_block_,   \
-                                     unsigned int smelt_emu_smem_, SMELT_EMU_UNPAREN params) {  \
-        ::smelt_emu::launch(#name, smelt_emu_grid_, smelt_emu_block_, smelt_emu_smem_,          \
-                            [&]() { name args; });                                              \
     }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,11 +6,14 @@
 //! this machine has none, unless `SMELT_REQUIRE_GPU=1`, which makes a missing GPU a failure, as
 //! `tools/gpu-check.sh` sets it; `SMELT_SMALL_CASES=1` leaves out the GPT-2-sized cases).
 //!
-//! Buffers: every device buffer has a guard zone of [`GUARD`] bytes of a canary pattern before
-//! and after the elements (the elements start 16-byte aligned, or 4 bytes past that for the
-//! misaligned cases); reading a buffer back checks both zones, so a kernel writing out of
-//! bounds fails on the GPU too (the emulation's sanitizer also catches reads). Outputs start
-//! poisoned (f32 NaN, bf16 0xffff), so an element a kernel leaves unwritten fails.
+//! Buffers: the elements start 16-byte aligned, or 4 bytes past that for the misaligned cases.
+//! Under the emulation's sanitizer each buffer is an allocation of its own, exactly its
+//! elements (after the 4-byte pad of a misaligned one, never written), so memcheck bounds every
+//! read and write and initcheck reports a read of the pad. Elsewhere (the GPU, or the emulation
+//! with `SMELT_EMU_SANITIZE=0`) a guard zone of [`GUARD`] canary bytes lies before and after the
+//! elements; reading a buffer back checks the zones (or the pad), so a kernel writing out of
+//! bounds fails there too. Outputs start poisoned (f32 NaN, bf16 0xffff), so an element a
+//! kernel leaves unwritten fails.
 
 #![allow(dead_code)]
 
@@ -18,7 +21,7 @@ use std::cell::RefCell;
 
 use smelt::backend::cuda::{probe, CudaRuntime};
 use smelt::backend::device::emu::EmuRuntime;
-use smelt::backend::device::Runtime;
+use smelt::backend::device::{sanitizer, Runtime};
 use smelt::backend::kernels::Scratch;
 use smelt::backend::DType;
 use smelt::rng::Rng;
@@ -26,6 +29,8 @@ use smelt::rng::Rng;
 /// Bytes of canary before and after every buffer's elements.
 pub const GUARD: usize = 64;
 const CANARY: u8 = 0xa5;
+/// What `EmuRuntime` fills never-written memory with.
+const EMU_UNWRITTEN: u8 = 0xff;
 
 /// f32 kernels vs the CPU reference (docs: DESIGN).
 pub const TOL_F32: f64 = 1e-5;
@@ -44,6 +49,10 @@ pub struct Buf<R: Runtime> {
     buf: R::Buffer,
     /// Byte offset of the first element in `buf`.
     start: usize,
+    /// Bytes before `start` and after the elements that must still hold `guard_byte`.
+    guard_before: usize,
+    guard_after: usize,
+    guard_byte: u8,
     pub len: usize,
     elem: usize,
     pub addr: u64,
@@ -127,17 +136,35 @@ impl<R: Runtime> Dev<R> {
         (0..len).map(|_| rng.below(below as u64) as u32).collect()
     }
 
+    /// Whether the emulation's sanitizer bounds every access (see the module's text).
+    pub fn sanitized(&self) -> bool {
+        self.emulated() && sanitizer::enabled()
+    }
+
     fn alloc_bytes(&self, bytes: &[u8], elem: usize, aligned: bool) -> Buf<R> {
-        let start = GUARD + if aligned { 0 } else { 4 };
-        let total = start + bytes.len() + GUARD;
-        let mut buf = self.rt.alloc(total).expect("device allocation");
-        let mut image = vec![CANARY; total];
-        image[start..start + bytes.len()].copy_from_slice(bytes);
-        self.rt.upload(&mut buf, 0, &image).expect("upload");
+        let pad = if aligned { 0 } else { 4 };
+        let (guard_before, guard_after, guard_byte) = if self.sanitized() {
+            (pad, 0, EMU_UNWRITTEN)
+        } else {
+            (GUARD + pad, GUARD, CANARY)
+        };
+        let start = guard_before;
+        let total = start + bytes.len() + guard_after;
+        let mut buf = self.rt.alloc(total.max(1)).expect("device allocation");
+        if self.sanitized() {
+            self.rt.upload(&mut buf, start, bytes).expect("upload");
+        } else {
+            let mut image = vec![CANARY; total];
+            image[start..start + bytes.len()].copy_from_slice(bytes);
+            self.rt.upload(&mut buf, 0, &image).expect("upload");
+        }
         let addr = self.rt.address(&buf) + start as u64;
         Buf {
             buf,
             start,
+            guard_before,
+            guard_after,
+            guard_byte,
             len: bytes.len() / elem,
             elem,
             addr,
@@ -234,14 +261,14 @@ impl<R: Runtime> Dev<R> {
 
     fn bytes(&self, b: &Buf<R>, what: &str) -> Vec<u8> {
         self.rt.synchronize().expect("kernels ran");
-        let total = b.start + b.len * b.elem + GUARD;
+        let total = b.start + b.len * b.elem + b.guard_after;
         let mut image = vec![0u8; total];
         self.rt.download(&b.buf, 0, &mut image).expect("download");
-        let guards = image[b.start - GUARD..b.start]
+        let guards = image[b.start - b.guard_before..b.start]
             .iter()
             .chain(&image[b.start + b.len * b.elem..]);
         assert!(
-            guards.into_iter().all(|&x| x == CANARY),
+            guards.into_iter().all(|&x| x == b.guard_byte),
             "{what}: a kernel wrote outside the buffer (guard zone changed; seed {})",
             self.seed
         );
