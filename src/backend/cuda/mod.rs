@@ -3,6 +3,7 @@
 //! (`backend::device::DeviceBackend<CudaRuntime>`): one context, one stream, launches through
 //! cudarc, CUDA graphs for replay.
 
+pub mod occupancy;
 mod runtime;
 pub use runtime::CudaRuntime;
 
