@@ -7,24 +7,30 @@
 // ceil(n / 8)). Mean and variance are two passes over the row (as the CPU kernel), biased
 // variance; mean and rstd are saved per row for the backward pass.
 //
-// Backward, deterministic (no float atomics), two kernels:
-//   1. layernorm_backward: grid G blocks of W warps; global warp g handles rows g, g + G*W, ...
-//      in increasing order. It writes dx and accumulates dweight/dbias contributions of its
-//      rows into its own slice of dynamic shared memory (W * 2 * c floats). At the end each
-//      block sums its warps' slices in warp order into scratch:
+// Backward, deterministic (no float atomics), ONE kernel (layernorm_backward[_bf16]): grid G
+// blocks of W warps; global warp g handles rows g, g + G*W, ... in increasing order. It writes
+// dx and accumulates dweight/dbias contributions of its rows into its own slice of dynamic
+// shared memory (W * 2 * c floats). Then:
+//   1. each block sums its warps' slices in warp order into scratch:
 //        scratch[k * c + j]       = dweight partial of block k   (k < G)
 //        scratch[(G + k) * c + j] = dbias partial of block k
-//      so the scratch holds 2 * G * c floats.
-//   2. layernorm_backward_reduce: one thread per column sums the G partials in block order.
-// The geometry depends only on (n, c) (see src/backend/kernels/layernorm.rs), so results are
-// bit-identical from run to run.
+//      (2 * G * c floats), fences (__threadfence) and adds 1 to the block counter `counter`;
+//   2. the block that brings the counter to G (the last to finish, whichever it is) fences
+//      again, sums the G partials of each column in block order 0, 1, ..., G - 1 and WRITES
+//      (does not add to) dweight[j] and dbias[j], then stores 0 into the counter.
+// Which block finishes last varies from run to run, but the sum it computes does not: the
+// geometry depends only on (n, c) (see src/backend/kernels/layernorm.rs) and the partials are
+// summed in a fixed order, so results are bit-identical from run to run.
+// The counter is a 4-byte word that must hold 0 when the kernel starts (allocate it zeroed);
+// the kernel leaves it 0, so the same word serves every later launch (and graph replay) on
+// the stream. Launches sharing a counter must not run concurrently.
 //
 // dx may alias dout (each element is read and then written by the same thread); no other
 // output may alias an input.
 //
-// bf16 storage variants (`*_bf16`, same geometry, scratch and reduce as the f32 kernels): the
+// bf16 storage variants (`*_bf16`, same geometry, scratch and counter as the f32 kernels): the
 // activations x, out, residual_out, dout and dx are bf16; w, b, mean, rstd, the scratch
-// partials (hence dweight/dbias from layernorm_backward_reduce) stay f32. Each bf16 value is
+// partials and dweight/dbias stay f32. Each bf16 value is
 // widened to f32 on load, all arithmetic is the f32 kernel's, and results are rounded to bf16
 // (to nearest even) on the store. fused_residual_layernorm_forward_bf16 normalises the ROUNDED
 // sum bf16(a + b) - the residual it stores - so it computes exactly what add_bf16 followed by
@@ -133,8 +139,10 @@ extern "C" __global__ void __launch_bounds__(256)
 }
 
 template <typename T>
-static __device__ __forceinline__ void ln_backward(T* dx, float* __restrict__ scratch,
-                                                   const T* dout, const T* __restrict__ x,
+static __device__ __forceinline__ void ln_backward(T* dx, float* __restrict__ dweight,
+                                                   float* __restrict__ dbias, float* scratch,
+                                                   unsigned int* counter, const T* dout,
+                                                   const T* __restrict__ x,
                                                    const float* __restrict__ w,
                                                    const float* __restrict__ mean,
                                                    const float* __restrict__ rstd, int n, int c) {
@@ -176,8 +184,9 @@ static __device__ __forceinline__ void ln_backward(T* dx, float* __restrict__ sc
         }
     }
     __syncthreads();
+    const int blocks = gridDim.x;
     float* part_w = scratch + (long)blockIdx.x * c;
-    float* part_b = scratch + (long)(gridDim.x + blockIdx.x) * c;
+    float* part_b = scratch + (long)(blocks + blockIdx.x) * c;
     for (int j = threadIdx.x; j < c; j += blockDim.x) {
         float sw = 0.0f;
         float sb = 0.0f;
@@ -188,39 +197,47 @@ static __device__ __forceinline__ void ln_backward(T* dx, float* __restrict__ sc
         part_w[j] = sw;
         part_b[j] = sb;
     }
+    // This block's partials, visible to every block before the counter says the block is done.
+    __threadfence();
+    __syncthreads();
+    unsigned int last = 0;
+    if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == (unsigned int)blocks - 1u;
+    // No barrier follows: every block but the last is done (convention 5 holds).
+    if (!__syncthreads_or(last)) return;
+    // The last block: every other block fenced its partials before its increment, which this
+    // block's thread 0 has seen; fence before reading them.
+    __threadfence();
+    for (int j = threadIdx.x; j < c; j += blockDim.x) {
+        float sw = 0.0f;
+        float sb = 0.0f;
+        for (int k = 0; k < blocks; k++) {
+            sw += scratch[(long)k * c + j];
+            sb += scratch[(long)(blocks + k) * c + j];
+        }
+        dweight[j] = sw;
+        dbias[j] = sb;
+    }
+    // Every block has counted itself: zero the counter for the next launch.
+    if (threadIdx.x == 0) *counter = 0u;
 }
 
+// dx (may alias dout), then dweight/dbias (written, not accumulated) by the last block to
+// finish; scratch holds 2 * gridDim.x * c floats, counter is 0 on entry and left 0.
 extern "C" __global__ void __launch_bounds__(256)
-    layernorm_backward(float* dx, float* __restrict__ scratch, const float* dout,
+    layernorm_backward(float* dx, float* __restrict__ dweight, float* __restrict__ dbias,
+                       float* scratch, unsigned int* counter, const float* dout,
                        const float* __restrict__ x, const float* __restrict__ w,
                        const float* __restrict__ mean, const float* __restrict__ rstd, int n,
                        int c) {
-    ln_backward(dx, scratch, dout, x, w, mean, rstd, n, c);
+    ln_backward(dx, dweight, dbias, scratch, counter, dout, x, w, mean, rstd, n, c);
 }
 
-// bf16 dx, dout, x; the scratch partials are the f32 ones of layernorm_backward, finished by
-// layernorm_backward_reduce. dx may alias dout.
+// bf16 dx, dout, x; everything else as layernorm_backward (f32 partials, dweight, dbias).
 extern "C" __global__ void __launch_bounds__(256)
-    layernorm_backward_bf16(__nv_bfloat16* dx, float* __restrict__ scratch,
+    layernorm_backward_bf16(__nv_bfloat16* dx, float* __restrict__ dweight,
+                            float* __restrict__ dbias, float* scratch, unsigned int* counter,
                             const __nv_bfloat16* dout, const __nv_bfloat16* __restrict__ x,
                             const float* __restrict__ w, const float* __restrict__ mean,
                             const float* __restrict__ rstd, int n, int c) {
-    ln_backward(dx, scratch, dout, x, w, mean, rstd, n, c);
-}
-
-// dweight[j] = Σ_k scratch[k*c + j], dbias[j] = Σ_k scratch[(num_partials + k)*c + j], k in
-// order. One thread per column (launch: block 256, grid ceil(c / 256)).
-extern "C" __global__ void __launch_bounds__(256)
-    layernorm_backward_reduce(float* __restrict__ dweight, float* __restrict__ dbias,
-                              const float* __restrict__ scratch, int num_partials, int c) {
-    const int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= c) return;
-    float sw = 0.0f;
-    float sb = 0.0f;
-    for (int k = 0; k < num_partials; k++) {
-        sw += scratch[(long)k * c + j];
-        sb += scratch[(long)(num_partials + k) * c + j];
-    }
-    dweight[j] = sw;
-    dbias[j] = sb;
+    ln_backward(dx, dweight, dbias, scratch, counter, dout, x, w, mean, rstd, n, c);
 }

@@ -2,10 +2,11 @@
 //! bf16-storage twin (bf16 activations to 1e-2 of the CPU result rounded to bf16; the f32
 //! statistics and parameter gradients to 1e-5), the CPU getting the same bf16-rounded inputs.
 //! Exact relations are checked bit for bit: the fused residual against `add` then
-//! `layernorm_forward`, the backward's second run (in place, `dx = dout`) against its first, the
-//! reduce against the partials summed in order. Shapes: odd, `c = 1`, `c = 1600` (fewer warps
-//! per backward block), `n` past the backward's 512-block grid (warps loop over rows), GPT-2's
-//! `B·T = 8192` rows of `C = 768` (GPU only).
+//! `layernorm_forward`, the one-kernel backward's second launch (in place, `dx = dout`, on the
+//! scratch and block counter the first left) against its first, and the counter back at 0 after
+//! each. Shapes: odd, `c = 1`, `c = 1600` (fewer warps per backward block), many backward blocks
+//! (38 at `300 × 768`, whose last block sums 38 partials), `n` past the backward's 512-block grid
+//! (warps loop over rows), GPT-2's `B·T = 8192` rows of `C = 768` (GPU only).
 
 use smelt::backend::cpu::kernels as cpu;
 use smelt::backend::device::Runtime;
@@ -106,7 +107,7 @@ fn forward_on<R: Runtime>(
     [mean, rstd, y]
 }
 
-on_every_runtime!(forward, fused_residual_forward, backward, backward_reduce);
+on_every_runtime!(forward, fused_residual_forward, backward);
 
 fn forward<R: Runtime>(dev: &Dev<R>) {
     for dtype in DTYPES {
@@ -188,8 +189,11 @@ fn fused_residual_forward<R: Runtime>(dev: &Dev<R>) {
     }
 }
 
-/// The sequence against the CPU; a second run, in place (`dx = dout`) on the scratch the
-/// first left, gives the same bits (deterministic, and `dx` may alias `dout`).
+/// The one-kernel backward against the CPU (dweight/dbias written over poisoned outputs); a
+/// second launch, in place (`dx = dout`) on the scratch and counter the first left, gives the
+/// same bits (deterministic whichever block finishes last, `dx` may alias `dout`, and the
+/// counter was reset: otherwise no block of the second launch would be the last and dweight
+/// would stay poisoned); the counter is 0 after each launch.
 fn backward<R: Runtime>(dev: &Dev<R>) {
     for dtype in DTYPES {
         for (n, c) in shapes(dev) {
@@ -200,46 +204,31 @@ fn backward<R: Runtime>(dev: &Dev<R>) {
             let [wb, mb, rb] = [&w, &mean, &rstd].map(|v| dev.f32s(v));
             let ins = [&doutb, &xb, &wb, &mb, &rb].map(|b| b.addr);
             let (_mem, scratch) = dev.scratch(backward_scratch_bytes(n, c));
-            let run = |dx: &Buf<R>| {
+            let counter = dev.i32s(&[0]);
+            let what = format!("layernorm backward {dtype:?} n={n} c={c}");
+            let run = |dx: &Buf<R>, tag: &str| {
                 let [dw, db] = [dev.f32_out(c), dev.f32_out(c)];
                 let outs = [dx, &dw, &db].map(|b| b.addr);
-                unsafe { k::backward(&dev.rt, dtype, outs, ins, n, c, scratch).unwrap() };
+                unsafe {
+                    k::backward(&dev.rt, dtype, outs, ins, n, c, scratch, counter.addr).unwrap()
+                };
+                let left = dev.read_f32(&counter, tag)[0].to_bits();
+                dev.same_bits(&format!("{tag} counter left"), &[left], &[0]);
                 [dw, db]
             };
             let dx = out(dev, dtype, n * c);
-            let [dw, db] = run(&dx);
+            let [dw, db] = run(&dx, &what);
             let [mut gx, mut gw, mut gb] = [n * c, c, c].map(|len| vec![0.0; len]);
             cpu::layernorm_backward(&mut gx, &mut gw, &mut gb, &dout, &x, &w, &mean, &rstd, n, c);
-            let what = format!("layernorm backward {dtype:?} n={n} c={c}");
             check(dev, dtype, &format!("{what} dx"), &dx, &gx);
             check(dev, DType::F32, &format!("{what} dweight"), &dw, &gw);
             check(dev, DType::F32, &format!("{what} dbias"), &db, &gb);
 
-            let [dw2, db2] = run(&doutb);
-            let tag = format!("{what} second run in place");
+            let tag = format!("{what} second launch in place");
+            let [dw2, db2] = run(&doutb, &tag);
             same(dev, dtype, &format!("{tag} dx"), &doutb, &dx);
             same(dev, DType::F32, &format!("{tag} dweight"), &dw2, &dw);
             same(dev, DType::F32, &format!("{tag} dbias"), &db2, &db);
-        }
-    }
-}
-
-/// Bit for bit against the partials summed in increasing order; `c` past one block.
-fn backward_reduce<R: Runtime>(dev: &Dev<R>) {
-    for (partials, c) in [(1, 1), (7, 300), (512, 769)] {
-        let scratch = dev.normal(2 * partials * c, 1.0, 0.0);
-        let [dw, db] = [dev.f32_out(c), dev.f32_out(c)];
-        let (sb, np, cc) = (dev.f32s(&scratch), int(partials), int(c));
-        unsafe {
-            k::layernorm_backward_reduce::launch(&dev.rt, dw.addr, db.addr, sb.addr, np, cc)
-                .unwrap()
-        };
-        let what = format!("layernorm_backward_reduce partials={partials} c={c}");
-        for (name, got, first) in [("dweight", &dw, 0), ("dbias", &db, partials)] {
-            let sum = |j| (0..partials).fold(0.0f32, |s, k| s + scratch[(first + k) * c + j]);
-            let want: Vec<u32> = (0..c).map(|j| sum(j).to_bits()).collect();
-            let got = bits(dev, DType::F32, got, &what);
-            dev.same_bits(&format!("{what} {name}"), &got, &want);
         }
     }
 }

@@ -67,6 +67,10 @@ pub struct DeviceBackend<R: Runtime> {
     scratch: RefCell<Option<(R::Buffer, usize)>>,
     /// Scratch buffers outgrown: kept, because a recorded graph may still address them.
     retired: RefCell<Vec<R::Buffer>>,
+    /// A word of device memory that holds 0 between launches: the block counter of the kernels
+    /// whose last block finishes the work (the layernorm backward). Allocated zeroed on first
+    /// use, outside the scratch (which other sequences overwrite); each launch leaves it 0.
+    counter: RefCell<Option<R::Buffer>>,
     /// The AdamW tables (tensor ends, weight decays) of the last parameter layout seen.
     adamw_tables: RefCell<Option<AdamWTables<R::Buffer>>>,
     capturing: Cell<bool>,
@@ -80,6 +84,7 @@ impl<R: Runtime> DeviceBackend<R> {
             precision,
             scratch: RefCell::new(None),
             retired: RefCell::new(Vec::new()),
+            counter: RefCell::new(None),
             adamw_tables: RefCell::new(None),
             capturing: Cell::new(false),
             error: RefCell::new(None),
@@ -115,6 +120,28 @@ impl<R: Runtime> DeviceBackend<R> {
     fn scratch_region(&self, bytes: usize) -> Option<Scratch> {
         let addr = self.scratch(&[bytes])?[0];
         Some(Scratch { addr, bytes })
+    }
+
+    /// The address of the zeroed block counter (see `counter`), allocated on first use: not
+    /// during a capture, as the scratch.
+    fn zeroed_counter(&self) -> Option<u64> {
+        let mut slot = self.counter.borrow_mut();
+        if slot.is_none() {
+            if self.capturing.get() {
+                self.fail(Error::Device(
+                    "block counter allocated during graph capture (run the step once first)".into(),
+                ));
+                return None;
+            }
+            match self.rt.alloc_zeroed(4) {
+                Ok(buf) => *slot = Some(buf),
+                Err(e) => {
+                    self.fail(e);
+                    return None;
+                }
+            }
+        }
+        Some(self.rt.address(slot.as_ref().expect("allocated above")))
     }
 
     /// Addresses of scratch regions of the given byte sizes, valid until the next call.
@@ -674,9 +701,14 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         let Some(scratch) = self.scratch_region(bytes) else {
             return;
         };
+        let Some(counter) = self.zeroed_counter() else {
+            return;
+        };
         let outs = [dx, dweight, dbias].map(|v| self.addr(arena, v));
         let ins = [dout, x, weight, mean, rstd].map(|v| self.addr(arena, v));
-        self.run(|rt| unsafe { layernorm::backward(rt, dtype, outs, ins, n, c, scratch) });
+        // SAFETY: views checked against the arena; the counter is zero (allocated zeroed,
+        // every launch leaves it 0) and the stream orders the launches that share it.
+        self.run(|rt| unsafe { layernorm::backward(rt, dtype, outs, ins, n, c, scratch, counter) });
     }
 
     fn gelu_forward(&self, arena: &mut Self::Arena, out: View, x: View) {

@@ -1,7 +1,8 @@
 //! `kernels/layernorm.cu`: LayerNorm forward, fused residual + forward, and the deterministic
-//! two-kernel backward (per-block partial sums of dweight/dbias into scratch, then a
-//! fixed-order sum over the partials: [`backward`]); each in f32 and bf16 storage (`*_bf16`:
-//! activations bf16, statistics, parameters and their gradients f32).
+//! one-kernel backward (per-block partial sums of dweight/dbias into scratch, summed in block
+//! order by the last block to finish, found with a block counter: [`backward`]); each in f32
+//! and bf16 storage (`*_bf16`: activations bf16, statistics, parameters and their gradients
+//! f32).
 
 use super::bf16;
 use super::{blocks, int, kernels, Dim3, LaunchDims, Scratch};
@@ -49,15 +50,6 @@ pub fn backward_launch(n: usize, c: usize) -> LaunchDims {
     }
 }
 
-/// `layernorm_backward_reduce`: one thread per column.
-pub fn reduce_launch(c: usize) -> LaunchDims {
-    LaunchDims {
-        grid: Dim3::x(blocks(c, BLOCK as usize)),
-        block: Dim3::x(BLOCK),
-        smem: 0,
-    }
-}
-
 kernels! {
     /// LayerNorm of `x (n,c)` into `out`, saving `mean (n)` and `rstd (n)`.
     fn layernorm_forward(out: *mut f32, mean: *mut f32, rstd: *mut f32, x: *const f32, w: *const f32, b: *const f32, n: i32, c: i32, eps: f32)
@@ -71,17 +63,14 @@ kernels! {
     /// As `add_bf16` then [`layernorm_forward_bf16`], bit for bit.
     fn fused_residual_layernorm_forward_bf16(residual_out: *mut bf16, out: *mut bf16, mean: *mut f32, rstd: *mut f32, a: *const bf16, b: *const bf16, w: *const f32, bias: *const f32, n: i32, c: i32, eps: f32)
         => forward_launch(n as usize);
-    /// `dx` (may alias `dout`) and each block's dweight/dbias partials into `scratch`; see
-    /// [`backward`].
-    fn layernorm_backward(dx: *mut f32, scratch: *mut f32, dout: *const f32, x: *const f32, w: *const f32, mean: *const f32, rstd: *const f32, n: i32, c: i32)
+    /// `dx` (may alias `dout`), each block's dweight/dbias partials into `scratch`, and
+    /// `dweight`/`dbias` written by the last block to finish, as counted in `counter` (0 on
+    /// entry, left 0); see [`backward`].
+    fn layernorm_backward(dx: *mut f32, dweight: *mut f32, dbias: *mut f32, scratch: *mut f32, counter: *mut u32, dout: *const f32, x: *const f32, w: *const f32, mean: *const f32, rstd: *const f32, n: i32, c: i32)
         => backward_launch(n as usize, c as usize);
     /// [`layernorm_backward`] with bf16 `dx`, `dout`, `x`.
-    fn layernorm_backward_bf16(dx: *mut bf16, scratch: *mut f32, dout: *const bf16, x: *const bf16, w: *const f32, mean: *const f32, rstd: *const f32, n: i32, c: i32)
+    fn layernorm_backward_bf16(dx: *mut bf16, dweight: *mut f32, dbias: *mut f32, scratch: *mut f32, counter: *mut u32, dout: *const bf16, x: *const bf16, w: *const f32, mean: *const f32, rstd: *const f32, n: i32, c: i32)
         => backward_launch(n as usize, c as usize);
-    /// `dweight[j] = Σ_k scratch[k·c + j]`, `dbias[j] = Σ_k scratch[(num_partials + k)·c + j]`,
-    /// `k` in increasing order.
-    fn layernorm_backward_reduce(dweight: *mut f32, dbias: *mut f32, scratch: *const f32, num_partials: i32, c: i32)
-        => reduce_launch(c as usize);
 }
 
 /// Bytes of the partials `layernorm_backward` writes: dweight then dbias of each block.
@@ -97,14 +86,22 @@ pub fn backward_scratch_bytes(n: usize, c: usize) -> usize {
     Scratch::bytes_for(&[partials_bytes(n, c)])
 }
 
-/// The LayerNorm backward: `dx (n,c)` in `dtype` (as `dout` and `x`), `dweight (c)` and
-/// `dbias (c)` in f32, from the forward's `mean` and `rstd (n)`. `layernorm_backward[_bf16]`
-/// writes each block's partial sums into `scratch`, `layernorm_backward_reduce` sums them in
-/// block order: the same bits on every run. `dx` may alias `dout`.
+/// The LayerNorm backward, one launch: `dx (n,c)` in `dtype` (as `dout` and `x`), `dweight
+/// (c)` and `dbias (c)` in f32 (written, not accumulated), from the forward's `mean` and `rstd
+/// (n)`. Each block of `layernorm_backward[_bf16]` writes its partial sums into `scratch` and
+/// counts itself done in `counter`; the last block sums the partials in block order: the same
+/// bits on every run, whichever block finishes last. `dx` may alias `dout`.
+///
+/// `counter` is the address of a `u32` of device memory that holds 0 when the launch runs
+/// (allocate it with `alloc_zeroed`); the kernel leaves it 0, so one word serves every later
+/// call and every replay of a recorded graph. Calls sharing a counter must run in stream order
+/// (never concurrently), and a call that fails part-way may leave it non-zero.
 ///
 /// # Safety
 /// Every address is memory of `rt` holding its operand at these sizes (`w`, `mean`, `rstd`,
-/// `dweight`, `dbias` f32); `scratch` holds [`backward_scratch_bytes`] and overlaps nothing.
+/// `dweight`, `dbias` f32; `counter` 4 bytes, as above); `scratch` holds
+/// [`backward_scratch_bytes`] and overlaps nothing.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn backward<R: Runtime + ?Sized>(
     rt: &R,
     dtype: DType,
@@ -113,24 +110,23 @@ pub unsafe fn backward<R: Runtime + ?Sized>(
     n: usize,
     c: usize,
     scratch: Scratch,
+    counter: u64,
 ) -> Result<()> {
     if c == 0 {
         return Ok(());
     }
     let partials = scratch.split(&[partials_bytes(n, c)])[0];
-    let num_partials = backward_launch(n, c).grid.x as i32;
     let (n, c) = (int(n), int(c));
     // SAFETY: the caller's contract; the scratch region holds the 2 × grid × c floats the
-    // first kernel writes and the second reads.
+    // kernel writes and its last block reads, and the counter is zero.
     unsafe {
         match dtype {
-            DType::F32 => {
-                layernorm_backward::launch(rt, dx, partials, dout, x, w, mean, rstd, n, c)?
-            }
-            DType::Bf16 => {
-                layernorm_backward_bf16::launch(rt, dx, partials, dout, x, w, mean, rstd, n, c)?
-            }
+            DType::F32 => layernorm_backward::launch(
+                rt, dx, dweight, dbias, partials, counter, dout, x, w, mean, rstd, n, c,
+            ),
+            DType::Bf16 => layernorm_backward_bf16::launch(
+                rt, dx, dweight, dbias, partials, counter, dout, x, w, mean, rstd, n, c,
+            ),
         }
-        layernorm_backward_reduce::launch(rt, dweight, dbias, partials, num_partials, c)
     }
 }
