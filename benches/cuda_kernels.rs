@@ -220,6 +220,7 @@ fn benches(c: &mut Criterion, precision: Precision) {
         grad: g,
         m,
         v,
+        copy: None,
         weight_decay: 0.1,
     }];
     let step = AdamWStep {

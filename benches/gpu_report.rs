@@ -1030,6 +1030,7 @@ mod gpu {
                 grad: g.slice(0, half),
                 m: m.slice(0, half),
                 v: v.slice(0, half),
+                copy: None,
                 weight_decay: 0.1,
             },
             AdamWGroup {
@@ -1037,6 +1038,7 @@ mod gpu {
                 grad: g.slice(half, params - half),
                 m: m.slice(half, params - half),
                 v: v.slice(half, params - half),
+                copy: None,
                 weight_decay: 0.0,
             },
         ];

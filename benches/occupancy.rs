@@ -1,6 +1,7 @@
 //! Occupancy by calculation, for when no GPU is at hand: every kernel launch of one GPT-2
 //! training step (`Gpt` on `DeviceBackend`, `Precision::Bf16` unless `--f32`: zero_grads,
-//! set_batch, forward_backward, grad_norm, adamw) is recorded by a runtime that runs nothing
+//! set_batch, forward_backward, grad_norm, adamw; the second step, as every later one: the
+//! first also makes the bf16 working copies once) is recorded by a runtime that runs nothing
 //! and holds no memory, then joined with ptxas's report of the build (registers, static shared
 //! memory) into one row per kernel: launches, threads per block, dynamic shared memory, grid,
 //! the blocks resident per SM and what limits them, the warps resident as % of the SM's 64, and
@@ -151,28 +152,36 @@ fn gpt2(c: usize, l: usize, nh: usize) -> GptConfig {
     }
 }
 
-fn record(o: &Options) -> Result<Vec<(&'static Kernel, LaunchDims)>> {
+/// The launches of the first training step (which also makes the bf16 working copies of the
+/// weights once, after initialisation), and those of the second: a step as every later one
+/// (recorded while the training pass is captured; the replays that follow run the same).
+type Recorded = (usize, Vec<(&'static Kernel, LaunchDims)>);
+
+fn record(o: &Options) -> Result<Recorded> {
     let backend = DeviceBackend::new(RecordingRuntime::default(), o.precision);
     let mut m = Gpt::new(backend, o.config, o.batch, o.seq, true)?;
     let ids: Vec<u32> = (0..o.batch * o.seq)
         .map(|i| (i * 7919 % 50257) as u32)
         .collect();
-    m.exec.backend.runtime().launches.borrow_mut().clear();
-    m.exec.zero_grads();
-    m.set_batch(&ids, Some(&ids))?;
-    m.forward_backward()?;
-    m.exec.grad_norm();
-    let step = AdamWStep {
-        lr: 1e-4,
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        step: 1,
-        grad_scale: 1.0,
-    };
-    m.exec.adamw(&step, 0.1);
+    let mut first = 0;
+    for step in 1..=2 {
+        first = m.exec.backend.runtime().launches.take().len();
+        m.exec.zero_grads();
+        m.set_batch(&ids, Some(&ids))?;
+        m.forward_backward()?;
+        m.exec.grad_norm();
+        let step = AdamWStep {
+            lr: 1e-4,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            step,
+            grad_scale: 1.0,
+        };
+        m.exec.adamw(&step, 0.1);
+    }
     let launches = m.exec.backend.runtime().launches.take();
-    Ok(launches)
+    Ok((first, launches))
 }
 
 /// A kernel's launch shape: (name, threads per block, dynamic shared memory bytes).
@@ -200,7 +209,7 @@ fn main() {
         eprintln!("error: this build has no ptxas report (no nvcc at build time): run `bash tools/setup_cuda.sh` and build again");
         std::process::exit(2);
     }
-    let launches = match record(&o) {
+    let (first_step, launches) = match record(&o) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
@@ -211,6 +220,9 @@ fn main() {
     println!(
         "# one training step of GPT-2 (L{} C{} NH{} V{}) at B={} T={}, {:?}, on an {} by calculation ({arch} registers from ptxas)",
         c.n_layer, c.n_embd, c.n_head, c.vocab_size, o.batch, o.seq, o.precision, o.sm.name
+    );
+    println!(
+        "# the second step (as every later one); the first launched {first_step} (in Bf16 it also makes the weights' bf16 working copies, once)"
     );
     println!(
         "{:<36} {:>8} {:>7} {:>6} {:>8} {:>9} {:>5} {:>9} {:>6} {:<13} {:>7}",

@@ -287,7 +287,6 @@ fn bf16_precision_stores_activations_in_half_the_memory() {
             assert_eq!(t.dtype, DType::F32, "{} must stay f32", t.name);
         }
     }
-    let mut converts = 0;
     for op in &g.ops {
         match *op {
             Op::LayerNorm {
@@ -306,8 +305,19 @@ fn bf16_precision_stores_activations_in_half_the_memory() {
                 assert_eq!((dtype(logits), dtype(loss)), (DType::Bf16, DType::F32));
             }
             // Weights reach the tensor cores as bf16 copies; parameter gradients are f32.
+            // The copies are persistent tensors the optimizer writes: no op converts weights.
             Op::Matmul { a, b, out, .. } | Op::MatmulGelu { a, b, out, .. } => {
                 assert_eq!((dtype(a), dtype(b)), (DType::Bf16, DType::Bf16));
+                for x in [a, b] {
+                    assert!(
+                        matches!(
+                            g.tensor(x).storage,
+                            Storage::Activation | Storage::WorkingCopy(_)
+                        ),
+                        "matmul reads {} directly",
+                        g.tensor(x).name
+                    );
+                }
                 let param_grad = g
                     .ops
                     .iter()
@@ -315,16 +325,18 @@ fn bf16_precision_stores_activations_in_half_the_memory() {
                 let want = if param_grad { DType::F32 } else { DType::Bf16 };
                 assert_eq!(dtype(out), want, "{}", g.tensor(out).name);
             }
-            Op::Convert { x, out } => {
-                assert_eq!(g.tensor(x).storage, Storage::Param);
-                assert_eq!(dtype(out), DType::Bf16);
-                converts += 1;
-            }
+            Op::Convert { .. } => panic!("the graph converts weights in a pass"),
             _ => {}
         }
     }
+    let copies = g
+        .tensors
+        .iter()
+        .filter(|t| matches!(t.storage, Storage::WorkingCopy(_)))
+        .inspect(|t| assert_eq!(t.dtype, DType::Bf16))
+        .count();
     // c_attn, c_proj, c_fc, mlp c_proj per layer, and the tied wte for the LM head.
-    assert_eq!(converts, 4 * CONFIG.n_layer + 1);
+    assert_eq!(copies, 4 * CONFIG.n_layer + 1);
     // Memory, at a size where activations (not weight copies) dominate.
     let big = GptConfig {
         n_layer: 2,
@@ -349,4 +361,117 @@ fn bf16_precision_stores_activations_in_half_the_memory() {
         (bf16_bytes as f64) < 0.65 * f32_bytes as f64,
         "bf16 activations take {bf16_bytes} B against {f32_bytes} B in f32"
     );
+}
+
+/// Launches of `kernel` a closure makes on `m`'s runtime.
+fn launches_of<T>(
+    m: &mut Gpt<DeviceBackend<EmuRuntime>>,
+    kernel: &str,
+    f: impl FnOnce(&mut Gpt<DeviceBackend<EmuRuntime>>) -> T,
+) -> (u64, T) {
+    let before = m.exec.backend.runtime().launches_of(kernel);
+    let out = f(m);
+    (m.exec.backend.runtime().launches_of(kernel) - before, out)
+}
+
+#[test]
+fn bf16_passes_convert_no_weights_after_the_first_and_adamw_writes_the_copies() {
+    let seed = seed();
+    let mut rng = Rng::new(seed);
+    let backend = DeviceBackend::new(EmuRuntime::new(), Precision::Bf16);
+    let mut m = Gpt::new(backend, CONFIG, B, T, true).unwrap();
+    m.init_gpt2(seed).unwrap();
+    const CAST: &str = "cast_f32_to_bf16";
+    let mut casts = Vec::new();
+    for step in 1..=4u64 {
+        let ids: Vec<u32> = (0..B * T).map(|_| rng.below(77) as u32).collect();
+        let (n, _) = launches_of(&mut m, CAST, |m| train_step(m, &ids, &ids, step));
+        casts.push(n);
+    }
+    // Step 1 converts every weight once (one launch over the parameter region, after the
+    // initialisation); later steps convert no weight: their casts (if any) are the backend's
+    // staging of activations, the same every step, eager (step 2 records) or replayed.
+    assert_eq!(casts[0], casts[1] + 1, "casts per step {casts:?}");
+    assert!(casts[1..].iter().all(|&c| c == casts[1]), "{casts:?}");
+    assert!(m.exec.is_replaying());
+    let rt = m.exec.backend.runtime();
+    assert_eq!(rt.launches_of("adamw_multi_bf16"), 4);
+    assert_eq!(rt.launches_of("adamw_multi") + rt.launches_of("adamw"), 0);
+
+    // Gradient accumulation: every micro-step of one optimizer step reads the same weights
+    // (the same batch twice gives the same loss, bit for bit, and no conversion).
+    let ids: Vec<u32> = (0..B * T).map(|_| rng.below(77) as u32).collect();
+    m.exec.zero_grads();
+    m.set_batch(&ids, Some(&ids)).unwrap();
+    let (n, losses) = launches_of(&mut m, CAST, |m| {
+        [m.forward_backward().unwrap(), m.forward_backward().unwrap()]
+    });
+    assert_eq!(losses[0].to_bits(), losses[1].to_bits());
+    assert_eq!(n, 2 * casts[1]);
+}
+
+#[test]
+fn bf16_working_copies_follow_every_load_of_the_masters() {
+    let seed = seed();
+    let mut rng = Rng::new(seed);
+    let ids: Vec<u32> = (0..B * T).map(|_| rng.below(77) as u32).collect();
+    let bf16 = || DeviceBackend::new(EmuRuntime::new(), Precision::Bf16);
+    // A model trained a few steps (its copies written by AdamW, its passes replayed).
+    let mut m = Gpt::new(bf16(), CONFIG, B, T, true).unwrap();
+    m.init_gpt2(seed).unwrap();
+    for step in 1..=3 {
+        train_step(&mut m, &ids, &ids, step);
+    }
+    assert!(m.exec.is_replaying());
+    assert!(!m.exec.working_copies_stale());
+    // Other parameters, and the loss a fresh model built from them gives.
+    let mut other = Gpt::new(bf16(), CONFIG, B, T, true).unwrap();
+    other.init_gpt2(seed ^ 0x5eed).unwrap();
+    other.set_batch(&ids, Some(&ids)).unwrap();
+    let want = other.forward().unwrap();
+    let state: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> = other
+        .state()
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name, (t.shape, t.data)))
+        .collect();
+
+    // Gpt::load (checkpoints, imports): Executor::write per parameter.
+    m.load(&state).unwrap();
+    assert!(m.exec.working_copies_stale());
+    m.set_batch(&ids, Some(&ids)).unwrap();
+    let (casts, got) = launches_of(&mut m, "cast_f32_to_bf16", |m| m.forward().unwrap());
+    assert!(casts >= 1);
+    assert_eq!(got.to_bits(), want.to_bits(), "after load: {got} vs {want}");
+    assert!(!m.exec.working_copies_stale());
+
+    // copy_params_from (Executor::write_region over the parameters), from a CPU model.
+    let mut m2 = Gpt::new(bf16(), CONFIG, B, T, true).unwrap();
+    m2.init_gpt2(seed).unwrap();
+    train_step(&mut m2, &ids, &ids, 1);
+    let mut cpu = Gpt::new(CpuBackend::new(), CONFIG, B, T, true).unwrap();
+    cpu.load(&state).unwrap();
+    m2.copy_params_from(&cpu).unwrap();
+    m2.set_batch(&ids, Some(&ids)).unwrap();
+    let got = m2.forward().unwrap();
+    assert_eq!(got.to_bits(), want.to_bits(), "after copy: {got} vs {want}");
+
+    // Optimizer state written alone leaves the copies as they are.
+    let moments = m2.exec.read_region(m2.exec.plan.adam_m).unwrap();
+    m2.exec.write_region(m2.exec.plan.adam_m, &moments).unwrap();
+    assert!(!m2.exec.working_copies_stale());
+}
+
+#[test]
+fn f32_precision_has_no_working_copies() {
+    let m = Gpt::new(
+        DeviceBackend::new(EmuRuntime::new(), Precision::F32),
+        CONFIG,
+        B,
+        T,
+        true,
+    )
+    .unwrap();
+    assert!(m.exec.plan.working_copies.is_none());
+    assert!(!m.exec.working_copies_stale());
 }

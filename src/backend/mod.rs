@@ -111,13 +111,16 @@ pub struct AdamWStep {
 }
 
 /// One parameter tensor as the optimizer sees it: its place in the parameter, gradient and
-/// moment regions (the same offset in each) and its weight decay (0 for 1-D tensors).
+/// moment regions (the same offset in each), the bf16 working copy the update also writes
+/// (mixed precision on a device backend; None elsewhere) and its weight decay (0 for 1-D
+/// tensors).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWGroup {
     pub param: View,
     pub grad: View,
     pub m: View,
     pub v: View,
+    pub copy: Option<View>,
     pub weight_decay: f32,
 }
 
@@ -301,7 +304,8 @@ pub trait Backend {
     );
     /// Σ x², accumulated in f64.
     fn sum_squares(&self, arena: &Self::Arena, x: View) -> f64;
-    /// One AdamW update of every group.
+    /// One AdamW update of every group; a group's `copy`, if any, receives the new parameter
+    /// rounded to its dtype.
     fn adamw(&self, arena: &mut Self::Arena, groups: &[AdamWGroup], step: &AdamWStep);
 
     /// Whether kernel calls can be recorded once ([`Backend::begin_capture`] ..

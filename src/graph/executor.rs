@@ -1,10 +1,17 @@
 //! The executor: owns the arena a [`Plan`] lays out and replays the graph's op list on a
 //! backend. Nothing is allocated per step.
+//!
+//! In mixed precision the graph's matmuls read bf16 working copies of the weights
+//! ([`super::Storage::WorkingCopy`]). The optimizer step writes them with the f32 masters; when
+//! the masters change any other way (initialisation, loading, [`Executor::write`] or
+//! [`Executor::write_region`] over parameters) the copies are marked stale, and the next pass
+//! first refreshes them ([`Executor::refresh_working_copies`]: one conversion, run eagerly,
+//! outside the recorded passes, into the same memory the recordings read).
 
 use std::time::{Duration, Instant};
 
 use super::planner::{self, Plan};
-use super::{Graph, IndexId, Op, TensorId};
+use super::{Graph, IndexId, Op, Storage, TensorId};
 use crate::backend::{AdamWGroup, AdamWStep, Backend};
 use crate::error::{Error, Result};
 
@@ -21,6 +28,8 @@ pub struct Executor<B: Backend> {
     capture: bool,
     forward_pass: Replay<B::Captured>,
     training_pass: Replay<B::Captured>,
+    /// The bf16 working copies may differ from the f32 masters: refresh before the next pass.
+    copies_stale: bool,
 }
 
 /// The state of one replayable op range: run eagerly once (which sizes scratch memory and
@@ -52,6 +61,7 @@ impl<B: Backend> Executor<B> {
             capture: backend_can_capture,
             forward_pass: Replay::Cold,
             training_pass: Replay::Cold,
+            copies_stale: true,
         })
     }
 
@@ -79,6 +89,9 @@ impl<B: Backend> Executor<B> {
                 data.len()
             )));
         }
+        if self.graph.tensor(id).storage == Storage::Param {
+            self.copies_stale = true;
+        }
         self.backend.write(&mut self.arena, view, data)
     }
 
@@ -89,8 +102,34 @@ impl<B: Backend> Executor<B> {
         Ok(out)
     }
 
+    /// Rewrites every bf16 working copy from its f32 master (one conversion of the whole
+    /// parameter region). The passes run it themselves when the masters changed other than by
+    /// [`Executor::adamw`]; nothing to do for graphs without working copies.
+    pub fn refresh_working_copies(&mut self) -> Result<()> {
+        if let Some(copies) = self.plan.working_copies {
+            self.backend
+                .convert(&mut self.arena, copies, self.plan.params);
+            self.backend.check()?;
+        }
+        self.copies_stale = false;
+        Ok(())
+    }
+
+    /// Whether the next pass will first refresh the working copies.
+    pub fn working_copies_stale(&self) -> bool {
+        self.copies_stale && self.plan.working_copies.is_some()
+    }
+
+    fn ensure_working_copies(&mut self) -> Result<()> {
+        if self.working_copies_stale() {
+            self.refresh_working_copies()?;
+        }
+        Ok(())
+    }
+
     /// Runs the forward ops.
     pub fn forward(&mut self) -> Result<()> {
+        self.ensure_working_copies()?;
         let mut state = std::mem::replace(&mut self.forward_pass, Replay::Cold);
         let result = self.run_replayable(&mut state, 0..self.graph.forward_len);
         self.forward_pass = state;
@@ -99,12 +138,14 @@ impl<B: Backend> Executor<B> {
 
     /// Runs the backward ops, adding this micro-batch's gradients into the accumulators.
     pub fn backward(&mut self) -> Result<()> {
+        self.ensure_working_copies()?;
         self.run(self.graph.forward_len..self.graph.ops.len());
         self.backend.check()
     }
 
     /// Runs the forward and backward ops (one training micro-step).
     pub fn forward_backward(&mut self) -> Result<()> {
+        self.ensure_working_copies()?;
         let mut state = std::mem::replace(&mut self.training_pass, Replay::Cold);
         let result = self.run_replayable(&mut state, 0..self.graph.ops.len());
         self.training_pass = state;
@@ -173,7 +214,8 @@ impl<B: Backend> Executor<B> {
         self.backend.sum_squares(&self.arena, region)
     }
 
-    /// One AdamW update of every parameter from the accumulated gradients.
+    /// One AdamW update of every parameter from the accumulated gradients; writes the bf16
+    /// working copies (if any) from the new masters in the same pass.
     pub fn adamw(&mut self, step: &AdamWStep, weight_decay: f32) {
         let groups: Vec<AdamWGroup> = self
             .graph
@@ -186,11 +228,14 @@ impl<B: Backend> Executor<B> {
                     grad: self.plan.parallel(param, self.plan.grads),
                     m: self.plan.parallel(param, self.plan.adam_m),
                     v: self.plan.parallel(param, self.plan.adam_v),
+                    copy: self.plan.working_copy(param),
                     weight_decay: if p.decay { weight_decay } else { 0.0 },
                 }
             })
             .collect();
         self.backend.adamw(&mut self.arena, &groups, step);
+        // Every parameter's copy was written from its new master.
+        self.copies_stale = false;
     }
 
     /// Copies a whole region (e.g. all parameters) out of the arena.
@@ -202,6 +247,9 @@ impl<B: Backend> Executor<B> {
 
     /// Overwrites a whole region (e.g. all parameters).
     pub fn write_region(&mut self, region: crate::backend::View, data: &[f32]) -> Result<()> {
+        if region.overlaps(&self.plan.params) {
+            self.copies_stale = true;
+        }
         self.backend.write(&mut self.arena, region, data)
     }
 

@@ -32,6 +32,11 @@ pub enum Storage {
     Param,
     /// The accumulated gradient of parameter number `.0`: persistent, in the gradient region.
     GradAccum(usize),
+    /// The bf16 working copy of parameter number `.0` (what matmuls read in mixed precision):
+    /// persistent, in the working-copy region parallel to the parameters. The optimizer step
+    /// writes it with the f32 master; the executor refreshes it when the masters change
+    /// otherwise ([`executor::Executor::refresh_working_copies`]).
+    WorkingCopy(usize),
     /// An intermediate value: placed by liveness, memory reused.
     Activation,
     /// A result read after the run (loss, logits): persistent.
@@ -114,6 +119,18 @@ impl Graph {
     /// A new intermediate tensor.
     pub fn activation(&mut self, name: impl Into<String>, shape: &[usize]) -> TensorId {
         self.add_tensor(name, shape, Storage::Activation)
+    }
+
+    /// The bf16 working copy of parameter number `param` (see [`Storage::WorkingCopy`]).
+    pub fn working_copy(
+        &mut self,
+        name: impl Into<String>,
+        shape: &[usize],
+        param: usize,
+    ) -> TensorId {
+        let id = self.add_tensor(name, shape, Storage::WorkingCopy(param));
+        self.tensors[id.0].dtype = DType::Bf16;
+        id
     }
 
     /// A new trainable parameter; `decay` selects weight decay for it.

@@ -1,10 +1,13 @@
 //! The memory planner: lays out one arena for a graph.
 //!
 //! ```text
-//! [ params | grads | adam m | adam v | outputs | activations (reused by liveness) ]
+//! [ params | grads | adam m | adam v | bf16 working copies | outputs | activations (reused by liveness) ]
 //! ```
 //! Parameters, their gradient accumulators and the two AdamW moments share one relative
-//! layout, so the optimizer sees four parallel regions. Each activation is live from the op
+//! layout, so the optimizer sees four parallel regions. A graph with bf16 working copies of
+//! weights (mixed precision) gets a fifth, in bf16, with one element per parameter element
+//! (copies of parameters no op reads in bf16 are written and never read): the optimizer
+//! writes it in the same launch, and one conversion of the whole parameter region refreshes it. Each activation is live from the op
 //! that writes it to the last op that reads it; the planner gives it a place in the
 //! activation region that no tensor live at the same time uses (best fit from a free list).
 //! An op's outputs are placed before its dead inputs are released, so no op ever writes
@@ -30,6 +33,9 @@ pub struct Plan {
     pub grads: View,
     pub adam_m: View,
     pub adam_v: View,
+    /// The bf16 working copies, element for element parallel to `params` (graphs with
+    /// [`Storage::WorkingCopy`] tensors only).
+    pub working_copies: Option<View>,
     pub activations: View,
     /// Arena length in f32s.
     pub total: usize,
@@ -50,6 +56,13 @@ impl Plan {
         )
     }
 
+    /// The place of a parameter's bf16 working copy (its element range in the working-copy
+    /// region), when the graph has working copies.
+    pub fn working_copy(&self, param_view: View) -> Option<View> {
+        self.working_copies
+            .map(|region| region.slice(param_view.offset - self.params.offset, param_view.len))
+    }
+
     /// Bytes of activation memory planned and naive, for the log.
     pub fn activation_bytes(&self) -> (usize, usize) {
         (self.activations.len * 4, self.naive_activation_len * 4)
@@ -57,9 +70,14 @@ impl Plan {
 }
 
 /// An upper bound of the arena's length in words: every tensor in a place of its own,
-/// parameter-sized ones four times (params, grads, AdamW m and v), in checked arithmetic.
+/// parameter-sized ones four times (params, grads, AdamW m and v; five with working copies,
+/// whose region spans every parameter), in checked arithmetic.
 /// None if it (in bytes) exceeds 64 bits; otherwise no offset the planner forms can overflow.
 fn arena_bound(graph: &Graph) -> Option<usize> {
+    let has_copies = graph
+        .tensors
+        .iter()
+        .any(|t| matches!(t.storage, Storage::WorkingCopy(_)));
     let mut words = 0usize;
     for t in &graph.tensors {
         let len = t.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
@@ -69,8 +87,11 @@ fn arena_bound(graph: &Graph) -> Option<usize> {
                 .checked_add(ALIGN)?,
         );
         let copies = match t.storage {
+            Storage::Param if has_copies => 5,
             Storage::Param | Storage::GradAccum(_) => 4,
             Storage::Activation | Storage::Output => 1,
+            // Inside the working-copy region, counted with the parameters.
+            Storage::WorkingCopy(_) => 0,
         };
         words = words.checked_add(w.checked_mul(copies)?)?;
     }
@@ -112,6 +133,28 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
         }
     }
     cursor *= 4;
+
+    // The bf16 working copies: one bf16 element per parameter element (`params.len` is a
+    // multiple of ALIGN, so every parameter's copy starts on a word).
+    let mut working_copies = None;
+    for (i, t) in graph.tensors.iter().enumerate() {
+        let Storage::WorkingCopy(p) = t.storage else {
+            continue;
+        };
+        let param = graph.params.get(p).map(|p| views[p.tensor.0]);
+        let Some(param) = param.filter(|v| v.len == t.numel() && t.dtype == DType::Bf16) else {
+            return Err(Error::Config(format!(
+                "working copy '{}' must be a bf16 tensor of its parameter's size",
+                t.name
+            )));
+        };
+        let region = *working_copies.get_or_insert_with(|| {
+            let region = View::typed(cursor, params.len, DType::Bf16);
+            cursor += align(region.words());
+            region
+        });
+        views[i] = region.slice(param.offset - params.offset, param.len);
+    }
 
     // Outputs live for the whole run.
     for (i, t) in graph.tensors.iter().enumerate() {
@@ -179,6 +222,7 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
         grads,
         adam_m,
         adam_v,
+        working_copies,
         activations: View::new(activation_base, arena.top),
         total: activation_base + arena.top,
         naive_activation_len: naive,

@@ -5,8 +5,12 @@
 //!   the loss;
 //! - parameters, their gradients (every tensor an `AccumulateGrad` adds into an accumulator)
 //!   and the optimizer state stay f32, so accumulation and AdamW run on f32 master weights;
-//! - a matmul that reads a weight reads its bf16 working copy, made by a `Convert` op at the
-//!   start of the pass from the f32 master (tensor-core operands are bf16).
+//! - a matmul that reads a weight reads its bf16 working copy (tensor-core operands are bf16):
+//!   a persistent tensor (`Storage::WorkingCopy`) that the planner places parallel to the
+//!   parameters, that the optimizer step writes as it writes the f32 master
+//!   (`adamw_multi_bf16`), and that the executor refreshes in one conversion when the masters
+//!   change otherwise (initialisation, loading). The passes themselves convert no weights, and
+//!   every micro-step of one optimizer step reads the same copies.
 //!
 //! Kernels then load bf16, compute in f32 and store bf16; matmuls and attention run on tensor
 //! cores with f32 accumulation.
@@ -46,9 +50,9 @@ pub fn store_activations_in_bf16(graph: &mut Graph) -> Result<usize> {
         }
     }
 
-    // bf16 working copies of the weights that matmuls read.
+    // bf16 working copies of the weights that matmuls read: persistent tensors the planner
+    // places parallel to the parameters, written by the optimizer step, not by the pass.
     let mut copies: HashMap<TensorId, TensorId> = HashMap::new();
-    let mut converts = Vec::new();
     for i in 0..graph.ops.len() {
         let (a, b) = match graph.ops[i] {
             Op::Matmul { a, b, .. } | Op::MatmulGelu { a, b, .. } => (a, b),
@@ -59,12 +63,14 @@ pub fn store_activations_in_bf16(graph: &mut Graph) -> Result<usize> {
                 return x;
             }
             *copies.entry(x).or_insert_with(|| {
+                let param = graph
+                    .params
+                    .iter()
+                    .position(|p| p.tensor == x)
+                    .expect("a Param tensor is in graph.params");
                 let t = graph.tensor(x);
                 let (name, shape) = (format!("{}.bf16", t.name), t.shape.clone());
-                let copy = graph.activation(name, &shape);
-                graph.tensors[copy.0].dtype = DType::Bf16;
-                converts.push(Op::Convert { x, out: copy });
-                copy
+                graph.working_copy(name, &shape, param)
             })
         };
         let (a2, b2) = (copy_of(graph, a), copy_of(graph, b));
@@ -76,9 +82,7 @@ pub fn store_activations_in_bf16(graph: &mut Graph) -> Result<usize> {
             _ => unreachable!("matched above"),
         }
     }
-    converted += converts.len();
-    graph.forward_len += converts.len();
-    graph.ops.splice(0..0, converts);
+    converted += copies.len();
 
     // Ops whose kernels take one dtype for all their operands.
     for op in &graph.ops {

@@ -277,6 +277,8 @@ impl Backend for CpuBackend {
 
     fn adamw(&self, arena: &mut Vec<f32>, groups: &[AdamWGroup], step: &AdamWStep) {
         for g in groups {
+            // The CPU backend keeps no bf16 working copies (its graphs are f32).
+            debug_assert!(g.copy.is_none(), "the CPU backend has no working copies");
             let ([p, m, v], [grad]) = split(arena, [g.param, g.m, g.v], [g.grad]);
             kernels::adamw(
                 p,

@@ -980,10 +980,15 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             grad_scale,
             ..
         } = *step;
-        // One launch when the groups tile one range with grads, m, v parallel to it (the
-        // planner's layout); each group covers up to the next one (alignment padding holds
-        // zero gradients and stays zero).
+        // One launch when the groups tile one range with grads, m, v (and the bf16 working
+        // copies, if any: one bf16 element per f32 element) parallel to it (the planner's
+        // layout); each group covers up to the next one (alignment padding holds zero
+        // gradients and stays zero).
         let base = first.param.offset;
+        // Element offset of a group's copy minus its parameter's word offset (a bf16 element
+        // is half a word).
+        let copy_shift =
+            |g: &AdamWGroup| g.copy.map(|c| 2 * c.offset as i64 - g.param.offset as i64);
         let parallel = groups
             .windows(2)
             .all(|w| w[0].param.end() <= w[1].param.offset)
@@ -991,6 +996,9 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
                 g.grad.offset - g.param.offset == first.grad.offset - base
                     && g.m.offset - g.param.offset == first.m.offset - base
                     && g.v.offset - g.param.offset == first.v.offset - base
+                    && copy_shift(g) == copy_shift(first)
+                    && g.copy
+                        .is_none_or(|c| c.dtype == DType::Bf16 && c.len == g.param.len)
             });
         if !parallel {
             for g in groups {
@@ -1002,6 +1010,9 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
                         rt, p, grad, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2, grad_scale,
                     )
                 });
+                if let Some(copy) = g.copy {
+                    self.convert(arena, copy, g.param);
+                }
             }
             return;
         }
@@ -1033,29 +1044,56 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         let decays = ends + 8 * tensors.len() as u64;
         let count = int(tensors.len());
         let n: usize = tensors.iter().map(|t| t.0).sum();
-        let span = |v: View| self.addr(arena, View::new(v.offset, n));
+        let span = |v: View| self.addr(arena, View::typed(v.offset, n, v.dtype));
         let (p, grad) = (span(first.param), span(first.grad));
         let (m, v) = (span(first.m), span(first.v));
-        self.run(|rt| unsafe {
-            adamw::adamw_multi::launch(
-                rt,
-                p,
-                grad,
-                m,
-                v,
-                long(n),
-                ends,
-                decays,
-                count,
-                lr,
-                beta1,
-                beta2,
-                eps,
-                bc1,
-                bc2,
-                grad_scale,
-            )
-        });
+        match first.copy {
+            // The f32 masters and their bf16 working copies in one pass.
+            Some(copy) => {
+                let copy = span(copy);
+                self.run(|rt| unsafe {
+                    adamw::adamw_multi_bf16::launch(
+                        rt,
+                        p,
+                        copy,
+                        grad,
+                        m,
+                        v,
+                        long(n),
+                        ends,
+                        decays,
+                        count,
+                        lr,
+                        beta1,
+                        beta2,
+                        eps,
+                        bc1,
+                        bc2,
+                        grad_scale,
+                    )
+                })
+            }
+            None => self.run(|rt| unsafe {
+                adamw::adamw_multi::launch(
+                    rt,
+                    p,
+                    grad,
+                    m,
+                    v,
+                    long(n),
+                    ends,
+                    decays,
+                    count,
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    bc1,
+                    bc2,
+                    grad_scale,
+                )
+            }),
+        }
     }
 
     fn can_capture(&self) -> bool {

@@ -177,6 +177,8 @@ pub struct EmuLaunch {
 pub struct EmuRuntime {
     capture: RefCell<Option<Vec<EmuLaunch>>>,
     launches: std::cell::Cell<u64>,
+    /// Launches run per kernel name (replayed ones included).
+    launches_by_kernel: RefCell<std::collections::HashMap<&'static str, u64>>,
 }
 
 impl EmuRuntime {
@@ -188,6 +190,16 @@ impl EmuRuntime {
     /// really launched the recorded kernels.
     pub fn launches_run(&self) -> u64 {
         self.launches.get()
+    }
+
+    /// Launches of the kernel named `name` run so far (replayed ones included): lets tests
+    /// see which kernels a pass launches.
+    pub fn launches_of(&self, name: &str) -> u64 {
+        self.launches_by_kernel
+            .borrow()
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn run(&self, launch: &EmuLaunch) -> Result<()> {
@@ -204,6 +216,11 @@ impl EmuRuntime {
         // little-endian, first bytes of the slot).
         unsafe { entry(d.grid, d.block, d.smem, params.as_mut_ptr()) };
         self.launches.set(self.launches.get() + 1);
+        *self
+            .launches_by_kernel
+            .borrow_mut()
+            .entry(launch.kernel.name)
+            .or_insert(0) += 1;
         match sanitizer::take_findings() {
             Some(findings) => Err(findings.to_error()),
             None => Ok(()),
