@@ -100,6 +100,8 @@ fn benches(c: &mut Criterion, precision: Precision) {
         take(PARAMS, f),
         take(PARAMS, f),
     );
+    // In bf16 training AdamW also writes the weights' bf16 working copies.
+    let copies = (act == DType::Bf16).then(|| take(PARAMS, DType::Bf16));
     let cast = take(4 * N * C, f);
     let mut arena = be.alloc(bump.0).expect("arena");
     let a = &mut arena;
@@ -220,7 +222,7 @@ fn benches(c: &mut Criterion, precision: Precision) {
         grad: g,
         m,
         v,
-        copy: None,
+        copy: copies,
         weight_decay: 0.1,
     }];
     let step = AdamWStep {
@@ -231,7 +233,8 @@ fn benches(c: &mut Criterion, precision: Precision) {
         step: 10,
         grad_scale: 1.0,
     };
-    bench!("adamw", bytes(7 * 4 * PARAMS), |a| be
+    let copy_bytes = if copies.is_some() { 2 * PARAMS } else { 0 };
+    bench!("adamw", bytes(7 * 4 * PARAMS + copy_bytes), |a| be
         .adamw(a, &groups, &step));
     if act == DType::Bf16 {
         bench!("cast_f32_to_bf16", bytes(6 * 4 * nc), |a| be

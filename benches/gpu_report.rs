@@ -884,6 +884,8 @@ mod gpu {
             bump.take(params, f),
             bump.take(params, f),
         );
+        // The weights' bf16 working copies, which AdamW writes with the masters in training.
+        let copies = bump.take(params, h);
         let cast32 = bump.take(4 * nc, f);
         eprintln!(
             "gpu_report: b. memory-bound kernels at B·T = {n} ({:.1} GB arena)",
@@ -1030,7 +1032,7 @@ mod gpu {
                 grad: g.slice(0, half),
                 m: m.slice(0, half),
                 v: v.slice(0, half),
-                copy: None,
+                copy: Some(copies.slice(0, half)),
                 weight_decay: 0.1,
             },
             AdamWGroup {
@@ -1038,7 +1040,7 @@ mod gpu {
                 grad: g.slice(half, params - half),
                 m: m.slice(half, params - half),
                 v: v.slice(half, params - half),
-                copy: None,
+                copy: Some(copies.slice(half, params - half)),
                 weight_decay: 0.0,
             },
         ];
@@ -1051,9 +1053,9 @@ mod gpu {
             grad_scale: 1.0,
         };
         bench(
-            "adamw",
-            4 * 7 * params,
-            "4·7·P (p, g, m, v read; p, m, v written), P = 124M",
+            "adamw (+ bf16 working copies)",
+            4 * 7 * params + 2 * params,
+            "4·7·P (p, g, m, v read; p, m, v written) + 2·P (bf16 copies written), P = 124M",
             &mut || be.adamw(ar, &groups, &step),
         )?;
         bench("cast_f32_to_bf16", 6 * n4c, "6·(N·4C)", &mut || {
