@@ -44,6 +44,18 @@ fn read<T: Pod + Zeroable>(rt: &EmuRuntime, buf: &EmuBuffer, len: usize) -> Vec<
     out
 }
 
+/// Runs this test binary again on `test` alone, with `var=value` set: its exit success and its
+/// stdout and stderr.
+fn rerun(test: &str, var: &str, value: &str) -> (bool, String, String) {
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(var, value)
+        .output()
+        .expect("run the test binary");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
 /// With the sanitizer on: re-runs this test binary on `test` with `SMELT_EMU_SANITIZE=0`,
 /// checks that it passed and returns true (the caller then checks the sanitizer's finding).
 /// With it off: false (the caller checks what the emulation does without it).
@@ -51,16 +63,10 @@ fn also_without_sanitizer(test: &str) -> bool {
     if !sanitizer::enabled() {
         return false;
     }
-    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("SMELT_EMU_SANITIZE", "0")
-        .output()
-        .expect("run the test binary");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (ok, stdout, stderr) = rerun(test, "SMELT_EMU_SANITIZE", "0");
     assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{test} without the sanitizer:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+        ok && stdout.contains("1 passed"),
+        "{test} without the sanitizer:\n{stdout}{stderr}"
     );
     true
 }
@@ -612,16 +618,8 @@ fn in_child(test: &str) -> Option<String> {
     if std::env::var_os("SMELT_EMU_CHILD").is_some() {
         return None;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("SMELT_EMU_CHILD", "1")
-        .output()
-        .expect("run the test binary");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "{test}: the child did not fail:\n{stderr}"
-    );
+    let (ok, _, stderr) = rerun(test, "SMELT_EMU_CHILD", "1");
+    assert!(!ok, "{test}: the child did not fail:\n{stderr}");
     Some(stderr)
 }
 

@@ -277,7 +277,7 @@ impl Autodiff<'_> {
                     op.kind()
                 )))
             }
-            Op::MatmulGelu { .. } | Op::AddLayerNorm { .. } | Op::Convert { .. } => {
+            Op::MatmulGelu { .. } | Op::AddLayerNorm { .. } => {
                 return Err(Error::Config(format!(
                     "op {} comes from a graph pass: differentiate the graph first",
                     op.kind()

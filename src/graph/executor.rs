@@ -357,7 +357,6 @@ impl<B: Backend> Executor<B> {
                 c,
                 eps,
             ),
-            Op::Convert { x, out } => be.convert(arena, v(out), v(x)),
             Op::SumRows { x, out, m, n } => be.sum_rows(arena, v(out), v(x), m, n),
             Op::LayerNorm {
                 x,

@@ -60,12 +60,6 @@ pub enum Op {
         c: usize,
         eps: f32,
     },
-    /// out = x in out's dtype: the bf16 working copy of an f32 weight (see
-    /// [`super::precision`]).
-    Convert {
-        x: TensorId,
-        out: TensorId,
-    },
     /// out (n) = Σ_rows x (m,n).
     SumRows {
         x: TensorId,
@@ -170,7 +164,6 @@ impl Op {
             Op::AddLayerNorm {
                 a, b, weight, bias, ..
             } => vec![a, b, weight, bias],
-            Op::Convert { x, .. } => vec![x],
             Op::SumRows { x, .. } => vec![x],
             Op::LayerNorm {
                 x, weight, bias, ..
@@ -214,7 +207,6 @@ impl Op {
                 rstd,
                 ..
             } => vec![sum, out, mean, rstd],
-            Op::Convert { out, .. } => vec![out],
             Op::SumRows { out, .. } => vec![out],
             Op::LayerNorm {
                 out, mean, rstd, ..
@@ -241,7 +233,6 @@ impl Op {
             Op::Matmul { .. } => "matmul",
             Op::MatmulGelu { .. } => "matmul_gelu",
             Op::AddLayerNorm { .. } => "add_layernorm",
-            Op::Convert { .. } => "convert",
             Op::SumRows { .. } => "sum_rows",
             Op::LayerNorm { .. } => "layernorm",
             Op::LayerNormBackward { .. } => "layernorm_backward",

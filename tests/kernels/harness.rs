@@ -20,7 +20,7 @@
 use std::cell::RefCell;
 
 use smelt::backend::cuda::{probe, CudaRuntime};
-use smelt::backend::device::emu::EmuRuntime;
+use smelt::backend::device::emu::{EmuRuntime, UNWRITTEN_BYTE};
 use smelt::backend::device::{sanitizer, Runtime};
 use smelt::backend::kernels::Scratch;
 use smelt::backend::DType;
@@ -29,8 +29,6 @@ use smelt::rng::Rng;
 /// Bytes of canary before and after every buffer's elements.
 pub const GUARD: usize = 64;
 const CANARY: u8 = 0xa5;
-/// What `EmuRuntime` fills never-written memory with.
-const EMU_UNWRITTEN: u8 = 0xff;
 
 /// f32 kernels vs the CPU reference (docs: DESIGN).
 pub const TOL_F32: f64 = 1e-5;
@@ -144,7 +142,7 @@ impl<R: Runtime> Dev<R> {
     fn alloc_bytes(&self, bytes: &[u8], elem: usize, aligned: bool) -> Buf<R> {
         let pad = if aligned { 0 } else { 4 };
         let (guard_before, guard_after, guard_byte) = if self.sanitized() {
-            (pad, 0, EMU_UNWRITTEN)
+            (pad, 0, UNWRITTEN_BYTE)
         } else {
             (GUARD + pad, GUARD, CANARY)
         };

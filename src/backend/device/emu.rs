@@ -98,9 +98,12 @@ fn emulated(kernel: &Kernel) -> Result<unsafe extern "C" fn(Dim3, Dim3, u32, *mu
     Ok(found.launch)
 }
 
+/// What an [`EmuBuffer`]'s guard gaps and never-written contents hold (f32 NaN).
+pub const UNWRITTEN_BYTE: u8 = 0xff;
+
 /// Host memory standing in for device memory: 256-byte aligned like `cuMemAlloc`, owned
 /// through a raw pointer (kernels write through addresses, never through references). The
-/// sanitizer tracks it: [`sanitizer::GUARD_BYTES`] of poisoned memory (0xff) on each side are
+/// sanitizer tracks it: [`sanitizer::GUARD_BYTES`] of poisoned memory ([`UNWRITTEN_BYTE`]) on each side are
 /// part of the allocation, so an access just outside lands somewhere recognised; unwritten
 /// contents are 0xff too.
 pub struct EmuBuffer {
@@ -132,10 +135,10 @@ impl EmuBuffer {
         // SAFETY: the guard gaps (and, unless zeroed, the contents) lie inside the allocation.
         unsafe {
             if zeroed {
-                std::ptr::write_bytes(raw.as_ptr(), 0xff, guard);
-                std::ptr::write_bytes(raw.as_ptr().add(guard + bytes), 0xff, guard);
+                std::ptr::write_bytes(raw.as_ptr(), UNWRITTEN_BYTE, guard);
+                std::ptr::write_bytes(raw.as_ptr().add(guard + bytes), UNWRITTEN_BYTE, guard);
             } else {
-                std::ptr::write_bytes(raw.as_ptr(), 0xff, layout.size());
+                std::ptr::write_bytes(raw.as_ptr(), UNWRITTEN_BYTE, layout.size());
             }
         }
         // SAFETY: guard < layout.size().
