@@ -164,6 +164,7 @@ fn build_emulation(root: &Path, out: &Path, kernels: &[PathBuf]) {
             .define("SMELT_EMULATE", None)
             .flag_if_supported("-std=c++17")
             .flag_if_supported("-Wno-unused-parameter")
+            .flag_if_supported("-Wno-psabi")
             .opt_level(2);
         b
     };

@@ -16,7 +16,9 @@
 //!    types, f32 accumulation, on buffers with the same contents. TFLOP/s = 2·m·n·k / time;
 //!    the %-of-peak column is against 989 TFLOP/s (H100/H200 SXM dense bf16, NVIDIA's
 //!    datasheet). No cuBLASLt is a failure of the section (a matmul figure without its
-//!    baseline is easy to misread).
+//!    baseline is easy to misread). "ours" is the kernel the backend picks (wgmma on Hopper
+//!    for the products `matmul_wgmma` supports, the note says which); where that is wgmma, the
+//!    note also times the mma.sync kernel it replaces on the same operands.
 //! b. `memory`: the memory-bound kernels training runs, on bf16 activations (parameters,
 //!    gradients, optimizer state and statistics in f32): GELU, residual add, layernorm,
 //!    residual + layernorm, their backwards, cross-entropy, embedding, bias-gradient sums,
@@ -791,6 +793,29 @@ mod gpu {
                 }
                 Err(_) => None,
             };
+            // Where the backend takes the Hopper kernel, the mma.sync kernel it replaces, timed
+            // side by side on cuBLASLt's buffers (same contents, no bias).
+            let wgmma = smelt::backend::kernels::matmul_wgmma::supports(rt, &s, pa, pb);
+            let mma_sync = if wgmma {
+                use smelt::backend::kernels::{int, matmul as k};
+                let (m, kk, n) = (int(s.m), int(s.k), int(s.n));
+                Some(time_ms(&stream, opts.reps, || {
+                    // SAFETY: the buffers hold the largest shape's operands and output.
+                    unsafe {
+                        match mm.out {
+                            DType::F32 => {
+                                k::matmul_bf16::launch(rt, pout, 0, pa, pb, 0, m, kk, n, 0, 1)
+                            }
+                            DType::Bf16 => k::matmul_bf16_to_bf16::launch(
+                                rt, pout, 0, pa, pb, 0, m, kk, n, 0, 1,
+                            ),
+                        }
+                    }
+                    .map_err(text)
+                })?)
+            } else {
+                None
+            };
             let tflops = |ms: f64| flops / (ms * 1e-3) / 1e12;
             let flags = match (s.trans_a, s.trans_b) {
                 (false, false) => "",
@@ -806,12 +831,17 @@ mod gpu {
                 peak_pct: Some(100.0 * tflops(ours) * 1e12 / PEAK_BF16),
                 unit: "TFLOP/s",
                 note: format!(
-                    "m={} k={} n={}{flags}, {:?} out{}; ours {ours:.3} ms{}",
+                    "m={} k={} n={}{flags}, {:?} out{}; ours ({}) {ours:.3} ms{}{}",
                     s.m,
                     s.k,
                     s.n,
                     mm.out,
                     if mm.bias { " + bias (ours only)" } else { "" },
+                    if wgmma { "wgmma" } else { "mma.sync" },
+                    mma_sync.map_or(String::new(), |t| format!(
+                        ", mma.sync {t:.3} ms ({:.0} TFLOP/s)",
+                        tflops(t)
+                    )),
                     base.map_or(String::new(), |b| format!(", cuBLASLt {b:.3} ms"))
                 ),
             });

@@ -14,16 +14,18 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use smelt::backend::cuda::occupancy::{occupancy, parse_ptxas, SmLimits, A100, H200, PTXAS_LOG};
-use smelt::backend::device::{Arg, DeviceBackend, Kernel, Precision, Runtime};
+use smelt::backend::device::{Arch, Arg, DeviceBackend, Kernel, Precision, Runtime};
 use smelt::backend::launch::LaunchDims;
+use smelt::backend::tensor_map::{TensorMap, TensorMapSpec};
 use smelt::backend::AdamWStep;
 use smelt::error::Result;
 use smelt::model::{Gpt, GptConfig};
 
 /// A device that records launches and runs none: buffers are address ranges with no memory
 /// behind them (downloads read zeros), so a full-size model costs nothing.
-#[derive(Default)]
 struct RecordingRuntime {
+    /// The GPU whose kernel choice (generation) and persistent grids (SMs) to record.
+    sm: SmLimits,
     next: Cell<u64>,
     launches: RefCell<Vec<(&'static Kernel, LaunchDims)>>,
 }
@@ -75,6 +77,23 @@ impl Runtime for RecordingRuntime {
 
     fn replay(&self, _: &()) -> Result<()> {
         Ok(())
+    }
+
+    fn arch(&self) -> Arch {
+        if self.sm.name == A100.name {
+            Arch::Ampere
+        } else {
+            Arch::Hopper
+        }
+    }
+
+    fn multiprocessors(&self) -> u32 {
+        self.sm.sms
+    }
+
+    fn tensor_map(&self, spec: &TensorMapSpec) -> Result<TensorMap> {
+        spec.validate()?;
+        Ok(TensorMap([0; 16]))
     }
 
     fn synchronize(&self) -> Result<()> {
@@ -158,7 +177,14 @@ fn gpt2(c: usize, l: usize, nh: usize) -> GptConfig {
 type Recorded = (usize, Vec<(&'static Kernel, LaunchDims)>);
 
 fn record(o: &Options) -> Result<Recorded> {
-    let backend = DeviceBackend::new(RecordingRuntime::default(), o.precision);
+    let backend = DeviceBackend::new(
+        RecordingRuntime {
+            sm: o.sm,
+            next: Cell::default(),
+            launches: RefCell::default(),
+        },
+        o.precision,
+    );
     let mut m = Gpt::new(backend, o.config, o.batch, o.seq, true)?;
     let ids: Vec<u32> = (0..o.batch * o.seq)
         .map(|i| (i * 7919 % 50257) as u32)

@@ -1,4 +1,5 @@
 #include "common.cuh"
+#include "hopper.cuh"
 #include "tensor_core.cuh"
 
 // Tiny kernels that exercise the CUDA emulation itself (kernels/emu/cuda_emu.h): built-in
@@ -277,4 +278,58 @@ extern "C" __global__ void emu_san_shared_atomics(int* out) {
     atomicAdd(&counter, 1);
     __syncthreads();
     if (threadIdx.x == 0) out[0] = counter;
+}
+
+// The Hopper checks (tests/emu_sanitizer.rs): out (64 x 128, f32) = a (64 x 64) · b (128 x 64)ᵀ
+// by one warpgroup with 4 wgmma m64n128k16, the operands in shared memory as 128-byte swizzled
+// rows (16-byte chunk c of row r at chunk c ^ (r % 8), tiles 1024-byte aligned). `mode`:
+//   0: loaded by bulk tensor copies (map_a, map_b: 64 / 128 rows x 64, 128-byte swizzle),
+//      waited for on their mbarrier (correct);
+//   1: the wait with the wrong parity (1 on the first phase: returns at once);
+//   2: the descriptors name the 64-byte swizzle the copies did not write;
+//   3: the threads store the tiles themselves (from a, b), then __syncthreads, no
+//      fence.proxy.async;  4: the same with the fence (correct);
+//   5: as 0, but thread 0 changes an operand byte between the wgmma and its wait.
+extern "C" __global__ void emu_san_wgmma(float* out, const __nv_bfloat16* a,
+                                         const __nv_bfloat16* b, int mode,
+                                         const __grid_constant__ TensorMap map_a,
+                                         const __grid_constant__ TensorMap map_b) {
+#if defined(SMELT_HOPPER)
+    unsigned char* tile_a = align_shared(smem, 1024);
+    unsigned char* tile_b = tile_a + 64 * 128;
+    unsigned long long* bar = reinterpret_cast<unsigned long long*>(tile_b + 128 * 128);
+    const int tid = threadIdx.x;
+    if (tid == 0) mbar_init(bar, 1);
+    __syncthreads();
+    if (mode == 3 || mode == 4) {
+        for (int i = tid; i < (64 + 128) * 8; i += 128) {
+            const int r = i / 8, c = i % 8;
+            const __nv_bfloat16* src = r < 64 ? a + r * 64 + c * 8 : b + (r - 64) * 64 + c * 8;
+            unsigned char* row = r < 64 ? tile_a + r * 128 : tile_b + (r - 64) * 128;
+            *reinterpret_cast<uint4*>(row + 16 * (c ^ (r % 8))) =
+                *reinterpret_cast<const uint4*>(src);
+        }
+        if (mode == 4) fence_proxy_async();
+        __syncthreads();
+    } else {
+        if (tid == 0) {
+            mbar_arrive_expect_tx(bar, (64 + 128) * 128);
+            tma_load_2d(tile_a, &map_a, 0, 0, bar);
+            tma_load_2d(tile_b, &map_b, 0, 0, bar);
+        }
+        mbar_wait(bar, mode == 1 ? 1 : 0);
+    }
+    const unsigned swizzle = mode == 2 ? WGMMA_SWIZZLE_64B : WGMMA_SWIZZLE_128B;
+    float acc[64];
+    wgmma_fence();
+    for (int kk = 0; kk < 4; ++kk)
+        wgmma_m64n128k16(acc, wgmma_desc(tile_a + 32 * kk, 128, swizzle),
+                         wgmma_desc(tile_b + 32 * kk, 128, swizzle), kk > 0);
+    wgmma_commit();
+    if (mode == 5 && tid == 0) tile_a[0] ^= 1;
+    wgmma_wait<0>();
+    const int warp = tid / 32, g = (tid % 32) / 4, q = tid % 4;
+    for (int i = 0; i < 64; ++i)
+        out[(warp * 16 + g + 8 * ((i >> 1) & 1)) * 128 + 8 * (i >> 2) + 2 * q + (i & 1)] = acc[i];
+#endif
 }

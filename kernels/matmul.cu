@@ -1,4 +1,5 @@
 #include "common.cuh"
+#include "matmul_epilogue.cuh"
 #include "tensor_core.cuh"
 
 // matmul.cu: out (m,n) f32 = op(a) (m,k) · op(b) (k,n) (+ bias (n)), bf16 inputs, f32
@@ -28,17 +29,6 @@
 // element by element with zero fill. Zero-filled rows/cols contribute nothing; the epilogue
 // writes only in-bounds elements.
 
-// GPT-2's tanh GELU, gelu(x) = 0.5 x (1 + tanh(u)) = x * sigmoid(2u), u = sqrt(2/pi) (x +
-// 0.044715 x^3): the same formula and constants as smelt_gelu in elementwise.cu (its twin; keep
-// them identical; matmul_f32.cu has a third copy). A copy rather than a call because each kernel
-// file stands alone: nvcc and the emulation both include every kernels/*.cu into one unit, in
-// file-name order, but a kernel file that depends on another's helpers breaks when files are
-// renamed or compiled alone.
-static __device__ __forceinline__ float matmul_gelu(float x) {
-    const float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-    return x * (1.0f / (1.0f + expf(-(u + u))));
-}
-
 static constexpr int MATMUL_BM = 64;
 static constexpr int MATMUL_BN = 64;
 static constexpr int MATMUL_BK = 32;
@@ -53,19 +43,6 @@ static_assert(MATMUL_TILE >= MATMUL_BK * MATMUL_RPAD, "tile buffer too small");
 static_assert(MATMUL_BM == MATMUL_BN, "both operands share the tile code");
 // Dynamic shared memory of one block (bytes): 30 KiB.
 static constexpr int MATMUL_SMEM_BYTES = MATMUL_STAGES * 2 * MATMUL_TILE * 2;
-
-// Epilogue stores by output type: one element, or the pair (v0, v1) at p (p aligned to twice
-// the element size: float2 / __nv_bfloat162). bf16 outputs are rounded to nearest even.
-static __device__ __forceinline__ void matmul_store1(float* p, float v) { *p = v; }
-static __device__ __forceinline__ void matmul_store1(__nv_bfloat16* p, float v) {
-    *p = __float2bfloat16(v);
-}
-static __device__ __forceinline__ void matmul_store2(float* p, float v0, float v1) {
-    *reinterpret_cast<float2*>(p) = make_float2(v0, v1);
-}
-static __device__ __forceinline__ void matmul_store2(__nv_bfloat16* p, float v0, float v1) {
-    *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(v0, v1);
-}
 
 // Loads the 64 x 32 (rows x k) tile at (r0, k0) of one operand into shared memory `s`.
 // KMAJOR: element (r, kk) is g[r * ld + kk] and s is [64][KPAD]; otherwise g[kk * ld + r] and
@@ -205,42 +182,19 @@ static __device__ __forceinline__ void matmul_bf16_body(__nv_bfloat16* smem_bf16
     }
     cp_async_wait<0>();
 
-    // c[0], c[1]: row g, cols 2t, 2t+1; c[2], c[3]: row g+8.
-    // Column pairs (2t, 2t+1) are stored as one float2 (__nv_bfloat162) when n is even and out
-    // (and gelu_out, if any) 8-byte (4-byte) aligned. GELU is taken of the f32 value, before
-    // any rounding to bf16.
+    // c[0], c[1]: row g, cols 2t, 2t+1; c[2], c[3]: row g+8 (matmul_epilogue.cuh).
     const int g = lane >> 2, t = lane & 3;
-    const bool gelu = gelu_out != nullptr;
-    constexpr unsigned long long pair_mask = 2 * sizeof(OutT) - 1;
-    const bool pairs = n % 2 == 0 &&
-                       (reinterpret_cast<unsigned long long>(out) & pair_mask) == 0 &&
-                       (reinterpret_cast<unsigned long long>(gelu_out) & pair_mask) == 0;
+    const bool pairs = matmul_pairs_aligned(out, gelu_out, n);
     SMELT_UNROLL
     for (int mi = 0; mi < 2; ++mi)
         SMELT_UNROLL
         for (int ni = 0; ni < 4; ++ni) {
             const int row = m0 + wm * 32 + mi * 16 + g;
             const int col = n0 + wn * 32 + ni * 8 + 2 * t;
-            float b0 = 0.0f, b1 = 0.0f;
-            if (bias != nullptr && col < n) b0 = bias[col];
-            if (bias != nullptr && col + 1 < n) b1 = bias[col + 1];
             SMELT_UNROLL
-            for (int h = 0; h < 2; ++h) {
-                const int r = row + 8 * h;
-                if (r >= m) continue;
-                const size_t at = static_cast<size_t>(r) * n + col;
-                OutT* o = out + at;
-                const float v0 = acc[mi][ni][2 * h] + b0, v1 = acc[mi][ni][2 * h + 1] + b1;
-                if (pairs && col + 1 < n) {
-                    matmul_store2(o, v0, v1);
-                    if (gelu) matmul_store2(gelu_out + at, matmul_gelu(v0), matmul_gelu(v1));
-                } else {
-                    if (col < n) matmul_store1(o, v0);
-                    if (col + 1 < n) matmul_store1(o + 1, v1);
-                    if (gelu && col < n) matmul_store1(gelu_out + at, matmul_gelu(v0));
-                    if (gelu && col + 1 < n) matmul_store1(gelu_out + at + 1, matmul_gelu(v1));
-                }
-            }
+            for (int h = 0; h < 2; ++h)
+                matmul_store_pair(out, gelu_out, bias, m, n, row + 8 * h, col,
+                                  acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1], pairs);
         }
 }
 

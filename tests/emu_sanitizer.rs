@@ -666,3 +666,132 @@ fn shared_declarations_the_rewrite_cannot_keep_exact_are_refused() {
         assert!(err.starts_with(why), "{source}: {err}");
     }
 }
+
+// ---- Hopper: bulk tensor copies, mbarriers, wgmma ---------------------------------------------
+
+/// `emu_san_wgmma` in `mode` on fresh random operands; its output and the f64 product.
+fn wgmma(mode: i32) -> (Result<()>, Vec<f32>, Vec<f64>) {
+    use smelt::backend::kernels::matmul::{bf16_to_f32, to_bf16};
+    use smelt::backend::tensor_map::{Swizzle, TensorMapSpec};
+    let rt = EmuRuntime::new();
+    let seed = 0x5eed_0000 + mode as u32;
+    let values = |len: usize, salt: u32| -> Vec<f32> {
+        (0..len as u32)
+            .map(|i| ((i.wrapping_mul(2654435761) ^ seed ^ salt) % 17) as f32 / 8.0 - 1.0)
+            .collect()
+    };
+    let (a, b) = (to_bf16(&values(64 * 64, 1)), to_bf16(&values(128 * 64, 2)));
+    let bf16_buffer = |x: &[u16]| {
+        let mut buf = rt.alloc(2 * x.len()).expect("allocation");
+        rt.upload(&mut buf, 0, bytemuck::cast_slice(x))
+            .expect("upload");
+        buf
+    };
+    let (ab, bb) = (bf16_buffer(&a), bf16_buffer(&b));
+    let map = |buf: &EmuBuffer, rows: u32| {
+        rt.tensor_map(&TensorMapSpec {
+            address: rt.address(buf),
+            rows: u64::from(rows),
+            cols: 64,
+            row_bytes: 128,
+            box_rows: rows,
+            box_cols: 64,
+            swizzle: Swizzle::B128,
+        })
+        .expect("tensor map")
+    };
+    let (map_a, map_b) = (map(&ab, 64), map(&bb, 128));
+    let out = zeros(&rt, 64 * 128);
+    let result = unsafe {
+        emu_san_wgmma::launch(
+            &rt,
+            rt.address(&out),
+            rt.address(&ab),
+            rt.address(&bb),
+            mode,
+            map_a,
+            map_b,
+        )
+    };
+    let mut want = vec![0f64; 64 * 128];
+    for i in 0..64 {
+        for j in 0..128 {
+            want[i * 128 + j] = (0..64)
+                .map(|k| bf16_to_f32(a[i * 64 + k]) as f64 * bf16_to_f32(b[j * 64 + k]) as f64)
+                .sum();
+        }
+    }
+    (result, download(&rt, &out, 64 * 128), want)
+}
+
+fn assert_product(got: &[f32], want: &[f64], what: &str) {
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()),
+            "{what}: out[{i}] = {g}, want {w}"
+        );
+    }
+}
+
+#[test]
+fn wgmma_on_bulk_copied_or_fenced_operands_runs_clean_and_computes_the_product() {
+    for (mode, what) in [(0, "bulk tensor copies"), (4, "stores + fence.proxy.async")] {
+        let (result, got, want) = wgmma(mode);
+        result.unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_product(&got, &want, what);
+    }
+}
+
+/// The first finding of `emu_san_wgmma` in `mode`: its kind and access (the reporting thread is
+/// the last of the warpgroup to reach the wgmma, or the one that read).
+fn wgmma_finding(mode: i32) -> Report {
+    let (result, _, _) = wgmma(mode);
+    let found = findings(result);
+    let first = found.kept[0];
+    assert_eq!(first.kernel(), "emu_san_wgmma");
+    assert_eq!(first.space(), Space::DynamicShared, "{first}");
+    first
+}
+
+#[test]
+fn a_wait_with_the_wrong_parity_leaves_the_bulk_copy_unwaited() {
+    let r = wgmma_finding(1);
+    assert_eq!(
+        (r.kind(), r.access()),
+        (Kind::BulkCopyUnwaited, Access::Wgmma),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_descriptor_with_another_swizzle_than_the_copy_is_reported() {
+    let r = wgmma_finding(2);
+    assert_eq!(
+        (r.kind(), r.access()),
+        (Kind::SwizzleMismatch, Access::Wgmma),
+        "{r}"
+    );
+}
+
+#[test]
+fn operands_stored_by_threads_need_fence_proxy_async() {
+    let r = wgmma_finding(3);
+    assert_eq!(
+        (r.kind(), r.access()),
+        (Kind::ProxyFenceMissing, Access::Wgmma),
+        "{r}"
+    );
+    assert!(r.other_thread().is_some(), "the writer is named: {r}");
+}
+
+#[test]
+fn an_operand_changed_before_the_wgmma_wait_is_reported() {
+    let r = wgmma_finding(5);
+    assert_eq!(
+        (r.kind(), r.access()),
+        (Kind::WgmmaOperandChanged, Access::Wgmma),
+        "{r}"
+    );
+    // Tile a starts at the first 1024-byte boundary of the shared window, where smem[0] is at 16.
+    assert_eq!(r.offset, 1024 - 16, "the first byte of tile a: {r}");
+}

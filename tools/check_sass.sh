@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Checks in the disassembly of the built fatbin that the kernels meant to run on tensor cores
-# really use them (HMMA instructions), for every architecture in the fatbin. Needs cuobjdump:
+# really use them (HMMA instructions), for every architecture in the fatbin, and that the Hopper
+# kernels use warpgroup tensor cores (HGMMA) fed by the tensor memory accelerator (UTMALDG) in
+# their sm_90a code. Needs cuobjdump:
 # `bash tools/setup_cuda.sh --tools`. Run after a build that found nvcc (CI does both).
 #
 #   bash tools/check_sass.sh [KERNEL...]     (default: the tensor-core kernels listed below)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Kernels that must contain HMMA.
+# Kernels that must contain HMMA; sm_90a kernels that must contain HGMMA and UTMALDG.
+HOPPER_KERNELS=()
 if [ $# -gt 0 ]; then
   KERNELS=("$@")
 else
+  HOPPER_KERNELS=(matmul_wgmma_bf16 matmul_wgmma_bf16_to_bf16)
   KERNELS=(matmul_bf16 matmul_bf16_to_bf16)
   # The tensor-core attention kernels: one instance per head size (kernels/attention_tc*.cu).
   for hs in 16 32 48 64 80 96 112 128; do
@@ -41,6 +45,20 @@ for arch in sm_80 sm_90a; do
     printf '%-8s %-36s HMMA %s\n' "$arch" "$k" "$count"
     if [ "$count" -eq 0 ]; then
       echo "error: $k has no tensor-core (HMMA) instructions for $arch" >&2
+      status=1
+    fi
+  done
+done
+for k in "${HOPPER_KERNELS[@]}"; do
+  for op in HGMMA UTMALDG; do
+    count=$(awk -v k="$k" -v op="$op" '
+      /arch = / { cur = $3 }
+      /Function :/ { fn = $3 }
+      cur == "sm_90a" && fn == k && index($0, op) { n++ }
+      END { print n + 0 }' <<<"$sass")
+    printf '%-8s %-36s %-7s %s\n' sm_90a "$k" "$op" "$count"
+    if [ "$count" -eq 0 ]; then
+      echo "error: $k has no $op instructions for sm_90a" >&2
       status=1
     fi
   done

@@ -66,6 +66,40 @@
 //   every committed group but the N most recent; copies never waited land when the thread
 //   exits). The landing is a write by the waiting thread at the wait, so other threads need a
 //   __syncthreads() after the wait before they read.
+// * Hopper (hopper.cuh; runtime.cpp "Hopper"), strict where the hardware is unforgiving:
+//   - The shared window: dynamic shared memory only, smem[0] at window address 16 (not 1024-
+//     aligned, so kernels must align swizzled tiles themselves, as on a GPU).
+//   - mbarrier: init (count), arrive (with expect_tx), try_wait.parity (true iff the phase
+//     before the current one has that parity; "phase -1" counts as complete with parity 1).
+//     A failed try_wait yields to the other threads; if a whole round of the scheduler makes no
+//     progress while threads spin on mbarriers, the launch aborts naming the deadlock.
+//   - Bulk tensor copies (cp.async.bulk.tensor, 2-D): the emulation's tensor map (encoded by
+//     src/backend/tensor_map.rs under cuTensorMapEncodeTiled's rules); the box is read at the
+//     issue (out-of-bounds elements: zeros), its destination poisoned (0xff) and pending; it
+//     LANDS only when some thread waits on its mbarrier (the copy engine is late), in 16-byte
+//     chunks placed by the swizzle (bits 4.. of the shared address XOR bits 7..: 1, 2 or 3
+//     bits for the 32/64/128-byte modes; destinations aligned to 1024 bytes when swizzled,
+//     else 128), and completes its bytes of transactions then. Copies never waited for are
+//     dropped at the block's end.
+//   - wgmma m64nNk16 f32 += bf16 x bf16, both operands in shared memory, K-major (no
+//     transposes): a warpgroup rendezvous (128 threads, all with the same descriptors). The
+//     operands are decoded from the descriptors (start, leading/stride byte offsets, swizzle;
+//     a non-zero base offset aborts), read at the issue, and the result kept in flight: the
+//     accumulators hold NaN until a wgmma.wait_group covers the op's commit group, when they
+//     get its values and the operand bytes are compared with those read at the issue.
+//     wgmma.fence is required before the first wgmma after each wait (stricter than PTX, which
+//     asks for it only when the registers were touched); without it the launch aborts.
+//   - setmaxnreg: a warpgroup rendezvous checking the count (24..256, a multiple of 8).
+//   Sanitizer additions: happens-before through mbarrier phases (vector clocks: an arrive
+//   releases what the thread has seen, a successful wait acquires the completed phase), bulk
+//   copies as writes by a pseudo-thread per mbarrier, so that a thread (or a wgmma, for every
+//   thread of its warpgroup) reading copied bytes not ordered after the wait on that phase is
+//   reported (bulk copy unwaited: no wait, the wrong parity, the wrong barrier); a wgmma reading
+//   bytes threads stored without fence.proxy.async (then a barrier) between; a wgmma reading
+//   bytes a copy wrote with another swizzle than its descriptor names; an operand changed
+//   before the wgmma's wait. Not checked: a bulk copy overwriting bytes a wgmma in flight reads
+//   is seen only through that last check; reads by several warps of bytes a bulk copy then
+//   overwrites count as ordered only through a __syncthreads or a single reader's mbarrier.
 // * Launch checks, as cudaLaunchKernel: block <= 1024 threads, blockDim.z <= 64, grid.y/.z <=
 //   65535, no zero dimension. Not checked: __launch_bounds__, registers, static smem size.
 //
@@ -154,7 +188,9 @@
 // __cosf __log2f __fdividef __frcp_rn __saturatef __fadd_rn __fsub_rn __fmul_rn __fdiv_rn
 // __fsqrt_rn __fmaf_rn, min/max (int, unsigned, long long, float, double), __float_as_int
 // __int_as_float __float_as_uint __uint_as_float, __ldg, INFINITY, printf, assert; and through
-// tensor_core.cuh: mma.sync m16n8k16 bf16, ldmatrix(.trans) x4, cp.async 16 bytes.
+// tensor_core.cuh: mma.sync m16n8k16 bf16, ldmatrix(.trans) x4, cp.async 16 bytes; and
+// through hopper.cuh: mbarrier, 2-D bulk tensor copies, fence.proxy.async, wgmma m64n128k16
+// (K-major, shared-memory operands), setmaxnreg, `const __grid_constant__ TensorMap`.
 // Limits to know:
 // * No preemption: a thread that spins waiting for another thread or block (a flag in shared or
 //   global memory, without __syncthreads between) loops forever here. Not allowed in CUDA
@@ -165,7 +201,7 @@
 //   here; nvcc's ptxas log (build.rs) and the GPU are the judges of those.
 // * Emulation is much slower than the CPU backend (a context switch per thread and barrier, a
 //   sanitizer call per access): keep test sizes moderate.
-// Not supported: cooperative groups, wmma, TMA, clusters, inline PTX, textures, streams or
+// Not supported: cooperative groups, wmma, clusters, inline PTX, textures, streams or
 // events inside kernels, dynamic parallelism, __constant__ written by the host. Kernels must
 // have at least one parameter (the launcher appends them after smem).
 
@@ -204,6 +240,7 @@
 #define __forceinline__ inline __attribute__((always_inline))
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
+#define __grid_constant__
 #define __align__(n) __attribute__((aligned(n)))
 // One instance per worker OS thread = per running block (see "Shared memory" above).
 #define __shared__ thread_local

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -92,7 +93,7 @@ constexpr uint32_t kMxcsrFtzDaz = 0x8040;
 
 void fiber_main();
 
-enum class State : unsigned char { Runnable, AtBarrier, AtWarp, Done };
+enum class State : unsigned char { Runnable, AtBarrier, AtWarp, AtWarpgroup, Done };
 
 const char* warp_op_name(WarpOp op) {
     switch (op) {
@@ -123,6 +124,7 @@ struct Fiber {
     char* stack_lo;  // usable stack [stack_lo, stack_lo + stack_bytes())
     std::vector<PendingCopy> copies;
     unsigned committed;  // cp.async groups committed so far (the open group's number)
+    bool spinning;       // yielded from an mbarrier try_wait that failed
 };
 
 struct Warp {
@@ -132,6 +134,53 @@ struct Warp {
     unsigned mask;       // its mask
     uint64_t deposit[32];
     uint64_t snapshot[32];  // the deposits of the last completed rendezvous
+};
+
+// ---- Hopper state of a block (see "Hopper" at the top of cuda_emu.h) ----
+
+// At most this many mbarriers per block (the sanitizer gives each a pseudo-thread).
+constexpr unsigned kMaxMbarriers = SMELT_EMU_MAX_MBARRIERS;
+
+struct MBarrier {
+    unsigned addr;       // shared-window address of its 8 bytes
+    unsigned expected;   // arrivals per phase
+    unsigned pending;    // arrivals still missing in the current phase
+    int64_t tx;          // transaction bytes expected minus landed, current phase
+    unsigned completed;  // phases completed
+};
+
+// A bulk tensor copy in flight: its data, read from global memory at the issue, lands in its
+// 16-byte chunks of shared memory when a thread waits on its mbarrier.
+struct BulkCopy {
+    unsigned bar;                     // index in Worker::mbarriers
+    unsigned bytes;                   // the box's bytes (complete_tx)
+    unsigned swizzle;                 // CUtensorMapSwizzle: 0 none, 1 32B, 2 64B, 3 128B
+    std::vector<unsigned> chunks;     // shared-window address of each 16-byte chunk
+    std::vector<unsigned char> data;  // 16 bytes per chunk
+};
+
+// One wgmma.mma_async in flight: every thread's accumulators as they will be after it, and the
+// shared-memory operand bytes it read at the issue (compared again at the wait).
+struct WgmmaOp {
+    unsigned group;
+    unsigned n;              // accumulators per thread
+    float* d[128];           // each thread's accumulator array
+    std::vector<float> result;              // 128 * n
+    std::vector<unsigned> chunks;           // operand chunks (shared-window addresses)
+    std::vector<unsigned char> snapshot;    // their bytes at the issue
+};
+
+enum class WgOp : unsigned char { None, Fence, Mma, Commit, Wait, SetMaxNReg };
+
+struct Warpgroup {
+    unsigned arrived = 0;
+    WgOp op = WgOp::None;
+    float* d[128];
+    uint64_t desc_a = 0, desc_b = 0;
+    int n = 0, scale_d = 0, trans_a = 0, trans_b = 0, arg = 0;
+    unsigned committed = 0;  // wgmma groups committed
+    bool fenced = false;     // a wgmma.fence since the last wait
+    std::vector<WgmmaOp> pending;
 };
 
 struct Kernel {
@@ -231,6 +280,10 @@ struct Worker {
     int barrier_count = 0;          // __syncthreads_count accumulator
     int barrier_result = 0;         // the count of the last completed barrier
     bool sanitize = false;
+    uint64_t events = 0;            // synchronisation progress (deadlock detection)
+    std::vector<MBarrier> mbarriers;
+    std::vector<BulkCopy> bulk_copies;
+    std::vector<Warpgroup> warpgroups;
 };
 
 __attribute__((tls_model("initial-exec"))) thread_local Worker* tl_worker = nullptr;
@@ -265,6 +318,7 @@ void prepare(Fiber& f) {
 #endif
     f.copies.clear();
     f.committed = 0;
+    f.spinning = false;
 }
 
 void switch_to_fiber(Worker& w, Fiber& f) {
@@ -309,6 +363,7 @@ void fiber_main() {
     land_copies(w, f, ~0u);  // copies still in flight land as the thread exits
     f.state = State::Done;
     --w.remaining;
+    ++w.events;
 #if defined(SMELT_EMU_UCONTEXT)
     setcontext(&w.scheduler.uc);
 #else
@@ -355,6 +410,7 @@ Warp& warp_rendezvous(WarpOp op, unsigned mask, uint64_t value, unsigned* lane_o
             if (g.state == State::AtWarp) g.state = State::Runnable;
         }
         if (op == WarpOp::Sync && w.sanitize) san::warp_sync_done(f.linear / 32);
+        ++w.events;
         return warp;
     }
     f.state = State::AtWarp;
@@ -369,6 +425,11 @@ void check_width(WarpOp op, int width) {
 }
 
 // ---- launches ------------------------------------------------------------------------------
+
+// The byte of dynamic shared memory at shared-window address `addr`.
+void* smem_bytes_base_of(unsigned addr) {
+    return reinterpret_cast<char*>(smem) + (addr - kSharedWindowBase);
+}
 
 // Runs one block on this worker: all its threads as fibers until every one has returned.
 void run_block(Worker& w, unsigned linear_block) {
@@ -389,23 +450,35 @@ void run_block(Worker& w, unsigned linear_block) {
     w.remaining = k.nthreads;
     w.barrier_arrived = 0;
     w.barrier_count = 0;
+    w.mbarriers.clear();
+    w.bulk_copies.clear();
+    for (Warpgroup& g : w.warpgroups) g = Warpgroup();
     const bool reverse = linear_block % 2 == 1;
     const unsigned n = k.nthreads;
     while (w.remaining > 0) {
         bool progressed = false;
+        const uint64_t events = w.events;
         for (unsigned i = 0; i < n; ++i) {
             Fiber& f = w.fibers[reverse ? n - 1 - i : i];
             if (f.state != State::Runnable) continue;
             switch_to_fiber(w, f);
-            progressed = true;
+            // A thread that only failed an mbarrier try_wait made no progress.
+            if (f.state != State::Runnable || !f.spinning) progressed = true;
         }
-        if (progressed || w.remaining == 0) continue;
+        if (progressed || w.events != events || w.remaining == 0) continue;
+        unsigned spinning = 0;
+        for (const Fiber& f : w.fibers) spinning += f.state == State::Runnable && f.spinning;
+        if (spinning)
+            std::fprintf(stderr,
+                         "smelt CUDA emulation: kernel %s, block (%u,%u,%u): %u threads wait on "
+                         "mbarrier phases that no thread or bulk copy can complete.\n",
+                         k.name, w.block_idx.x, w.block_idx.y, w.block_idx.z, spinning);
         // Nobody can run and not everyone has returned: a deadlock. Explain it.
         unsigned at_barrier = 0, at_warp = 0, done = 0;
         int first_done = -1;
         for (const Fiber& f : w.fibers) {
             if (f.state == State::AtBarrier) ++at_barrier;
-            if (f.state == State::AtWarp) ++at_warp;
+            if (f.state == State::AtWarp || f.state == State::AtWarpgroup) ++at_warp;
             if (f.state == State::Done) {
                 ++done;
                 if (first_done < 0) first_done = int(f.linear);
@@ -434,6 +507,11 @@ void run_block(Worker& w, unsigned linear_block) {
         fail("every thread of a block must reach each __syncthreads(), and every lane of a warp "
              "each warp intrinsic (no early return before them, no divergent barriers)");
     }
+    // Bulk copies nobody waited for never land; their destinations stop being pending.
+    for (const BulkCopy& copy : w.bulk_copies)
+        for (unsigned addr : copy.chunks)
+            if (w.sanitize) san::bulk_discard(smem_bytes_base_of(addr));
+    w.bulk_copies.clear();
 }
 
 // The body of one worker: takes blocks from `next` until the grid is done.
@@ -451,6 +529,7 @@ void work(const Kernel& k, std::atomic<unsigned>& next, unsigned nblocks) {
         f.stack_lo = w.stacks->stack(i);
     }
     w.warps.resize((k.nthreads + 31) / 32);
+    w.warpgroups.resize((k.nthreads + 127) / 128);
     for (size_t i = 0; i < w.warps.size(); ++i)
         w.warps[i].lanes = std::min(32u, k.nthreads - unsigned(i) * 32);
     if (tl_worker) fail("kernel %s launched from inside a kernel", k.name);
@@ -504,6 +583,7 @@ int block_barrier(int contribution) {
         for (Fiber& g : w.fibers)
             if (g.state == State::AtBarrier) g.state = State::Runnable;
         if (w.sanitize) san::block_barrier_done();
+        ++w.events;
         return w.barrier_result;
     }
     f.state = State::AtBarrier;
@@ -566,6 +646,420 @@ void cp_async_wait(int pending_groups_allowed) {
     // wait_group N: every committed group but the N most recent has landed.
     const unsigned n = unsigned(std::max(0, pending_groups_allowed));
     if (f.committed > n) land_copies(w, f, f.committed - n);
+}
+
+// ---- Hopper: shared window, mbarriers, bulk tensor copies, wgmma --------------------------
+
+namespace {
+
+char* smem_bytes_base() { return reinterpret_cast<char*>(smem); }
+
+void* window_pointer(const Worker& w, unsigned addr, unsigned bytes, const char* what) {
+    if (addr < kSharedWindowBase || addr - kSharedWindowBase + uint64_t(bytes) > w.kernel->smem_bytes)
+        fail("kernel %s: %s at shared address 0x%x (%u bytes) is outside the launch's %u bytes "
+             "of dynamic shared memory (window 0x%x..)",
+             w.kernel->name, what, addr, bytes, w.kernel->smem_bytes, kSharedWindowBase);
+    return smem_bytes_base() + (addr - kSharedWindowBase);
+}
+
+// The 16-byte chunk a swizzle mode moves the byte at shared-window address `a` to: bits 4..
+// of the address XORed with bits 7.. (CUtensorMapSwizzle 1: one bit, 32-byte span; 2: two,
+// 64 bytes; 3: three, 128 bytes), as TMA and wgmma both apply it to addresses.
+unsigned swizzle_address(unsigned a, unsigned mode) {
+    if (mode == 0) return a;
+    return a ^ (((a >> 7) & ((1u << mode) - 1)) << 4);
+}
+
+unsigned mbar_index(Worker& w, void* bar, const char* what) {
+    const unsigned addr = shared_window_address(bar);
+    for (unsigned i = 0; i < w.mbarriers.size(); ++i)
+        if (w.mbarriers[i].addr == addr) return i;
+    fail("kernel %s, block %u, thread %u: %s on shared address 0x%x, which no mbarrier.init of "
+         "this block initialised",
+         w.kernel->name, w.block_linear, w.current->linear, what, addr);
+}
+
+void mbar_maybe_complete(Worker& w, unsigned i) {
+    MBarrier& m = w.mbarriers[i];
+    if (m.pending != 0 || m.tx != 0) return;
+    ++m.completed;
+    m.pending = m.expected;
+    if (w.sanitize) san::mbar_complete(i);
+    ++w.events;
+}
+
+// Lands every bulk copy in flight on mbarrier `i` (the "copy engine" works when a thread waits).
+void land_bulk_copies(Worker& w, unsigned i) {
+    size_t kept = 0;
+    bool landed = false;
+    for (size_t c = 0; c < w.bulk_copies.size(); ++c) {
+        BulkCopy& copy = w.bulk_copies[c];
+        if (copy.bar != i) {
+            if (kept != c) w.bulk_copies[kept] = std::move(copy);
+            ++kept;
+            continue;
+        }
+        if (!landed && w.sanitize) san::bulk_land_begin();
+        landed = true;
+        for (size_t k = 0; k < copy.chunks.size(); ++k) {
+            void* dst = window_pointer(w, copy.chunks[k], 16, "bulk copy destination");
+            std::memcpy(dst, &copy.data[16 * k], 16);
+            if (w.sanitize) san::bulk_land(dst, i, copy.swizzle);
+        }
+        w.mbarriers[i].tx -= copy.bytes;
+    }
+    w.bulk_copies.resize(kept);
+    if (landed) {
+        if (w.sanitize) san::bulk_land_end(i);
+        ++w.events;
+        mbar_maybe_complete(w, i);
+    }
+}
+
+// The emulation's tensor map (src/backend/device/emu.rs writes it; 128 bytes like CUtensorMap).
+struct EmuTensorMap {
+    uint32_t magic;  // kTensorMapMagic
+    uint32_t rank;   // 1..5
+    uint64_t global;
+    uint64_t dims[5];     // elements, innermost first
+    uint64_t strides[4];  // bytes between consecutive indices of dims 1..rank-1
+    uint32_t box[5];      // elements
+    uint32_t elem_bytes;
+    uint32_t swizzle;     // CUtensorMapSwizzle
+};
+static_assert(sizeof(EmuTensorMap) <= 128, "tensor map size");
+constexpr uint32_t kTensorMapMagic = 0x50414d54;  // "TMAP"
+
+// Rendezvous of the calling thread's warpgroup (128 consecutive threads) at `op`: every thread
+// deposits with `deposit`, the last to arrive runs `act` for all; returns after it.
+template <typename Deposit, typename Act>
+void warpgroup_rendezvous(WgOp op, const char* name, Deposit deposit, Act act) {
+    Worker& w = worker();
+    Fiber& f = *w.current;
+    if (w.kernel->nthreads % 128 != 0)
+        fail("kernel %s: %s in a block of %u threads (warpgroups need a multiple of 128)",
+             w.kernel->name, name, w.kernel->nthreads);
+    Warpgroup& g = w.warpgroups[f.linear / 128];
+    if (g.arrived == 0) {
+        g.op = op;
+    } else if (g.op != op) {
+        fail("kernel %s, block %u, warpgroup %u: thread %u called %s while other threads of the "
+             "warpgroup wait in another wgmma/setmaxnreg instruction: divergent warpgroup",
+             w.kernel->name, w.block_linear, f.linear / 128, f.linear, name);
+    }
+    deposit(g, f.linear % 128, g.arrived == 0);
+    if (++g.arrived == 128) {
+        act(g, f.linear / 128 * 128);
+        g.arrived = 0;
+        g.op = WgOp::None;
+        for (unsigned i = 0; i < 128; ++i) {
+            Fiber& h = w.fibers[f.linear / 128 * 128 + i];
+            if (h.state == State::AtWarpgroup) h.state = State::Runnable;
+        }
+        ++w.events;
+        return;
+    }
+    f.state = State::AtWarpgroup;
+    yield(w, f);
+}
+
+// Element (row, k) of a K-major bf16 operand of wgmma (row < rows, k < 16): its shared-window
+// address under the descriptor (PTX ISA, "Matrix Descriptor" and the canonical K-major
+// layouts): without swizzle, 8x8 core matrices of 128 contiguous bytes, `lbo` apart along K and
+// `sbo` apart along M/N; with a swizzle of W bytes, rows W bytes apart in groups of 8, groups
+// `sbo` apart, the swizzle applied to the address.
+unsigned operand_address(uint64_t desc, unsigned row, unsigned k) {
+    const unsigned start = unsigned(desc & 0x3fff) << 4;
+    const unsigned lbo = unsigned((desc >> 16) & 0x3fff) << 4;
+    const unsigned sbo = unsigned((desc >> 32) & 0x3fff) << 4;
+    const unsigned layout = unsigned(desc >> 62);
+    if (layout == 0)
+        return start + (row / 8) * sbo + (k / 8) * lbo + (row % 8) * 16 + (k % 8) * 2;
+    const unsigned mode = 4 - layout;  // descriptor 1: 128B, 2: 64B, 3: 32B
+    const unsigned width = 16u << mode;
+    return swizzle_address(start + (row / 8) * sbo + (row % 8) * width + k * 2, mode);
+}
+
+void check_descriptor(const Worker& w, uint64_t desc, const char* which) {
+    if ((desc >> 49) & 7)
+        fail("kernel %s: wgmma %s descriptor with a matrix base offset (%u): not emulated; "
+             "align the operand to its swizzle pattern instead",
+             w.kernel->name, which, unsigned((desc >> 49) & 7));
+}
+
+// Reads the 16-byte chunks of a K-major operand (rows x 16 bf16) into `op`, as floats.
+void read_operand(Worker& w, WgmmaOp& op, uint64_t desc, unsigned rows, std::vector<float>& out) {
+    out.assign(size_t(rows) * 16, 0.0f);
+    for (unsigned r = 0; r < rows; ++r)
+        for (unsigned half = 0; half < 2; ++half) {
+            const unsigned addr = operand_address(desc, r, half * 8);
+            const unsigned char* p = static_cast<const unsigned char*>(
+                window_pointer(w, addr, 16, "wgmma operand"));
+            op.chunks.push_back(addr);
+            op.snapshot.insert(op.snapshot.end(), p, p + 16);
+            for (unsigned e = 0; e < 8; ++e) {
+                uint16_t bits;
+                std::memcpy(&bits, p + 2 * e, 2);
+                const uint32_t f32 = uint32_t(bits) << 16;
+                std::memcpy(&out[size_t(r) * 16 + half * 8 + e], &f32, 4);
+            }
+        }
+}
+
+// Lands the warpgroup's wgmma ops of groups < `group_limit`: accumulators written, operands
+// compared with their bytes at the issue.
+void land_wgmma(Worker& w, Warpgroup& g, unsigned group_limit) {
+    size_t kept = 0;
+    for (size_t i = 0; i < g.pending.size(); ++i) {
+        WgmmaOp& op = g.pending[i];
+        if (op.group >= group_limit) {
+            if (kept != i) g.pending[kept] = std::move(op);
+            ++kept;
+            continue;
+        }
+        for (unsigned t = 0; t < 128; ++t)
+            std::memcpy(op.d[t], &op.result[size_t(t) * op.n], sizeof(float) * op.n);
+        for (size_t c = 0; c < op.chunks.size(); ++c) {
+            const void* p = window_pointer(w, op.chunks[c], 16, "wgmma operand");
+            if (std::memcmp(p, &op.snapshot[16 * c], 16) != 0 && w.sanitize) {
+                san::wgmma_operand_changed(p);
+                break;
+            }
+        }
+    }
+    g.pending.resize(kept);
+}
+
+}  // namespace
+
+unsigned shared_window_address(const void* p) {
+    const Worker& w = worker();
+    const uintptr_t off = reinterpret_cast<uintptr_t>(p) - reinterpret_cast<uintptr_t>(smem);
+    if (off >= SMELT_EMU_MAX_DYNAMIC_SMEM)
+        fail("kernel %s: the shared-window address of %p was asked; the emulation maps only "
+             "dynamic shared memory (smem) into the window",
+             w.kernel->name, p);
+    return unsigned(off) + kSharedWindowBase;
+}
+
+void mbar_init(void* bar, unsigned expected) {
+    Worker& w = worker();
+    const unsigned addr = shared_window_address(bar);
+    window_pointer(w, addr, 8, "mbarrier");
+    if (addr % 8) fail("kernel %s: mbarrier at shared address 0x%x is not 8-byte aligned", w.kernel->name, addr);
+    if (expected == 0 || expected >= (1u << 20))
+        fail("kernel %s: mbarrier.init with count %u (1 .. 2^20-1)", w.kernel->name, expected);
+    unsigned i = 0;
+    while (i < w.mbarriers.size() && w.mbarriers[i].addr != addr) ++i;
+    if (i == w.mbarriers.size()) {
+        if (i == kMaxMbarriers)
+            fail("kernel %s: more than %u mbarriers in a block", w.kernel->name, kMaxMbarriers);
+        w.mbarriers.push_back(MBarrier{});
+    }
+    w.mbarriers[i] = MBarrier{addr, expected, expected, 0, 0};
+    if (w.sanitize) san::mbar_init(i, w.kernel->nthreads);
+    ++w.events;
+}
+
+void mbar_arrive(void* bar, unsigned tx_bytes) {
+    Worker& w = worker();
+    const unsigned i = mbar_index(w, bar, "mbarrier.arrive");
+    MBarrier& m = w.mbarriers[i];
+    m.tx += tx_bytes;
+    if (w.sanitize) san::mbar_arrive(i);
+    --m.pending;
+    ++w.events;
+    mbar_maybe_complete(w, i);
+}
+
+bool mbar_try_wait(void* bar, unsigned parity) {
+    Worker& w = worker();
+    Fiber& f = *w.current;
+    const unsigned i = mbar_index(w, bar, "mbarrier.try_wait");
+    // True when the phase before the current one has this parity (phase -1, before the first,
+    // counts as complete with parity 1).
+    auto done = [&] { return (w.mbarriers[i].completed & 1u) != (parity & 1u); };
+    if (!done()) land_bulk_copies(w, i);
+    if (done()) {
+        if (w.sanitize && w.mbarriers[i].completed > 0) san::mbar_acquire(i);
+        f.spinning = false;
+        return true;
+    }
+    f.spinning = true;
+    yield(w, f);
+    return false;
+}
+
+void bulk_tensor_load(void* dst, const void* tensor_map, const int* coords, int rank, void* bar) {
+    Worker& w = worker();
+    EmuTensorMap tm;
+    std::memcpy(&tm, tensor_map, sizeof tm);
+    if (tm.magic != kTensorMapMagic)
+        fail("kernel %s: cp.async.bulk.tensor with a tensor map the emulation did not encode",
+             w.kernel->name);
+    if (int(tm.rank) != rank)
+        fail("kernel %s: a %dd bulk tensor copy with a rank-%u tensor map", w.kernel->name, rank,
+             tm.rank);
+    BulkCopy copy;
+    copy.bar = mbar_index(w, bar, "cp.async.bulk.tensor's mbarrier");
+    copy.swizzle = tm.swizzle;
+    const unsigned base = shared_window_address(dst);
+    if (base % (tm.swizzle ? 1024u : 128u) != 0)
+        fail("kernel %s: bulk tensor copy to shared address 0x%x: the destination must be "
+             "%u-byte aligned%s",
+             w.kernel->name, base, tm.swizzle ? 1024u : 128u,
+             tm.swizzle ? " (a swizzled box starts its swizzle pattern at a 1024-byte boundary)" : "");
+    const unsigned inner_bytes = tm.box[0] * tm.elem_bytes;
+    size_t rows = 1;
+    for (unsigned d = 1; d < tm.rank; ++d) rows *= tm.box[d];
+    copy.bytes = unsigned(rows * inner_bytes);
+    copy.data.resize(copy.bytes);
+    unsigned char* out = copy.data.data();
+    for (size_t r = 0; r < rows; ++r) {
+        // The box row's coordinates in dims 1.., and whether it lies inside the tensor.
+        size_t rest = r;
+        bool inside = true;
+        uint64_t offset = 0;
+        for (unsigned d = 1; d < tm.rank; ++d) {
+            const int64_t c = int64_t(coords[d]) + int64_t(rest % tm.box[d]);
+            rest /= tm.box[d];
+            if (c < 0 || uint64_t(c) >= tm.dims[d]) inside = false;
+            else offset += uint64_t(c) * tm.strides[d - 1];
+        }
+        for (unsigned e = 0; e < tm.box[0]; ++e) {
+            const int64_t c = int64_t(coords[0]) + e;
+            unsigned char* o = out + r * inner_bytes + size_t(e) * tm.elem_bytes;
+            if (!inside || c < 0 || uint64_t(c) >= tm.dims[0]) {
+                std::memset(o, 0, tm.elem_bytes);  // out of bounds: filled with zeros
+                continue;
+            }
+            const void* src = reinterpret_cast<const void*>(tm.global + offset + uint64_t(c) * tm.elem_bytes);
+            if (w.sanitize) san::bulk_read(src, tm.elem_bytes);
+            std::memcpy(o, src, tm.elem_bytes);
+        }
+    }
+    for (unsigned k = 0; k < copy.bytes / 16; ++k) {
+        const unsigned addr = swizzle_address(base + 16 * k, tm.swizzle);
+        void* p = window_pointer(w, addr, 16, "bulk copy destination");
+        copy.chunks.push_back(addr);
+        if (w.sanitize) san::bulk_issue(p, copy.bar, w.kernel->nthreads);
+        std::memset(p, 0xff, 16);  // poisoned until it lands
+    }
+    w.bulk_copies.push_back(std::move(copy));
+}
+
+void fence_proxy_async() {
+    if (worker().sanitize) san::fence_proxy_async();
+}
+
+void wgmma_fence() {
+    warpgroup_rendezvous(
+        WgOp::Fence, "wgmma.fence", [](Warpgroup&, unsigned, bool) {},
+        [](Warpgroup& g, unsigned) { g.fenced = true; });
+}
+
+void wgmma_mma(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d, int trans_a,
+               int trans_b) {
+    Worker& w = worker();
+    warpgroup_rendezvous(
+        WgOp::Mma, "wgmma.mma_async",
+        [&](Warpgroup& g, unsigned lane, bool first) {
+            if (first) {
+                g.n = n;
+                g.desc_a = desc_a;
+                g.desc_b = desc_b;
+                g.scale_d = scale_d;
+                g.trans_a = trans_a;
+                g.trans_b = trans_b;
+            } else if (g.n != n || g.desc_a != desc_a || g.desc_b != desc_b ||
+                       g.scale_d != scale_d || g.trans_a != trans_a || g.trans_b != trans_b) {
+                fail("kernel %s: the threads of a warpgroup gave wgmma.mma_async different "
+                     "shapes, descriptors or scale-d (they must be uniform)",
+                     w.kernel->name);
+            }
+            g.d[lane] = d;
+        },
+        [&](Warpgroup& g, unsigned first_thread) {
+            if (!g.fenced)
+                fail("kernel %s, block %u: wgmma.mma_async without a wgmma.fence since the "
+                     "warpgroup's last wgmma.wait_group (the emulation requires the fence before "
+                     "the first wgmma of each batch)",
+                     w.kernel->name, w.block_linear);
+            if (g.n < 8 || g.n > 256 || g.n % 8)
+                fail("kernel %s: wgmma m64n%dk16: N must be a multiple of 8 in 8..256",
+                     w.kernel->name, g.n);
+            if (g.trans_a || g.trans_b)
+                fail("kernel %s: wgmma with a transposed (MN-major) operand: not emulated",
+                     w.kernel->name);
+            check_descriptor(w, g.desc_a, "A");
+            check_descriptor(w, g.desc_b, "B");
+            WgmmaOp op;
+            op.group = g.committed;
+            op.n = unsigned(g.n) / 2;
+            std::vector<float> a, b;
+            read_operand(w, op, g.desc_a, 64, a);
+            read_operand(w, op, g.desc_b, unsigned(g.n), b);
+            if (w.sanitize) {
+                std::vector<const void*> ptrs;
+                for (unsigned addr : op.chunks) ptrs.push_back(window_pointer(w, addr, 16, "wgmma operand"));
+                const unsigned layout_a = unsigned(g.desc_a >> 62), layout_b = unsigned(g.desc_b >> 62);
+                san::wgmma_read(ptrs.data(), 128, layout_a ? 4 - layout_a : 0, first_thread);
+                san::wgmma_read(ptrs.data() + 128, ptrs.size() - 128, layout_b ? 4 - layout_b : 0,
+                                first_thread);
+            }
+            op.result.resize(size_t(128) * op.n);
+            for (unsigned t = 0; t < 128; ++t) {
+                op.d[t] = g.d[t];
+                // The accumulators this op adds to: the latest in-flight op's on the same
+                // registers, or the registers themselves.
+                const float* base = g.d[t];
+                for (const WgmmaOp& prev : g.pending)
+                    if (prev.d[t] == g.d[t]) base = &prev.result[size_t(t) * prev.n];
+                const unsigned warp = t / 32, lane = t % 32, grp = lane / 4, tid = lane % 4;
+                for (unsigned i = 0; i < op.n; ++i) {
+                    const unsigned row = warp * 16 + grp + 8 * ((i >> 1) & 1);
+                    const unsigned col = (i >> 2) * 8 + 2 * tid + (i & 1);
+                    float acc = g.scale_d ? base[i] : 0.0f;
+                    for (unsigned k = 0; k < 16; ++k) acc += a[row * 16 + k] * b[col * 16 + k];
+                    op.result[size_t(t) * op.n + i] = acc;
+                }
+            }
+            // The registers are undefined until the wait: poison them.
+            for (unsigned t = 0; t < 128; ++t)
+                for (unsigned i = 0; i < op.n; ++i) g.d[t][i] = std::numeric_limits<float>::quiet_NaN();
+            g.pending.push_back(std::move(op));
+        });
+}
+
+void wgmma_commit() {
+    warpgroup_rendezvous(
+        WgOp::Commit, "wgmma.commit_group", [](Warpgroup&, unsigned, bool) {},
+        [](Warpgroup& g, unsigned) { ++g.committed; });
+}
+
+void wgmma_wait(int pending_groups_allowed) {
+    Worker& w = worker();
+    warpgroup_rendezvous(
+        WgOp::Wait, "wgmma.wait_group", [](Warpgroup&, unsigned, bool) {},
+        [&](Warpgroup& g, unsigned) {
+            const unsigned n = unsigned(std::max(0, pending_groups_allowed));
+            if (g.committed > n) land_wgmma(w, g, g.committed - n);
+            g.fenced = false;
+        });
+}
+
+void setmaxnreg(unsigned regs) {
+    Worker& w = worker();
+    if (regs < 24 || regs > 256 || regs % 8)
+        fail("kernel %s: setmaxnreg %u (24..256, a multiple of 8)", w.kernel->name, regs);
+    warpgroup_rendezvous(
+        WgOp::SetMaxNReg, "setmaxnreg",
+        [&](Warpgroup& g, unsigned, bool first) {
+            if (first) g.arg = int(regs);
+            else if (g.arg != int(regs))
+                fail("kernel %s: setmaxnreg with different counts in one warpgroup", w.kernel->name);
+        },
+        [](Warpgroup&, unsigned) {});
 }
 
 void* dynamic_smem() { return smem; }

@@ -23,8 +23,14 @@ struct dim3 {
 
 // The largest dynamic shared memory a launch may request (Hopper's per-block opt-in maximum).
 #define SMELT_EMU_MAX_DYNAMIC_SMEM (227u * 1024u)
+// The most mbarriers one block may initialise.
+#define SMELT_EMU_MAX_MBARRIERS 32u
 
 namespace smelt_emu {
+
+// The shared-window address of smem[0]. Not a multiple of 1024 (nor of 128), as on a GPU
+// nothing guarantees it is: kernels align their swizzled tiles themselves.
+constexpr unsigned kSharedWindowBase = 16;
 
 // Prints "smelt CUDA emulation: <message>" and aborts the process.
 [[noreturn]] void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -56,6 +62,35 @@ unsigned ballot(WarpOp op, unsigned mask, int pred);
 void cp_async_16(void* shared_dst, const void* global_src);
 void cp_async_commit();
 void cp_async_wait(int pending_groups_allowed);
+
+// ---- Hopper (hopper.cuh; the model is described at the top of cuda_emu.h, "Hopper") --------
+// The shared-window address of a byte of dynamic shared memory (cvta.to.shared): its offset
+// in `smem` plus kSharedWindowBase. Fails for any other address.
+unsigned shared_window_address(const void* p);
+// mbarrier.init: `expected` arrivals complete a phase.
+void mbar_init(void* bar, unsigned expected);
+// mbarrier.arrive, after adding `tx_bytes` to the phase's expected transaction bytes
+// (mbarrier.arrive.expect_tx when tx_bytes > 0).
+void mbar_arrive(void* bar, unsigned tx_bytes);
+// mbarrier.try_wait.parity: whether the phase of parity `parity` before the current one has
+// completed. Lands the barrier's bulk copies first; yields to the other threads when false.
+bool mbar_try_wait(void* bar, unsigned parity);
+// cp.async.bulk.tensor.{1..5}d ... mbarrier::complete_tx::bytes: the box at `coords` of the
+// tensor map (the emulation's encoding, src/backend/device/emu.rs) into `dst`, completing on
+// `bar`.
+void bulk_tensor_load(void* dst, const void* tensor_map, const int* coords, int rank, void* bar);
+// fence.proxy.async: this thread's shared-memory writes so far become visible to wgmma.
+void fence_proxy_async();
+// wgmma.fence / commit_group / wait_group and one wgmma.mma_async m64nNk16 f32 += bf16 * bf16
+// with both operands in shared memory (descriptors). All 128 threads of the warpgroup call
+// each (warpgroup rendezvous); `d` is the calling thread's N/2 accumulators.
+void wgmma_fence();
+void wgmma_mma(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d, int trans_a,
+               int trans_b);
+void wgmma_commit();
+void wgmma_wait(int pending_groups_allowed);
+// setmaxnreg.{inc,dec}: checks the count (24..256, a multiple of 8) and the warpgroup.
+void setmaxnreg(unsigned regs);
 
 // An atomic read-modify-write of `bytes` at `p` by the calling thread: checked like any access
 // (bounds, initialised) but never a race, and a write afterwards.

@@ -44,6 +44,10 @@ constexpr size_t kKeptReports = 8;
 constexpr uint16_t kNoThread = 0xffff;
 constexpr uint8_t kManyWarps = 0xff;
 constexpr uint8_t kPending = 1;
+// A bulk tensor copy wrote the byte (writer: its mbarrier's pseudo-thread), with the swizzle
+// mode in bits 2..3 (CUtensorMapSwizzle numbering).
+constexpr uint8_t kBulk = 2;
+constexpr unsigned kSwizzleShift = 2;
 
 // ---- global memory: the EmuRuntime allocations -------------------------------------------------
 
@@ -229,6 +233,16 @@ struct Tracker {
     uint32_t warp_sync[32];
     unsigned thread;  // linear id of the running fiber
     uint3 block_idx;
+    // Happens-before through mbarriers, set up by the block's first mbarrier.init: vc[a*dim+b]
+    // = every access of thread b (or pseudo-thread) at a time below it is ordered before thread
+    // a's accesses from now on. Threads are 0..nthreads-1; pseudo-thread nthreads+i is the bulk
+    // copies completing on mbarrier i.
+    unsigned nthreads = 0;
+    unsigned vc_dim = 0;  // 0: no mbarrier in this block
+    std::vector<uint32_t> vc;
+    std::vector<uint32_t> phase_vc;  // per mbarrier: released into its current phase
+    std::vector<uint32_t> done_vc;   // per mbarrier: its last completed phase's
+    std::vector<uint32_t> fence_time;  // per thread: the time of its last fence.proxy.async
 };
 
 __attribute__((tls_model("initial-exec"))) thread_local Tracker* tl_tracker = nullptr;
@@ -245,6 +259,9 @@ smelt_dim3 thread_coords(const Launch& l, unsigned linear) {
     return smelt_dim3{linear % l.block.x, linear / l.block.x % l.block.y,
                       linear / (l.block.x * l.block.y)};
 }
+
+// A thread, or an mbarrier's bulk copies (pseudo-threads, no coordinates in reports).
+bool is_thread(const Tracker& t, unsigned id) { return t.vc_dim == 0 || id < t.nthreads; }
 
 struct Finding {
     uint32_t kind = 0;
@@ -263,7 +280,7 @@ void report(Tracker& t, const Finding& f, uint32_t access, uint32_t space, uintp
     std::memcpy(r.kernel, l.kernel, sizeof r.kernel);
     r.block = smelt_dim3{t.block_idx.x, t.block_idx.y, t.block_idx.z};
     r.thread = thread_coords(l, t.thread);
-    r.has_other = f.other != kNoThread;
+    r.has_other = f.other != kNoThread && is_thread(t, f.other);
     if (r.has_other) r.other = thread_coords(l, f.other);
     r.address = address;
     r.offset = offset;
@@ -272,11 +289,15 @@ void report(Tracker& t, const Finding& f, uint32_t access, uint32_t space, uintp
     l.kept.push_back(r);
 }
 
+uint32_t vc_at(const Tracker& t, unsigned a, unsigned b) { return t.vc[size_t(a) * t.vc_dim + b]; }
+
 bool ordered(const Tracker& t, unsigned other, uint32_t time) {
     const unsigned me = t.thread;
     return other == me || time < t.last_barrier ||
-           (other / 32 == me / 32 && time < t.warp_sync[me / 32]);
+           (other / 32 == me / 32 && is_thread(t, other) && time < t.warp_sync[me / 32]) ||
+           (t.vc_dim && time < vc_at(t, me, other));
 }
+
 
 // Every read recorded in `s` since its last write is ordered before the current thread's access.
 bool reads_ordered(const Tracker& t, const ShadowByte& s) {
@@ -284,6 +305,8 @@ bool reads_ordered(const Tracker& t, const ShadowByte& s) {
     if (s.read_time < t.block_start) return true;
     if (s.reader == me && s.reader2 == kNoThread) return true;
     if (s.read_time < t.last_barrier) return true;
+    // One reader not ordered otherwise, ordered through mbarriers.
+    if (t.vc_dim && s.reader2 == kNoThread && s.read_time < vc_at(t, me, s.reader)) return true;
     return s.reader_warp == me / 32 && s.read_time < t.warp_sync[me / 32];
 }
 
@@ -300,11 +323,13 @@ Finding read_byte(const Tracker& t, ShadowByte& s) {
         s.write_time < t.last_barrier && s.write_time >= t.block_start && !s.flags)
         return f;
     if (s.flags & kPending)
-        f = Finding{SMELT_EMU_CP_ASYNC_PENDING, s.writer};
+        f = Finding{is_thread(t, s.writer) ? SMELT_EMU_CP_ASYNC_PENDING : SMELT_EMU_BULK_UNWAITED,
+                    s.writer};
     else if (s.write_time < t.block_start)
         f = Finding{SMELT_EMU_UNINITIALIZED, kNoThread};
     else if (!ordered(t, s.writer, s.write_time))
-        f = Finding{SMELT_EMU_RACE_RAW, s.writer};
+        f = Finding{is_thread(t, s.writer) ? SMELT_EMU_RACE_RAW : SMELT_EMU_BULK_UNWAITED,
+                    s.writer};
     if (reads_ordered(t, s)) {
         s.reader = uint16_t(me);
         s.reader2 = kNoThread;
@@ -323,15 +348,19 @@ Finding read_byte(const Tracker& t, ShadowByte& s) {
 // The checks of a write (a store, or a cp.async's issue), without recording it.
 Finding check_write(const Tracker& t, const ShadowByte& s) {
     const unsigned me = t.thread;
-    if (s.flags & kPending) return Finding{SMELT_EMU_CP_ASYNC_PENDING, s.writer};
+    if (s.flags & kPending)
+        return Finding{is_thread(t, s.writer) ? SMELT_EMU_CP_ASYNC_PENDING : SMELT_EMU_BULK_UNWAITED,
+                       s.writer};
     if (s.write_time >= t.block_start && !ordered(t, s.writer, s.write_time))
-        return Finding{SMELT_EMU_RACE_WAW, s.writer};
+        return Finding{is_thread(t, s.writer) ? SMELT_EMU_RACE_WAW : SMELT_EMU_BULK_UNWAITED,
+                       s.writer};
     if (!reads_ordered(t, s))
         return Finding{SMELT_EMU_RACE_WAR, s.reader != me ? s.reader : s.reader2};
     return Finding{};
 }
 
 void record_write(const Tracker& t, ShadowByte& s) {
+    s.flags &= kPending;
     s.write_time = t.clock;
     s.writer = uint16_t(t.thread);
     s.read_time = 0;
@@ -442,6 +471,15 @@ const char* describe_kind(uint32_t kind) {
     case SMELT_EMU_OUT_OF_BOUNDS: return "out of bounds";
     case SMELT_EMU_CP_ASYNC_PENDING: return "cp.async not yet complete";
     case SMELT_EMU_CP_ASYNC_INVALID: return "invalid cp.async";
+    case SMELT_EMU_BULK_UNWAITED:
+        return "bulk tensor copy not waited for (no wait on its mbarrier phase, or the wrong "
+               "parity)";
+    case SMELT_EMU_PROXY_FENCE:
+        return "wgmma reads bytes written by threads without fence.proxy.async";
+    case SMELT_EMU_SWIZZLE_MISMATCH:
+        return "wgmma reads with another swizzle than the bulk copy wrote with";
+    case SMELT_EMU_WGMMA_OPERAND_CHANGED:
+        return "shared-memory operand of an in-flight wgmma changed before its wgmma.wait_group";
     default: return "unknown finding";
     }
 }
@@ -451,6 +489,8 @@ const char* describe_access(uint32_t access) {
     case SMELT_EMU_READ: return "read";
     case SMELT_EMU_WRITE: return "write";
     case SMELT_EMU_ATOMIC: return "atomic";
+    case SMELT_EMU_BULK_COPY: return "bulk copy";
+    case SMELT_EMU_WGMMA: return "wgmma";
     default: return "cp.async";
     }
 }
@@ -530,6 +570,8 @@ void begin_block(uint3 block_idx) {
     }
     t.block_start = t.last_barrier = ++t.clock;
     std::fill(std::begin(t.warp_sync), std::end(t.warp_sync), 0u);
+    t.vc_dim = 0;  // until the block's first mbarrier.init
+    t.fence_time.clear();
     t.block_idx = block_idx;
 }
 
@@ -591,6 +633,172 @@ void cp_async_land(void* shared_dst) {
 
 void atomic_access(const void* p, size_t bytes) {
     check(reinterpret_cast<uintptr_t>(p), bytes, SMELT_EMU_ATOMIC);
+}
+
+// ---- Hopper: mbarrier happens-before, bulk copies, proxy fences, wgmma operands ----------------
+
+namespace {
+
+uint32_t* vc_row(std::vector<uint32_t>& v, const Tracker& t, unsigned row) {
+    return v.data() + size_t(row) * t.vc_dim;
+}
+
+void join(uint32_t* into, const uint32_t* from, unsigned n) {
+    for (unsigned i = 0; i < n; ++i) into[i] = std::max(into[i], from[i]);
+}
+
+// Reports a finding about `bytes` bytes at shared address `a` for the running thread.
+void report_shared(Tracker& t, const Finding& f, uint32_t access, uintptr_t a, size_t bytes) {
+    report(t, f, access, shared_space(t, a), a, bytes, shared_offset(t, a),
+           shared_space(t, a) == SMELT_EMU_DYNAMIC_SHARED ? t.smem_bytes : 0);
+}
+
+}  // namespace
+
+void mbar_init(unsigned i, unsigned nthreads) {
+    Tracker& t = *tl_tracker;
+    if (t.vc_dim == 0) {
+        t.nthreads = nthreads;
+        t.vc_dim = nthreads + SMELT_EMU_MAX_MBARRIERS;
+        t.vc.assign(size_t(t.vc_dim) * t.vc_dim, 0);
+        t.phase_vc.assign(size_t(SMELT_EMU_MAX_MBARRIERS) * t.vc_dim, 0);
+        t.done_vc.assign(size_t(SMELT_EMU_MAX_MBARRIERS) * t.vc_dim, 0);
+        if (t.fence_time.empty()) t.fence_time.assign(nthreads, 0);
+    }
+    std::fill_n(vc_row(t.phase_vc, t, i), t.vc_dim, 0u);
+    std::fill_n(vc_row(t.done_vc, t, i), t.vc_dim, 0u);
+}
+
+void mbar_arrive(unsigned i) {
+    Tracker& t = *tl_tracker;
+    uint32_t* phase = vc_row(t.phase_vc, t, i);
+    join(phase, vc_row(t.vc, t, t.thread), t.vc_dim);
+    // Accesses so far (times <= clock) are released; those after the arrive are not.
+    phase[t.thread] = std::max(phase[t.thread], ++t.clock);
+}
+
+void mbar_complete(unsigned i) {
+    Tracker& t = *tl_tracker;
+    std::copy_n(vc_row(t.phase_vc, t, i), t.vc_dim, vc_row(t.done_vc, t, i));
+    std::fill_n(vc_row(t.phase_vc, t, i), t.vc_dim, 0u);
+}
+
+void mbar_acquire(unsigned i) {
+    Tracker& t = *tl_tracker;
+    join(vc_row(t.vc, t, t.thread), vc_row(t.done_vc, t, i), t.vc_dim);
+}
+
+void bulk_read(const void* global_src, size_t bytes) {
+    check(reinterpret_cast<uintptr_t>(global_src), bytes, SMELT_EMU_READ);
+}
+
+void bulk_issue(void* shared_dst, unsigned bar, unsigned nthreads) {
+    Tracker& t = *tl_tracker;
+    const uintptr_t dst = reinterpret_cast<uintptr_t>(shared_dst);
+    if (!shared_bounds(t, dst, 16, SMELT_EMU_BULK_COPY)) return;
+    ShadowByte* s = t.shadow->bytes + (dst - t.tls_lo);
+    Finding first;
+    size_t at = 0;
+    for (size_t i = 0; i < 16; ++i) {
+        const Finding f = check_write(t, s[i]);  // ordered after what came before (WAW, WAR)
+        if (f.kind && !first.kind) {
+            first = f;
+            at = i;
+        }
+        s[i].flags = kPending;
+        s[i].writer = uint16_t(nthreads + bar);
+        s[i].read_time = 0;
+        s[i].reader = s[i].reader2 = kNoThread;
+    }
+    if (first.kind) report_shared(t, first, SMELT_EMU_BULK_COPY, dst + at, 16);
+}
+
+void bulk_land_begin() { ++tl_tracker->clock; }
+
+void bulk_land(void* shared_dst, unsigned bar, unsigned swizzle) {
+    Tracker& t = *tl_tracker;
+    const uintptr_t dst = reinterpret_cast<uintptr_t>(shared_dst);
+    if (dst - t.tls_lo >= t.tls_bytes) return;
+    ShadowByte* s = t.shadow->bytes + (dst - t.tls_lo);
+    for (size_t i = 0; i < 16; ++i) {
+        s[i].flags = uint8_t(kBulk | (swizzle << kSwizzleShift));
+        s[i].write_time = t.clock;
+        s[i].writer = uint16_t(t.nthreads + bar);
+        s[i].read_time = 0;
+        s[i].reader = s[i].reader2 = kNoThread;
+    }
+}
+
+void bulk_land_end(unsigned bar) {
+    Tracker& t = *tl_tracker;
+    // The landing (time = clock) is released into the mbarrier's current phase.
+    uint32_t* phase = vc_row(t.phase_vc, t, bar);
+    phase[t.nthreads + bar] = std::max(phase[t.nthreads + bar], t.clock + 1);
+    ++t.clock;
+}
+
+void bulk_discard(void* shared_dst) {
+    Tracker& t = *tl_tracker;
+    const uintptr_t dst = reinterpret_cast<uintptr_t>(shared_dst);
+    if (dst - t.tls_lo >= t.tls_bytes) return;
+    ShadowByte* s = t.shadow->bytes + (dst - t.tls_lo);
+    for (size_t i = 0; i < 16; ++i) s[i] = ShadowByte{};
+}
+
+void fence_proxy_async() {
+    Tracker& t = *tl_tracker;
+    if (t.fence_time.empty()) t.fence_time.assign(t.launch->block.x * t.launch->block.y * t.launch->block.z, 0);
+    t.fence_time[t.thread] = ++t.clock;
+}
+
+void wgmma_read(const void* const* chunks, size_t count, unsigned swizzle, unsigned first_thread) {
+    Tracker& t = *tl_tracker;
+    // What every thread of the warpgroup has acquired: the element-wise minimum of their clocks.
+    std::vector<uint32_t> meet;
+    if (t.vc_dim) {
+        meet.assign(vc_row(t.vc, t, first_thread), vc_row(t.vc, t, first_thread) + t.vc_dim);
+        for (unsigned j = first_thread + 1; j < first_thread + 128; ++j) {
+            const uint32_t* row = vc_row(t.vc, t, j);
+            for (unsigned o = 0; o < t.vc_dim; ++o) meet[o] = std::min(meet[o], row[o]);
+        }
+    }
+    auto seen = [&](unsigned who, uint32_t time) {
+        return time < t.last_barrier || (t.vc_dim && time < meet[who]);
+    };
+    const unsigned nthreads = t.launch->block.x * t.launch->block.y * t.launch->block.z;
+    for (size_t c = 0; c < count; ++c) {
+        const uintptr_t a = reinterpret_cast<uintptr_t>(chunks[c]);
+        if (!shared_bounds(t, a, 16, SMELT_EMU_WGMMA)) return;
+        const ShadowByte* s = t.shadow->bytes + (a - t.tls_lo);
+        for (size_t i = 0; i < 16; ++i) {
+            Finding f;
+            const bool bulk = s[i].writer >= nthreads && s[i].writer != kNoThread;
+            if (s[i].flags & kPending)
+                f = Finding{bulk ? SMELT_EMU_BULK_UNWAITED : SMELT_EMU_CP_ASYNC_PENDING, s[i].writer};
+            else if (s[i].write_time < t.block_start)
+                f = Finding{SMELT_EMU_UNINITIALIZED};
+            else if (!seen(s[i].writer, s[i].write_time))
+                f = Finding{bulk ? SMELT_EMU_BULK_UNWAITED : SMELT_EMU_RACE_RAW, s[i].writer};
+            else if (bulk && (s[i].flags >> kSwizzleShift) != swizzle)
+                f = Finding{SMELT_EMU_SWIZZLE_MISMATCH};
+            else if (!bulk) {
+                const uint32_t fenced =
+                    t.fence_time.empty() ? 0 : t.fence_time[s[i].writer];
+                if (!(fenced > s[i].write_time && seen(s[i].writer, fenced)))
+                    f = Finding{SMELT_EMU_PROXY_FENCE, s[i].writer};
+            }
+            if (f.kind) {
+                report_shared(t, f, SMELT_EMU_WGMMA, a + i, 16 - i);
+                return;  // one finding per operand is enough
+            }
+        }
+    }
+}
+
+void wgmma_operand_changed(const void* chunk) {
+    Tracker& t = *tl_tracker;
+    report_shared(t, Finding{SMELT_EMU_WGMMA_OPERAND_CHANGED}, SMELT_EMU_WGMMA,
+                  reinterpret_cast<uintptr_t>(chunk), 16);
 }
 
 }  // namespace san

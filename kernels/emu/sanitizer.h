@@ -33,8 +33,20 @@ enum : uint32_t {
     SMELT_EMU_OUT_OF_BOUNDS = 5,     // access leaving its allocation or the dynamic smem size
     SMELT_EMU_CP_ASYNC_PENDING = 6,  // access to a cp.async destination before its wait
     SMELT_EMU_CP_ASYNC_INVALID = 7,  // cp.async to non-shared memory, or misaligned
+    SMELT_EMU_BULK_UNWAITED = 8,     // access to a bulk copy's destination not ordered after
+                                     // the wait on its mbarrier phase (wrong parity, no wait)
+    SMELT_EMU_PROXY_FENCE = 9,       // wgmma read bytes threads wrote, no fence.proxy.async
+    SMELT_EMU_SWIZZLE_MISMATCH = 10, // wgmma read bytes a bulk copy wrote with another swizzle
+    SMELT_EMU_WGMMA_OPERAND_CHANGED = 11,  // an in-flight wgmma's operand changed before its wait
 };
-enum : uint32_t { SMELT_EMU_READ = 1, SMELT_EMU_WRITE = 2, SMELT_EMU_ATOMIC = 3, SMELT_EMU_CP_ASYNC = 4 };
+enum : uint32_t {
+    SMELT_EMU_READ = 1,
+    SMELT_EMU_WRITE = 2,
+    SMELT_EMU_ATOMIC = 3,
+    SMELT_EMU_CP_ASYNC = 4,
+    SMELT_EMU_BULK_COPY = 5,  // a bulk tensor copy (its issue or its landing)
+    SMELT_EMU_WGMMA = 6,      // a wgmma's read of its shared-memory operands
+};
 enum : uint32_t {
     SMELT_EMU_GLOBAL = 1,         // an EmuRuntime allocation (or its guard gap)
     SMELT_EMU_DYNAMIC_SHARED = 2, // `extern __shared__ float smem[]`
@@ -81,6 +93,25 @@ void warp_sync_done(unsigned warp);
 void cp_async_issue(void* shared_dst, const void* global_src);
 void cp_async_land(void* shared_dst);
 void atomic_access(const void* p, size_t bytes);
+
+// Hopper. mbarrier i of the block (i < SMELT_EMU_MAX_MBARRIERS): happens-before through its
+// phases (vector clocks: an arrive releases what the thread has seen into the phase, a wait that
+// sees the phase complete acquires it). Bulk copies are writes by a pseudo-thread per mbarrier.
+void mbar_init(unsigned i, unsigned nthreads);
+void mbar_arrive(unsigned i);
+void mbar_complete(unsigned i);
+void mbar_acquire(unsigned i);
+void bulk_read(const void* global_src, size_t bytes);           // a source element, at the issue
+void bulk_issue(void* shared_dst, unsigned bar, unsigned nthreads);  // 16 destination bytes
+void bulk_land_begin();
+void bulk_land(void* shared_dst, unsigned bar, unsigned swizzle);   // 16 bytes land
+void bulk_land_end(unsigned bar);
+void bulk_discard(void* shared_dst);  // 16 bytes of a copy that never landed (block end)
+void fence_proxy_async();
+// A wgmma's operand chunks (16 bytes each), read for warpgroup [first_thread, +128) with the
+// swizzle the descriptor names (CUtensorMapSwizzle numbering).
+void wgmma_read(const void* const* chunks, size_t count, unsigned swizzle, unsigned first_thread);
+void wgmma_operand_changed(const void* chunk);
 
 }  // namespace san
 }  // namespace smelt_emu

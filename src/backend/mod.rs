@@ -9,6 +9,7 @@ pub mod device;
 pub mod kernels;
 pub mod launch;
 pub mod select;
+pub mod tensor_map;
 
 use crate::error::{Error, Result};
 

@@ -18,4 +18,5 @@ mod embedding;
 mod layernorm;
 mod matmul;
 mod matmul_f32;
+mod matmul_wgmma;
 mod reduce;

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cudarc::driver::sys::{
-    CUfunction_attribute_enum, CUgraphInstantiate_flags, CUstreamCaptureMode,
+    self as cu, CUdevice_attribute, CUfunction_attribute_enum, CUgraphInstantiate_flags,
+    CUstreamCaptureMode,
 };
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DriverError,
@@ -14,9 +15,10 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 
 use super::{require, FATBIN};
-use crate::backend::device::{Arg, Runtime};
+use crate::backend::device::{Arch, Arg, Runtime, Slot};
 use crate::backend::kernels::{self, Kernel};
 use crate::backend::launch::{Dim3, LaunchDims};
+use crate::backend::tensor_map::{Swizzle, TensorMap, TensorMapSpec};
 use crate::error::{Error, Result};
 
 /// Dynamic shared memory a kernel may use without opting in.
@@ -35,7 +37,12 @@ pub struct CudaRuntime {
     /// it has been allowed so far (beyond 48 KiB needs an opt-in per kernel).
     functions: HashMap<&'static str, (CudaFunction, RefCell<u32>)>,
     device_name: String,
+    arch: Arch,
+    multiprocessors: u32,
 }
+
+// SAFETY: a plain 128-byte value, passed by value as a `const __grid_constant__ TensorMap`.
+unsafe impl cudarc::driver::DeviceRepr for TensorMap {}
 
 impl CudaRuntime {
     /// Opens GPU `ordinal` and loads the kernels; says what is missing when CUDA cannot run.
@@ -69,11 +76,26 @@ impl CudaRuntime {
             })
             .collect::<Result<HashMap<_, _>>>()?;
         let device_name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let (major, _) = ctx
+            .compute_capability()
+            .map_err(driver("read the compute capability"))?;
+        // sm_90a code runs on compute capability 9.0 only; later generations take the
+        // portable (sm_80 PTX) kernels until they get their own.
+        let arch = if major == 9 {
+            Arch::Hopper
+        } else {
+            Arch::Ampere
+        };
+        let multiprocessors = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(driver("read the multiprocessor count"))? as u32;
         Ok(CudaRuntime {
             ctx,
             stream,
             functions,
             device_name,
+            arch,
+            multiprocessors,
         })
     }
 
@@ -149,12 +171,15 @@ impl Runtime for CudaRuntime {
             })?;
             *allowed = dims.smem;
         }
-        // Every argument as an 8-byte slot with its value in the first bytes: the driver
-        // copies each parameter's size from the pointer it is given.
-        let slots: Vec<u64> = args.iter().map(|a| a.slot()).collect();
+        // Every scalar as an 8-byte slot with its value in the first bytes, a tensor map as
+        // itself: the driver copies each parameter's size from the pointer it is given.
+        let slots: Vec<Slot> = args.iter().map(|a| a.slot()).collect();
         let mut builder = self.stream.launch_builder(func);
         for slot in &slots {
-            builder.arg(slot);
+            match slot {
+                Slot::Word(w) => builder.arg(w),
+                Slot::Map(m) => builder.arg(m),
+            };
         }
         let d3 = |d: Dim3| (d.x, d.y, d.z);
         let cfg = LaunchConfig {
@@ -190,5 +215,52 @@ impl Runtime for CudaRuntime {
         self.stream
             .synchronize()
             .map_err(driver("a kernel failed (stream synchronize)"))
+    }
+
+    fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    fn multiprocessors(&self) -> u32 {
+        self.multiprocessors
+    }
+
+    fn tensor_map(&self, spec: &TensorMapSpec) -> Result<TensorMap> {
+        spec.validate()?;
+        let swizzle = match spec.swizzle {
+            Swizzle::None => cu::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE,
+            Swizzle::B32 => cu::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_32B,
+            Swizzle::B64 => cu::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_64B,
+            Swizzle::B128 => cu::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+        };
+        let dims = [spec.cols, spec.rows];
+        let strides = [spec.row_bytes];
+        let boxes = [spec.box_cols, spec.box_rows];
+        let element_strides = [1u32, 1];
+        let mut map = cu::CUtensorMap { opaque: [0; 16] };
+        // SAFETY: every pointer addresses a local array of the length rank 2 requires; the
+        // spec was validated against the function's rules.
+        let status = unsafe {
+            cu::cuTensorMapEncodeTiled(
+                &mut map,
+                cu::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                2,
+                spec.address as *mut std::ffi::c_void,
+                dims.as_ptr(),
+                strides.as_ptr(),
+                boxes.as_ptr(),
+                element_strides.as_ptr(),
+                cu::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                swizzle,
+                cu::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                cu::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            )
+        };
+        if status != cu::CUresult::CUDA_SUCCESS {
+            return Err(Error::Device(format!(
+                "cuda: cuTensorMapEncodeTiled {spec:?}: {status:?}"
+            )));
+        }
+        Ok(TensorMap(map.opaque))
     }
 }

@@ -10,8 +10,9 @@ use std::ffi::{c_char, c_void, CStr};
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 
-use super::{sanitizer, Arg, Kernel, Runtime};
+use super::{sanitizer, Arch, Arg, Kernel, Runtime, Slot};
 use crate::backend::launch::{Dim3, LaunchDims};
+use crate::backend::tensor_map::{TensorMap, TensorMapSpec};
 use crate::error::{Error, Result};
 
 /// A row of the emulation's kernel table (`smelt_emu_kernel` in `kernels/emu/cuda_emu.h`).
@@ -176,17 +177,45 @@ pub struct EmuLaunch {
 
 /// The CPU stand-in for a GPU. Launches run to completion before `launch` returns; while
 /// capturing they are recorded instead, as a CUDA stream capture records them.
-#[derive(Default)]
+///
+/// It emulates a Hopper GPU (wgmma, bulk tensor copies) with [`EMULATED_MULTIPROCESSORS`]
+/// multiprocessors, unless made with [`EmuRuntime::with_arch`] or `SMELT_EMU_ARCH=sm_80`
+/// in the environment (then the backend picks the Ampere kernels, as on an A100).
 pub struct EmuRuntime {
+    arch: Arch,
     capture: RefCell<Option<Vec<EmuLaunch>>>,
     launches: std::cell::Cell<u64>,
     /// Launches run per kernel name (replayed ones included).
     launches_by_kernel: RefCell<std::collections::HashMap<&'static str, u64>>,
 }
 
+/// Multiprocessors the emulation reports: few, so that a persistent grid's blocks each take
+/// several tiles in tests.
+pub const EMULATED_MULTIPROCESSORS: u32 = 3;
+
+impl Default for EmuRuntime {
+    fn default() -> Self {
+        let arch = match std::env::var("SMELT_EMU_ARCH").as_deref() {
+            Ok("sm_80") => Arch::Ampere,
+            _ => Arch::Hopper,
+        };
+        EmuRuntime::with_arch(arch)
+    }
+}
+
 impl EmuRuntime {
     pub fn new() -> Self {
         EmuRuntime::default()
+    }
+
+    /// An emulated device of generation `arch` (which kernels the backend chooses).
+    pub fn with_arch(arch: Arch) -> Self {
+        EmuRuntime {
+            arch,
+            capture: RefCell::default(),
+            launches: Default::default(),
+            launches_by_kernel: RefCell::default(),
+        }
     }
 
     /// Kernel launches run so far (replayed ones included): lets tests see that a replay
@@ -207,16 +236,13 @@ impl EmuRuntime {
 
     fn run(&self, launch: &EmuLaunch) -> Result<()> {
         let entry = emulated(launch.kernel)?;
-        let mut slots: Vec<u64> = launch.args.iter().map(|a| a.slot()).collect();
-        let mut params: Vec<*mut c_void> = slots
-            .iter_mut()
-            .map(|s| s as *mut u64 as *mut c_void)
-            .collect();
+        let mut slots: Vec<Slot> = launch.args.iter().map(|a| a.slot()).collect();
+        let mut params: Vec<*mut c_void> = slots.iter_mut().map(Slot::as_mut_ptr).collect();
         let d = launch.dims;
         // SAFETY: `launch`'s contract (Runtime::launch) makes the arguments match the kernel
-        // and address live buffers; each params[i] points at an 8-byte slot holding argument
-        // i, which the emulated launcher reads as the parameter's type (at most 8 bytes,
-        // little-endian, first bytes of the slot).
+        // and address live buffers; each params[i] points at the slot holding argument i,
+        // which the emulated launcher reads as the parameter's type (a scalar from the first
+        // bytes of an 8-byte slot, little-endian, or a whole tensor map).
         unsafe { entry(d.grid, d.block, d.smem, params.as_mut_ptr()) };
         self.launches.set(self.launches.get() + 1);
         *self
@@ -317,5 +343,18 @@ impl Runtime for EmuRuntime {
 
     fn synchronize(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    fn multiprocessors(&self) -> u32 {
+        EMULATED_MULTIPROCESSORS
+    }
+
+    fn tensor_map(&self, spec: &TensorMapSpec) -> Result<TensorMap> {
+        spec.validate()?;
+        Ok(spec.emulation_encoding())
     }
 }

@@ -14,4 +14,4 @@ pub mod sanitizer;
 
 pub use crate::backend::kernels::Kernel;
 pub use backend::{DeviceArena, DeviceBackend, DeviceIndices, Precision};
-pub use runtime::{Arg, Runtime};
+pub use runtime::{Arch, Arg, Runtime, Slot};

@@ -4,6 +4,7 @@
 
 use crate::backend::kernels::Kernel;
 use crate::backend::launch::LaunchDims;
+use crate::backend::tensor_map::{TensorMap, TensorMapSpec};
 use crate::error::Result;
 
 /// One kernel argument, as the kernel's C parameter sees it.
@@ -17,19 +18,47 @@ pub enum Arg {
     I64(i64),
     /// `float`.
     F32(f32),
+    /// `const __grid_constant__ TensorMap` (128 bytes).
+    TensorMap(TensorMap),
+}
+
+/// An argument's bytes where cuLaunchKernel's `kernelParams` points: an 8-byte slot with the
+/// value's bytes first (little-endian), the rest zero; or the whole tensor map.
+#[derive(Clone, Copy, Debug)]
+pub enum Slot {
+    Word(u64),
+    Map(TensorMap),
+}
+
+impl Slot {
+    /// Where the parameter's bytes are (valid while `self` is neither moved nor dropped).
+    pub fn as_mut_ptr(&mut self) -> *mut std::ffi::c_void {
+        match self {
+            Slot::Word(w) => w as *mut u64 as *mut std::ffi::c_void,
+            Slot::Map(m) => m as *mut TensorMap as *mut std::ffi::c_void,
+        }
+    }
 }
 
 impl Arg {
-    /// The argument as the 8-byte slot cuLaunchKernel's `kernelParams` points at: the value's
-    /// bytes first (little-endian), the rest zero.
-    pub fn slot(self) -> u64 {
+    pub fn slot(self) -> Slot {
         match self {
-            Arg::Ptr(p) => p,
-            Arg::I32(v) => u64::from(v as u32),
-            Arg::I64(v) => v as u64,
-            Arg::F32(v) => u64::from(v.to_bits()),
+            Arg::Ptr(p) => Slot::Word(p),
+            Arg::I32(v) => Slot::Word(u64::from(v as u32)),
+            Arg::I64(v) => Slot::Word(v as u64),
+            Arg::F32(v) => Slot::Word(u64::from(v.to_bits())),
+            Arg::TensorMap(m) => Slot::Map(m),
         }
     }
+}
+
+/// The device's generation, as far as kernel choice goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// sm_80 .. sm_89: mma.sync, cp.async.
+    Ampere,
+    /// sm_90 (sm_90a code): also wgmma, bulk tensor copies, mbarrier transactions.
+    Hopper,
 }
 
 /// A device: byte buffers, launches of the kernels of `kernels/*.cu`, graph capture.
@@ -71,4 +100,10 @@ pub trait Runtime {
     fn replay(&self, graph: &Self::Graph) -> Result<()>;
     /// Waits for every launch so far; reports a failure of any of them.
     fn synchronize(&self) -> Result<()>;
+    /// The device's generation: which kernels it can run.
+    fn arch(&self) -> Arch;
+    /// Streaming multiprocessors: the size of a persistent grid.
+    fn multiprocessors(&self) -> u32;
+    /// The tensor map of `spec` (validated first), for kernels' bulk tensor copies.
+    fn tensor_map(&self, spec: &TensorMapSpec) -> Result<TensorMap>;
 }

@@ -33,6 +33,16 @@ pub enum Kind {
     CpAsyncPending,
     /// A cp.async outside shared memory or not 16-byte aligned.
     CpAsyncInvalid,
+    /// An access to bytes a bulk tensor copy writes, not ordered after the wait on its
+    /// mbarrier phase (no wait, the wrong parity, or the wrong barrier).
+    BulkCopyUnwaited,
+    /// A wgmma read shared memory threads wrote without a `fence.proxy.async` (and a barrier)
+    /// between.
+    ProxyFenceMissing,
+    /// A wgmma read bytes a bulk copy wrote with another swizzle than its descriptor's.
+    SwizzleMismatch,
+    /// A shared-memory operand of a wgmma in flight changed before its `wgmma.wait_group`.
+    WgmmaOperandChanged,
 }
 
 /// What the reported thread did.
@@ -42,6 +52,10 @@ pub enum Access {
     Write,
     Atomic,
     CpAsync,
+    /// A bulk tensor copy's issue or landing.
+    BulkCopy,
+    /// A wgmma's read of its shared-memory operands.
+    Wgmma,
 }
 
 /// Where the address lies.
@@ -92,7 +106,11 @@ impl Report {
             4 => Kind::Uninitialized,
             5 => Kind::OutOfBounds,
             6 => Kind::CpAsyncPending,
-            _ => Kind::CpAsyncInvalid,
+            7 => Kind::CpAsyncInvalid,
+            8 => Kind::BulkCopyUnwaited,
+            9 => Kind::ProxyFenceMissing,
+            10 => Kind::SwizzleMismatch,
+            _ => Kind::WgmmaOperandChanged,
         }
     }
 
@@ -101,7 +119,9 @@ impl Report {
             1 => Access::Read,
             2 => Access::Write,
             3 => Access::Atomic,
-            _ => Access::CpAsync,
+            4 => Access::CpAsync,
+            5 => Access::BulkCopy,
+            _ => Access::Wgmma,
         }
     }
 

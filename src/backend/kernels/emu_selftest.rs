@@ -3,7 +3,8 @@
 //! are the sanitizer's, each with its correct twin, for tests/emu_sanitizer.rs). Each test
 //! picks its geometry (`launch_with`); the declared one is a single warp.
 
-use super::{kernels, linear};
+use super::{bf16, kernels, linear};
+use crate::backend::tensor_map::TensorMap;
 
 kernels! {
     fn emu_selftest_indices(out: *mut u32)
@@ -52,4 +53,9 @@ kernels! {
         => linear(1, 32);
     fn emu_san_shared_atomics(out: *mut i32)
         => linear(1, 32);
+    /// Hopper's checks: `out (64×128) = a (64×64) · b (128×64)ᵀ` by one warpgroup's wgmmas,
+    /// the operands from bulk tensor copies (`map_a`, `map_b`) or stored by the threads; `mode`
+    /// plants a bug (see kernels/emu_selftest.cu).
+    fn emu_san_wgmma(out: *mut f32, a: *const bf16, b: *const bf16, mode: i32, map_a: TensorMap, map_b: TensorMap)
+        => LaunchDims { smem: 1024 + 192 * 128 + 8, ..linear(1, 128) };
 }

@@ -6,7 +6,7 @@
 //! f32 ↔ bf16 conversions on the host.
 
 use super::bf16;
-use super::{blocks, elementwise, int, kernels, linear, Dim3, LaunchDims, Scratch};
+use super::{blocks, elementwise, int, kernels, linear, matmul_wgmma, Dim3, LaunchDims, Scratch};
 use crate::backend::device::Runtime;
 use crate::backend::{DType, MatmulShape};
 use crate::error::Result;
@@ -95,7 +95,8 @@ pub fn matmul_scratch_bytes(s: &MatmulShape, a: DType, b: DType) -> usize {
 }
 
 /// `out (m,n) = op(a) · op(b) (+ bias)` on tensor cores, and `gelu_out = gelu(out)` unless
-/// `gelu_out` is 0, stored in `out_type` (both outputs). `a` (`m*k`) and `b` (`k*n`) are
+/// `gelu_out` is 0, stored in `out_type` (both outputs): on Hopper the products
+/// `matmul_wgmma` supports go to it, everything else to `matmul_bf16*`. `a` (`m*k`) and `b` (`k*n`) are
 /// given with their storage type: f32 ones are cast to bf16 (round to nearest even) into
 /// `scratch` ([`matmul_scratch_bytes`]) first. `bias` (n, f32) may be 0.
 ///
@@ -128,6 +129,10 @@ pub unsafe fn matmul<R: Runtime + ?Sized>(
     };
     let a = operand(a, a_type, s.m * s.k, regions[0])?;
     let b = operand(b, b_type, s.k * s.n, regions[1])?;
+    if matmul_wgmma::supports(rt, &s, a, b) {
+        // SAFETY: the caller's contract; a and b are now bf16 of m*k and n*k elements.
+        return unsafe { matmul_wgmma::matmul_nt(rt, out, out_type, gelu_out, a, b, bias, &s) };
+    }
     let (m, k, n) = (int(s.m), int(s.k), int(s.n));
     let (ta, tb) = (i32::from(s.trans_a), i32::from(s.trans_b));
     // SAFETY: the caller's contract; a and b are now bf16 of m*k and k*n elements.

@@ -28,6 +28,7 @@ pub mod emu_selftest;
 pub mod layernorm;
 pub mod matmul;
 pub mod matmul_f32;
+pub mod matmul_wgmma;
 pub mod reduce;
 
 /// `__nv_bfloat16` in kernel declarations: a marker type (bf16 values are moved as `u16` bit
@@ -112,6 +113,15 @@ scalar_types! {
     i32 => "i32", I32;
     i64 => "i64", I64;
     f32 => "f32", F32;
+}
+
+/// `const __grid_constant__ TensorMap` (kernels/hopper.cuh), passed by value.
+impl KernelParam for crate::backend::tensor_map::TensorMap {
+    const C_TYPE: &'static str = "tensor_map";
+    type Value = crate::backend::tensor_map::TensorMap;
+    fn arg(value: Self::Value) -> Arg {
+        Arg::TensorMap(value)
+    }
 }
 
 /// Declares the kernels of one `.cu` file, a row each:
@@ -201,6 +211,7 @@ pub fn all() -> impl Iterator<Item = &'static Kernel> {
         layernorm::KERNELS,
         matmul::KERNELS,
         matmul_f32::KERNELS,
+        matmul_wgmma::KERNELS,
         reduce::KERNELS,
     ]
     .into_iter()

@@ -1,0 +1,173 @@
+#include "common.cuh"
+#include "hopper.cuh"
+#include "matmul_epilogue.cuh"
+
+// matmul_wgmma.cu: out (m,n) = a (m,k) · b (n,k)^T (+ bias (n)), bf16 operands in row-major
+// (k-contiguous) storage, f32 accumulation on Hopper's warpgroup tensor cores, with the GELU
+// epilogue of matmul.cu (gelu_out = gelu(out) when not null) and f32 or bf16 outputs
+// (matmul_wgmma_bf16 / matmul_wgmma_bf16_to_bf16). This is the forward product of every linear
+// layer (x · Wᵀ) and the tied LM head; the other products stay on matmul.cu for now.
+//
+// Structure (sm_90a; the emulation runs the same code):
+// * Persistent grid: gridDim.x blocks (one per SM) walk the 128x128 output tiles, tile i,
+//   i + gridDim.x, ..., in a grouped order: WGMMA_GROUP_M tile rows at a time, column by column,
+//   so the blocks running at once share a few panels of a and b in L2.
+// * 384 threads = 3 warpgroups. Warpgroup 0 is the producer: it gives up registers
+//   (setmaxnreg 40) and one thread issues the bulk tensor copies (TMA) of each k tile of a
+//   (128 rows x 64 k) and b (128 x 64) into a ring of WGMMA_STAGES stages. Warpgroups 1 and 2
+//   are the consumers (setmaxnreg 232): each computes 64 rows x 128 columns of the tile with
+//   wgmma m64n128k16 (4 per k tile), 64 f32 accumulators per thread.
+// * The ring: stage s has a `full` mbarrier (1 arrival: the producer's arrive.expect_tx, then
+//   the copies' 32 KiB of transactions) and an `empty` one (2 arrivals: one thread of each
+//   consumer once its wgmmas that read the stage are done). Phases alternate parity each time
+//   the ring wraps; the producer waits `empty` with the opposite parity, so its first pass
+//   through the ring does not wait.
+// * Consumers keep one batch of wgmmas in flight: after issuing k tile kt they wait until at
+//   most one group is pending (kt-1 done) and release kt-1's stage.
+// * Shared memory: each stage's tiles are 128 rows of 128 bytes with the 128-byte swizzle (TMA
+//   writes it; the wgmma descriptors read it), so each tile starts at a multiple of 1024 of the
+//   shared address; the k16 step of a wgmma moves the descriptor's start by 32 bytes.
+// * Edges: TMA fills rows >= m (n) and columns >= k with zeros, which add nothing; the epilogue
+//   stores only in-bounds elements. Requirements (the host checks them, else it uses matmul.cu):
+//   k a multiple of 8 and a, b 16-byte aligned (TMA's 16-byte strides and addresses).
+// * Epilogue: straight from the accumulators to global memory (bias, GELU, pair stores), while
+//   the producer already loads the next tile's stages.
+
+static constexpr int WGMMA_BM = 128;
+static constexpr int WGMMA_BN = 128;
+static constexpr int WGMMA_BK = 64;  // 128 bytes of bf16: one swizzle span per row
+static constexpr int WGMMA_STAGES = 4;
+static constexpr int WGMMA_THREADS = 384;
+static constexpr int WGMMA_GROUP_M = 8;
+static constexpr int WGMMA_TILE_BYTES = WGMMA_BM * WGMMA_BK * 2;  // 16 KiB (a and b alike)
+static_assert(WGMMA_BM == WGMMA_BN, "a and b tiles share the tensor map box");
+// Dynamic shared memory: 1 KiB to align the ring, the ring, and 2 mbarriers per stage.
+static constexpr int WGMMA_SMEM_BYTES =
+    1024 + WGMMA_STAGES * 2 * WGMMA_TILE_BYTES + WGMMA_STAGES * 2 * 8;
+
+// The (tile row, tile column) of tile `tile` in the grouped order.
+static __device__ __forceinline__ void wgmma_tile_coords(int tile, int tiles_m, int tiles_n,
+                                                         int* tm, int* tn) {
+    const int group_tiles = WGMMA_GROUP_M * tiles_n;
+    const int first_m = tile / group_tiles * WGMMA_GROUP_M;
+    const int rows = min(tiles_m - first_m, WGMMA_GROUP_M);
+    const int in_group = tile % group_tiles;
+    *tm = first_m + in_group % rows;
+    *tn = in_group / rows;
+}
+
+template <typename OutT>
+static __device__ __forceinline__ void matmul_wgmma_body(OutT* __restrict__ out,
+                                                         OutT* __restrict__ gelu_out,
+                                                         const float* __restrict__ bias, int m,
+                                                         int n, int k, const TensorMap* map_a,
+                                                         const TensorMap* map_b) {
+#if defined(SMELT_HOPPER)
+    unsigned char* ring = align_shared(smem, 1024);
+    unsigned char* tiles_a = ring;
+    unsigned char* tiles_b = ring + WGMMA_STAGES * WGMMA_TILE_BYTES;
+    unsigned long long* full =
+        reinterpret_cast<unsigned long long*>(ring + 2 * WGMMA_STAGES * WGMMA_TILE_BYTES);
+    unsigned long long* empty = full + WGMMA_STAGES;
+    const int tid = threadIdx.x;
+    if (tid == 0) {
+        for (int s = 0; s < WGMMA_STAGES; ++s) {
+            mbar_init(&full[s], 1);
+            mbar_init(&empty[s], 2);
+        }
+    }
+    __syncthreads();
+
+    const int tiles_m = (m + WGMMA_BM - 1) / WGMMA_BM;
+    const int tiles_n = (n + WGMMA_BN - 1) / WGMMA_BN;
+    const int tiles = tiles_m * tiles_n;
+    const int ktiles = (k + WGMMA_BK - 1) / WGMMA_BK;
+    const int warpgroup = tid / 128;
+
+    if (warpgroup == 0) {
+        setmaxnreg_dec<40>();
+        if (tid != 0) return;
+        int stage = 0;
+        unsigned phase = 0;
+        for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+            int tm, tn;
+            wgmma_tile_coords(tile, tiles_m, tiles_n, &tm, &tn);
+            for (int kt = 0; kt < ktiles; ++kt) {
+                mbar_wait(&empty[stage], phase ^ 1);
+                mbar_arrive_expect_tx(&full[stage], 2 * WGMMA_TILE_BYTES);
+                tma_load_2d(tiles_a + stage * WGMMA_TILE_BYTES, map_a, kt * WGMMA_BK,
+                            tm * WGMMA_BM, &full[stage]);
+                tma_load_2d(tiles_b + stage * WGMMA_TILE_BYTES, map_b, kt * WGMMA_BK,
+                            tn * WGMMA_BN, &full[stage]);
+                if (++stage == WGMMA_STAGES) {
+                    stage = 0;
+                    phase ^= 1;
+                }
+            }
+        }
+        return;
+    }
+
+    setmaxnreg_inc<232>();
+    const int consumer = warpgroup - 1;           // rows 64 * consumer .. of the tile
+    const int lane_in_group = tid % 128;
+    const bool releases = lane_in_group == 0;     // arrives on `empty` for the warpgroup
+    const int warp = lane_in_group / 32, g = (tid % 32) / 4, q = tid % 4;
+    const bool pairs = matmul_pairs_aligned(out, gelu_out, n);
+    float acc[64];
+    int stage = 0;
+    unsigned phase = 0;
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        int tm, tn;
+        wgmma_tile_coords(tile, tiles_m, tiles_n, &tm, &tn);
+        int previous = -1;
+        for (int kt = 0; kt < ktiles; ++kt) {
+            mbar_wait(&full[stage], phase);
+            const unsigned char* a = tiles_a + stage * WGMMA_TILE_BYTES + consumer * 64 * 128;
+            const unsigned char* b = tiles_b + stage * WGMMA_TILE_BYTES;
+            wgmma_fence();
+            SMELT_UNROLL
+            for (int kk = 0; kk < WGMMA_BK / 16; ++kk)
+                wgmma_m64n128k16(acc, wgmma_desc(a + 32 * kk, 128, WGMMA_SWIZZLE_128B),
+                                 wgmma_desc(b + 32 * kk, 128, WGMMA_SWIZZLE_128B),
+                                 kt > 0 || kk > 0);
+            wgmma_commit();
+            wgmma_wait<1>();  // k tile kt-1's wgmmas are done: its stage can be refilled
+            if (previous >= 0 && releases) mbar_arrive(&empty[previous]);
+            previous = stage;
+            if (++stage == WGMMA_STAGES) {
+                stage = 0;
+                phase ^= 1;
+            }
+        }
+        wgmma_wait<0>();
+        if (previous >= 0 && releases) mbar_arrive(&empty[previous]);
+
+        // acc[i]: row 16 warp + g + 8 ((i >> 1) & 1), column 8 (i >> 2) + 2q + (i & 1).
+        const int row0 = tm * WGMMA_BM + consumer * 64 + warp * 16 + g;
+        const int col0 = tn * WGMMA_BN + 2 * q;
+        SMELT_UNROLL
+        for (int j = 0; j < 16; ++j)
+            SMELT_UNROLL
+            for (int h = 0; h < 2; ++h)
+                matmul_store_pair(out, gelu_out, bias, m, n, row0 + 8 * h, col0 + 8 * j,
+                                  acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1], pairs);
+    }
+#endif
+}
+
+extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1)
+    matmul_wgmma_bf16(float* __restrict__ out, float* __restrict__ gelu_out,
+                      const float* __restrict__ bias, int m, int n, int k,
+                      const __grid_constant__ TensorMap map_a,
+                      const __grid_constant__ TensorMap map_b) {
+    matmul_wgmma_body(out, gelu_out, bias, m, n, k, &map_a, &map_b);
+}
+
+extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1)
+    matmul_wgmma_bf16_to_bf16(__nv_bfloat16* __restrict__ out, __nv_bfloat16* __restrict__ gelu_out,
+                              const float* __restrict__ bias, int m, int n, int k,
+                              const __grid_constant__ TensorMap map_a,
+                              const __grid_constant__ TensorMap map_b) {
+    matmul_wgmma_body(out, gelu_out, bias, m, n, k, &map_a, &map_b);
+}

@@ -1,0 +1,199 @@
+//! `kernels/matmul_wgmma.cu`, the Hopper matmul (wgmma + TMA, persistent grid), through its
+//! sequence `matmul_nt`: the forward product `a (m,k) · b (n,k)ᵀ` on sizes that are not
+//! multiples of the 128×128×64 tile (k a multiple of 8, as TMA requires), with enough tiles
+//! that the emulation's 3 multiprocessors each take several, k long enough to wrap the 4-stage
+//! ring, with and without bias and GELU, outputs aligned or not; compared with f64 like
+//! `matmul.rs` (1e-4 on the same bf16 inputs, GELU against the CPU's of the kernel's own
+//! pre-activation), the bf16-output kernel bit for bit against the f32 one rounded, and the
+//! backend's `matmul` sequence bit for bit against the kernel. On a GPU it runs where the GPU
+//! is a Hopper (`Arch::Hopper`), with GPT-2 124M's forward products.
+
+use smelt::backend::device::{Arch, Runtime};
+use smelt::backend::kernels::matmul::{self as mm};
+use smelt::backend::kernels::matmul_wgmma as k;
+use smelt::backend::DType;
+
+use crate::harness::{on_every_runtime, rounded, Dev, TOL_BF16};
+use crate::matmul::{bits, rows_of, rows_to_check, run, Case, Inputs, Outputs, Reference};
+
+const TOL_SAME_INPUTS: f64 = 1e-4;
+const TOL_GELU_SAME: f64 = 1e-6;
+
+/// (m, k, n) of the small cases, then GPT-2 124M's forward products at B·T = 8192 (GPU).
+fn cases<R: Runtime>(dev: &Dev<R>) -> Vec<Case> {
+    let sizes = [
+        (1, 8, 1),
+        (5, 24, 3),
+        (130, 72, 90),
+        (128, 64, 128),
+        (257, 200, 129),
+        (300, 520, 260),
+    ];
+    let placements = [
+        (false, true, true, None),
+        (true, true, true, Some(true)),
+        (true, true, false, Some(false)),
+    ];
+    let small: Vec<Case> = sizes
+        .iter()
+        .flat_map(|&(m, kk, n)| {
+            placements
+                .iter()
+                .map(move |&p| Case::new(m, kk, n, false, true).placed(p))
+        })
+        .collect();
+    let (bt, c) = (8 * 1024, 768);
+    let large: Vec<Case> = [
+        (c, 3 * c, false),
+        (c, c, false),
+        (c, 4 * c, true),
+        (4 * c, c, false),
+        (c, 50304, false),
+    ]
+    .iter()
+    .map(|&(inp, out, gelu)| {
+        Case::new(bt, inp, out, false, true).placed((
+            out != 50304,
+            true,
+            true,
+            gelu.then_some(true),
+        ))
+    })
+    .collect();
+    dev.cases(&small, &large)
+}
+
+/// Whether the device runs the kernel (a Hopper GPU, or the emulation).
+fn hopper<R: Runtime>(dev: &Dev<R>) -> bool {
+    if dev.rt.arch() != Arch::Hopper {
+        eprintln!("skipped on {}: not a Hopper GPU", dev.rt.name());
+        return false;
+    }
+    true
+}
+
+fn run_wgmma<R: Runtime>(dev: &Dev<R>, c: &Case, x: &Inputs, out_type: DType) -> Outputs {
+    run(
+        dev,
+        c,
+        x,
+        (DType::Bf16, out_type),
+        |out, gelu, a, b, bias| {
+            assert!(k::supports(&dev.rt, &c.s, a, b), "{c:?} must be supported");
+            unsafe { k::matmul_nt(&dev.rt, out, out_type, gelu, a, b, bias, &c.s) }.unwrap()
+        },
+    )
+}
+
+on_every_runtime!(
+    matmul_wgmma_bf16,
+    matmul_wgmma_bf16_to_bf16,
+    the_sequence_takes_it,
+    supports
+);
+
+fn matmul_wgmma_bf16<R: Runtime>(dev: &Dev<R>) {
+    if !hopper(dev) {
+        return;
+    }
+    for c in cases(dev) {
+        let (x, s) = (Inputs::new(dev, &c), c.s);
+        let (out, gelu) = run_wgmma(dev, &c, &x, DType::F32);
+        let rows = rows_to_check(dev, s.m);
+        let got = rows_of(&out, &rows, s.n);
+        let what = c.what("matmul_wgmma_bf16");
+        let at = |part: &str| format!("{what} {part}");
+        let r = x.rounded().product(&s, &rows);
+        r.check(dev, &at("vs f64 on bf16 inputs"), &got, TOL_SAME_INPUTS);
+        let unrounded = Reference {
+            want: x.product(&s, &rows).want,
+            ..r.clone()
+        };
+        unrounded.check(dev, &at("vs f64"), &got, TOL_BF16);
+        let Some(gelu) = gelu else { continue };
+        let gelu = rows_of(&gelu, &rows, s.n);
+        let mut same = vec![0.0f32; got.len()];
+        smelt::backend::cpu::kernels::gelu_forward(&mut same, &got);
+        let same = Reference {
+            want: same.iter().map(|&g| g as f64).collect(),
+            scale: got.iter().map(|&o| (o as f64).abs()).collect(),
+        };
+        same.check(dev, &at("gelu_out vs gelu(out)"), &gelu, TOL_GELU_SAME);
+    }
+}
+
+fn matmul_wgmma_bf16_to_bf16<R: Runtime>(dev: &Dev<R>) {
+    if !hopper(dev) {
+        return;
+    }
+    for c in cases(dev) {
+        let x = Inputs::new(dev, &c);
+        let (out, gelu) = run_wgmma(dev, &c, &x, DType::Bf16);
+        let (out32, gelu32) = run_wgmma(dev, &c, &x, DType::F32);
+        let what = c.what("matmul_wgmma_bf16_to_bf16");
+        dev.same_bits(
+            &format!("{what} vs f32 rounded"),
+            &bits(&out),
+            &bits(&rounded(&out32)),
+        );
+        if let (Some(g), Some(g32)) = (gelu, gelu32) {
+            dev.same_bits(
+                &format!("{what} gelu_out"),
+                &bits(&g),
+                &bits(&rounded(&g32)),
+            );
+        }
+    }
+}
+
+/// The backend's `matmul` sequence sends supported products here: bit for bit the kernel's
+/// outputs, from f32 or bf16 operands.
+fn the_sequence_takes_it<R: Runtime>(dev: &Dev<R>) {
+    if !hopper(dev) {
+        return;
+    }
+    let c = Case::new(150, 136, 140, false, true).placed((true, true, true, Some(true)));
+    let x = Inputs::new(dev, &c);
+    for out_type in [DType::F32, DType::Bf16] {
+        let direct = run_wgmma(dev, &c, &x, out_type);
+        for a_type in [DType::F32, DType::Bf16] {
+            let bytes = mm::matmul_scratch_bytes(&c.s, a_type, DType::Bf16);
+            let (_keep, scratch) = dev.scratch(bytes);
+            let a = crate::matmul::input(dev, &c, &x.a, a_type);
+            let b = crate::matmul::input(dev, &c, &x.b, DType::Bf16);
+            let got = run(
+                dev,
+                &c,
+                &x,
+                (DType::Bf16, out_type),
+                |out, gelu, _, _, bias| unsafe {
+                    let (a, b) = ((a.addr, a_type), (b.addr, DType::Bf16));
+                    mm::matmul(&dev.rt, out, out_type, gelu, a, b, bias, c.s, scratch).unwrap()
+                },
+            );
+            let what = format!("matmul {a_type:?} → {out_type:?} {c:?}");
+            dev.same_bits(&what, &bits(&got.0), &bits(&direct.0));
+            dev.same_bits(
+                &what,
+                &bits(&got.1.unwrap()),
+                &bits(direct.1.as_ref().unwrap()),
+            );
+        }
+    }
+}
+
+/// What the kernel takes: Hopper, a (m,k) · b (n,k)ᵀ, k % 8 = 0, 16-byte aligned operands.
+fn supports<R: Runtime>(dev: &Dev<R>) {
+    let nt = Case::new(64, 64, 64, false, true).s;
+    let hopper = dev.rt.arch() == Arch::Hopper;
+    assert_eq!(k::supports(&dev.rt, &nt, 256, 512), hopper);
+    for (s, a, b) in [
+        (Case::new(64, 64, 64, false, false).s, 256, 512),
+        (Case::new(64, 64, 64, true, true).s, 256, 512),
+        (Case::new(64, 60, 64, false, true).s, 256, 512),
+        (nt, 258, 512),
+        (nt, 256, 520),
+    ] {
+        assert!(!k::supports(&dev.rt, &s, a, b), "{s:?} at {a:#x}, {b:#x}");
+    }
+}
