@@ -323,8 +323,8 @@ extern "C" __global__ void emu_san_wgmma(float* out, const __nv_bfloat16* a,
     float acc[64];
     wgmma_fence();
     for (int kk = 0; kk < 4; ++kk)
-        wgmma_m64n128k16(acc, wgmma_desc(tile_a + 32 * kk, 128, swizzle),
-                         wgmma_desc(tile_b + 32 * kk, 128, swizzle), kk > 0);
+        wgmma_m64n128k16<0, 0>(acc, wgmma_desc(tile_a + 32 * kk, 16, 1024, swizzle),
+                               wgmma_desc(tile_b + 32 * kk, 16, 1024, swizzle), kk > 0);
     wgmma_commit();
     if (mode == 5 && tid == 0) tile_a[0] ^= 1;
     wgmma_wait<0>();

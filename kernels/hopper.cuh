@@ -17,9 +17,11 @@
 //   `dst`, completing `box bytes` transactions on `bar`; out-of-bounds elements are zeros.
 // * `fence_proxy_async()`: shared-memory writes of this thread become visible to the async
 //   proxy (wgmma operands written by threads need it, then a barrier).
-// * wgmma m64n128k16, f32 += bf16 x bf16, both operands in shared memory (K-major, described by
-//   `wgmma_desc`): `wgmma_fence()` before each batch, `wgmma_m64n128k16(d, da, db, scale_d)`,
-//   `wgmma_commit()`, `wgmma_wait<N>()`; all 128 threads of the warpgroup execute each.
+// * wgmma m64n128k16, f32 += bf16 x bf16, both operands in shared memory, described by
+//   `wgmma_desc` (K-major: 8 consecutive k per 16-byte chunk; or MN-major, TRANS_A / TRANS_B:
+//   8 consecutive rows of A / columns of B per chunk): `wgmma_fence()` before each batch,
+//   `wgmma_m64n128k16<TRANS_A, TRANS_B>(d, da, db, scale_d)`, `wgmma_commit()`,
+//   `wgmma_wait<N>()`; all 128 threads of the warpgroup execute each.
 //   Accumulator layout (thread t of the warpgroup, warp w = t/32, g = (t%32)/4, q = t%4):
 //   d[i] is element (16w + g + 8*((i>>1)&1), 8*(i>>2) + 2q + (i&1)) of the 64x128 tile.
 // * `setmaxnreg_inc<N>()` / `setmaxnreg_dec<N>()`: the warpgroup's register budget.
@@ -75,9 +77,10 @@ template <int N>
 __device__ __forceinline__ void wgmma_wait() {
     smelt_emu::wgmma_wait(N);
 }
+template <int TRANS_A, int TRANS_B>
 __device__ __forceinline__ void wgmma_m64n128k16(float d[64], unsigned long long desc_a,
                                                  unsigned long long desc_b, int scale_d) {
-    smelt_emu::wgmma_mma(d, 128, desc_a, desc_b, scale_d, 0, 0);
+    smelt_emu::wgmma_mma(d, 128, desc_a, desc_b, scale_d, TRANS_A, TRANS_B);
 }
 template <unsigned N>
 __device__ __forceinline__ void setmaxnreg_inc() {
@@ -141,6 +144,7 @@ template <int N>
 __device__ __forceinline__ void wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
+template <int TRANS_A, int TRANS_B>
 __device__ __forceinline__ void wgmma_m64n128k16(float d[64], unsigned long long desc_a,
                                                  unsigned long long desc_b, int scale_d) {
     asm volatile(
@@ -148,7 +152,7 @@ __device__ __forceinline__ void wgmma_m64n128k16(float d[64], unsigned long long
         ".reg .pred p;\n"
         "setp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n"
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, %67, %68;\n"
         "}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
           "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
@@ -166,7 +170,7 @@ __device__ __forceinline__ void wgmma_m64n128k16(float d[64], unsigned long long
           "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
           "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
           "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(TRANS_A), "n"(TRANS_B));
 }
 template <unsigned N>
 __device__ __forceinline__ void setmaxnreg_inc() {
@@ -193,15 +197,17 @@ __device__ __forceinline__ unsigned char* align_shared(void* p, unsigned align) 
     return static_cast<unsigned char*>(p) + ((align - addr % align) % align);
 }
 
-// A wgmma matrix descriptor for a K-major bf16 operand at `p`: rows `row_bytes` apart in groups
-// of 8 that are `8 * row_bytes` apart (the stride byte offset), swizzled by `swizzle` (one of
-// WGMMA_SWIZZLE_*, whose span must equal row_bytes). Leading byte offset 1: unused by swizzled
-// K-major layouts whose K extent (32 bytes per instruction) lies within one swizzle span.
-__device__ __forceinline__ unsigned long long wgmma_desc(const void* p, unsigned row_bytes,
-                                                         unsigned swizzle) {
+// A wgmma matrix descriptor for the operand at `p`: leading and stride byte offsets (multiples
+// of 16; their meaning depends on the layout, see emu/runtime.cpp's operand_address) and one of
+// WGMMA_SWIZZLE_*. For the 128-byte swizzle: K-major rows of 128 bytes have sbo = 1024 (8
+// rows) and an unused lbo; MN-major tiles of 64-element rows along k have sbo = 1024 (8 k
+// rows) and lbo = the distance between 64-wide blocks of M or N.
+__device__ __forceinline__ unsigned long long wgmma_desc(const void* p, unsigned lbo,
+                                                         unsigned sbo, unsigned swizzle) {
     const unsigned long long start = (shared_address(p) & 0x3ffffu) >> 4;
-    const unsigned long long sbo = (8ull * row_bytes) >> 4;
-    return start | (1ull << 16) | (sbo << 32) | (static_cast<unsigned long long>(swizzle) << 62);
+    return start | (static_cast<unsigned long long>(lbo >> 4) << 16) |
+           (static_cast<unsigned long long>(sbo >> 4) << 32) |
+           (static_cast<unsigned long long>(swizzle) << 62);
 }
 
 #endif

@@ -2,11 +2,12 @@
 #include "hopper.cuh"
 #include "matmul_epilogue.cuh"
 
-// matmul_wgmma.cu: out (m,n) = a (m,k) · b (n,k)^T (+ bias (n)), bf16 operands in row-major
-// (k-contiguous) storage, f32 accumulation on Hopper's warpgroup tensor cores, with the GELU
-// epilogue of matmul.cu (gelu_out = gelu(out) when not null) and f32 or bf16 outputs
-// (matmul_wgmma_bf16 / matmul_wgmma_bf16_to_bf16). This is the forward product of every linear
-// layer (x · Wᵀ) and the tied LM head; the other products stay on matmul.cu for now.
+// matmul_wgmma.cu: out (m,n) = op(a) · op(b) (+ bias (n)) with matmul.cu's conventions (a (m,k)
+// row-major, or (k,m) with trans_a; b (k,n) row-major, or (n,k) with trans_b), bf16 operands,
+// f32 accumulation on Hopper's warpgroup tensor cores, the GELU epilogue of matmul.cu (gelu_out
+// = gelu(out) when not null) and f32 or bf16 outputs (matmul_wgmma_bf16 /
+// matmul_wgmma_bf16_to_bf16). The products training runs: x · Wᵀ (forward: b given (n,k)),
+// dout · W (input gradient), doutᵀ · x (weight gradient: a given (k,m)).
 //
 // Structure (sm_90a; the emulation runs the same code):
 // * Persistent grid: gridDim.x blocks (one per SM) walk the 128x128 output tiles, tile i,
@@ -24,12 +25,18 @@
 //   through the ring does not wait.
 // * Consumers keep one batch of wgmmas in flight: after issuing k tile kt they wait until at
 //   most one group is pending (kt-1 done) and release kt-1's stage.
-// * Shared memory: each stage's tiles are 128 rows of 128 bytes with the 128-byte swizzle (TMA
-//   writes it; the wgmma descriptors read it), so each tile starts at a multiple of 1024 of the
-//   shared address; the k16 step of a wgmma moves the descriptor's start by 32 bytes.
-// * Edges: TMA fills rows >= m (n) and columns >= k with zeros, which add nothing; the epilogue
-//   stores only in-bounds elements. Requirements (the host checks them, else it uses matmul.cu):
-//   k a multiple of 8 and a, b 16-byte aligned (TMA's 16-byte strides and addresses).
+// * Shared memory: each stage's tile of an operand is 16 KiB with the 128-byte swizzle (TMA
+//   writes it; the wgmma descriptors read it), starting at a multiple of 1024 of the shared
+//   address. An operand stored k-contiguous (a plain, b with trans_b: "K-major") is one box of
+//   128 rows x 64 k: rows of 128 bytes, a k16 step moves the descriptor's start by 32 bytes. An
+//   operand stored mn-contiguous (a with trans_a, b plain: "MN-major") is two boxes of 64 k rows
+//   x 64 mn (8 KiB each, one per 64-wide half of the tile): a k16 step moves the start by 16 rows
+//   (2 KiB), the leading byte offset (8 KiB) goes from one half to the other, and the wgmma's
+//   transpose flag says the layout.
+// * Edges: TMA fills rows and columns past the operands with zeros, which add nothing; the
+//   epilogue stores only in-bounds elements. Requirements (the host checks them, else it uses
+//   matmul.cu): each operand's stored rows a multiple of 8 elements and a, b 16-byte aligned
+//   (TMA's 16-byte strides and addresses).
 // * Epilogue: straight from the accumulators to global memory (bias, GELU, pair stores), while
 //   the producer already loads the next tile's stages.
 
@@ -56,7 +63,31 @@ static __device__ __forceinline__ void wgmma_tile_coords(int tile, int tiles_m, 
     *tn = in_group / rows;
 }
 
-template <typename OutT>
+// Loads k tile `kt` of an operand's 128-wide tile `t` (rows or columns) into `tile`: one box
+// (K-major) or two (MN-major), completing on `bar`.
+template <bool MN_MAJOR>
+static __device__ __forceinline__ void wgmma_load_tile(unsigned char* tile, const TensorMap* map,
+                                                       int t, int kt, unsigned long long* bar) {
+    if (!MN_MAJOR) {
+        tma_load_2d(tile, map, kt * WGMMA_BK, t * WGMMA_BM, bar);
+    } else {
+        tma_load_2d(tile, map, t * WGMMA_BM, kt * WGMMA_BK, bar);
+        tma_load_2d(tile + WGMMA_TILE_BYTES / 2, map, t * WGMMA_BM + 64, kt * WGMMA_BK, bar);
+    }
+}
+
+// The descriptor of k16 step `kk` of a stage's operand tile, from row (or column) `first`
+// (a multiple of 64) on.
+template <bool MN_MAJOR>
+static __device__ __forceinline__ unsigned long long wgmma_tile_desc(const unsigned char* tile,
+                                                                     int first, int kk) {
+    if (!MN_MAJOR)
+        return wgmma_desc(tile + first * 128 + 32 * kk, 16, 1024, WGMMA_SWIZZLE_128B);
+    return wgmma_desc(tile + (first / 64) * (WGMMA_TILE_BYTES / 2) + 2048 * kk,
+                      WGMMA_TILE_BYTES / 2, 1024, WGMMA_SWIZZLE_128B);
+}
+
+template <typename OutT, bool A_MN, bool B_MN>
 static __device__ __forceinline__ void matmul_wgmma_body(OutT* __restrict__ out,
                                                          OutT* __restrict__ gelu_out,
                                                          const float* __restrict__ bias, int m,
@@ -95,10 +126,10 @@ static __device__ __forceinline__ void matmul_wgmma_body(OutT* __restrict__ out,
             for (int kt = 0; kt < ktiles; ++kt) {
                 mbar_wait(&empty[stage], phase ^ 1);
                 mbar_arrive_expect_tx(&full[stage], 2 * WGMMA_TILE_BYTES);
-                tma_load_2d(tiles_a + stage * WGMMA_TILE_BYTES, map_a, kt * WGMMA_BK,
-                            tm * WGMMA_BM, &full[stage]);
-                tma_load_2d(tiles_b + stage * WGMMA_TILE_BYTES, map_b, kt * WGMMA_BK,
-                            tn * WGMMA_BN, &full[stage]);
+                wgmma_load_tile<A_MN>(tiles_a + stage * WGMMA_TILE_BYTES, map_a, tm, kt,
+                                      &full[stage]);
+                wgmma_load_tile<B_MN>(tiles_b + stage * WGMMA_TILE_BYTES, map_b, tn, kt,
+                                      &full[stage]);
                 if (++stage == WGMMA_STAGES) {
                     stage = 0;
                     phase ^= 1;
@@ -123,14 +154,13 @@ static __device__ __forceinline__ void matmul_wgmma_body(OutT* __restrict__ out,
         int previous = -1;
         for (int kt = 0; kt < ktiles; ++kt) {
             mbar_wait(&full[stage], phase);
-            const unsigned char* a = tiles_a + stage * WGMMA_TILE_BYTES + consumer * 64 * 128;
+            const unsigned char* a = tiles_a + stage * WGMMA_TILE_BYTES;
             const unsigned char* b = tiles_b + stage * WGMMA_TILE_BYTES;
             wgmma_fence();
             SMELT_UNROLL
             for (int kk = 0; kk < WGMMA_BK / 16; ++kk)
-                wgmma_m64n128k16(acc, wgmma_desc(a + 32 * kk, 128, WGMMA_SWIZZLE_128B),
-                                 wgmma_desc(b + 32 * kk, 128, WGMMA_SWIZZLE_128B),
-                                 kt > 0 || kk > 0);
+                wgmma_m64n128k16<A_MN, B_MN>(acc, wgmma_tile_desc<A_MN>(a, consumer * 64, kk),
+                                             wgmma_tile_desc<B_MN>(b, 0, kk), kt > 0 || kk > 0);
             wgmma_commit();
             wgmma_wait<1>();  // k tile kt-1's wgmmas are done: its stage can be refilled
             if (previous >= 0 && releases) mbar_arrive(&empty[previous]);
@@ -156,18 +186,37 @@ static __device__ __forceinline__ void matmul_wgmma_body(OutT* __restrict__ out,
 #endif
 }
 
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1)
-    matmul_wgmma_bf16(float* __restrict__ out, float* __restrict__ gelu_out,
-                      const float* __restrict__ bias, int m, int n, int k,
-                      const __grid_constant__ TensorMap map_a,
-                      const __grid_constant__ TensorMap map_b) {
-    matmul_wgmma_body(out, gelu_out, bias, m, n, k, &map_a, &map_b);
+// Both kernels: the body for the operands' layouts. b plain is MN-major, b with trans_b K-major.
+template <typename OutT>
+static __device__ __forceinline__ void matmul_wgmma_dispatch(
+    OutT* __restrict__ out, OutT* __restrict__ gelu_out, const float* __restrict__ bias, int m,
+    int n, int k, int trans_a, int trans_b, const TensorMap* map_a, const TensorMap* map_b) {
+    if (!trans_a) {
+        if (trans_b)
+            matmul_wgmma_body<OutT, false, false>(out, gelu_out, bias, m, n, k, map_a, map_b);
+        else
+            matmul_wgmma_body<OutT, false, true>(out, gelu_out, bias, m, n, k, map_a, map_b);
+    } else {
+        if (trans_b)
+            matmul_wgmma_body<OutT, true, false>(out, gelu_out, bias, m, n, k, map_a, map_b);
+        else
+            matmul_wgmma_body<OutT, true, true>(out, gelu_out, bias, m, n, k, map_a, map_b);
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1)
-    matmul_wgmma_bf16_to_bf16(__nv_bfloat16* __restrict__ out, __nv_bfloat16* __restrict__ gelu_out,
-                              const float* __restrict__ bias, int m, int n, int k,
-                              const __grid_constant__ TensorMap map_a,
+    matmul_wgmma_bf16(float* __restrict__ out, float* __restrict__ gelu_out,
+                      const float* __restrict__ bias, int m, int n, int k, int trans_a,
+                      int trans_b, const __grid_constant__ TensorMap map_a,
+                      const __grid_constant__ TensorMap map_b) {
+    matmul_wgmma_dispatch(out, gelu_out, bias, m, n, k, trans_a, trans_b, &map_a, &map_b);
+}
+
+extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1)
+    matmul_wgmma_bf16_to_bf16(__nv_bfloat16* __restrict__ out,
+                              __nv_bfloat16* __restrict__ gelu_out,
+                              const float* __restrict__ bias, int m, int n, int k, int trans_a,
+                              int trans_b, const __grid_constant__ TensorMap map_a,
                               const __grid_constant__ TensorMap map_b) {
-    matmul_wgmma_body(out, gelu_out, bias, m, n, k, &map_a, &map_b);
+    matmul_wgmma_dispatch(out, gelu_out, bias, m, n, k, trans_a, trans_b, &map_a, &map_b);
 }

@@ -81,8 +81,8 @@
 //     bits for the 32/64/128-byte modes; destinations aligned to 1024 bytes when swizzled,
 //     else 128), and completes its bytes of transactions then. Copies never waited for are
 //     dropped at the block's end.
-//   - wgmma m64nNk16 f32 += bf16 x bf16, both operands in shared memory, K-major (no
-//     transposes): a warpgroup rendezvous (128 threads, all with the same descriptors). The
+//   - wgmma m64nNk16 f32 += bf16 x bf16, both operands in shared memory, K-major or MN-major
+//     (the transpose flags): a warpgroup rendezvous (128 threads, all with the same descriptors). The
 //     operands are decoded from the descriptors (start, leading/stride byte offsets, swizzle;
 //     a non-zero base offset aborts), read at the issue, and the result kept in flight: the
 //     accumulators hold NaN until a wgmma.wait_group covers the op's commit group, when they
@@ -190,7 +190,7 @@
 // __int_as_float __float_as_uint __uint_as_float, __ldg, INFINITY, printf, assert; and through
 // tensor_core.cuh: mma.sync m16n8k16 bf16, ldmatrix(.trans) x4, cp.async 16 bytes; and
 // through hopper.cuh: mbarrier, 2-D bulk tensor copies, fence.proxy.async, wgmma m64n128k16
-// (K-major, shared-memory operands), setmaxnreg, `const __grid_constant__ TensorMap`.
+// (shared-memory operands, K- or MN-major), setmaxnreg, `const __grid_constant__ TensorMap`.
 // Limits to know:
 // * No preemption: a thread that spins waiting for another thread or block (a flag in shared or
 //   global memory, without __syncthreads between) loops forever here. Not allowed in CUDA

@@ -763,21 +763,36 @@ void warpgroup_rendezvous(WgOp op, const char* name, Deposit deposit, Act act) {
     yield(w, f);
 }
 
-// Element (row, k) of a K-major bf16 operand of wgmma (row < rows, k < 16): its shared-window
-// address under the descriptor (PTX ISA, "Matrix Descriptor" and the canonical K-major
-// layouts): without swizzle, 8x8 core matrices of 128 contiguous bytes, `lbo` apart along K and
-// `sbo` apart along M/N; with a swizzle of W bytes, rows W bytes apart in groups of 8, groups
-// `sbo` apart, the swizzle applied to the address.
-unsigned operand_address(uint64_t desc, unsigned row, unsigned k) {
+// Element (mn, k) of a bf16 operand of wgmma (mn < 64 for A or N for B, k < 16): its
+// shared-window address under the descriptor, in the canonical layouts of the PTX ISA
+// ("Matrix Descriptor", "Shared Memory Matrix Layout"; CUTLASS's make_gmma_desc spells the same
+// ones). Units: 16-byte chunks of 8 elements; W = the swizzle span in chunks (8, 4, 2 for
+// 128/64/32 bytes), the swizzle applied to the final address.
+// * K-major (8 consecutive k in a chunk): no swizzle: 8x8 core matrices of 128 contiguous
+//   bytes, rows 16 bytes apart, `sbo` apart along M/N, `lbo` apart along K; swizzled: rows
+//   16W bytes apart in groups of 8 that are `sbo` apart, the two k chunks adjacent (`lbo`
+//   unused: the instruction's 32 bytes of K lie within one span).
+// * MN-major (`trans`: 8 consecutive mn in a chunk): no swizzle: chunks of mn `sbo` apart, k
+//   rows 16 bytes apart in groups of 8 that are `lbo` apart; swizzled: W chunks of mn
+//   contiguous, then `lbo` apart; k rows 16W bytes apart in groups of 8 that are `sbo` apart.
+unsigned operand_address(uint64_t desc, unsigned mn, unsigned k, bool trans) {
     const unsigned start = unsigned(desc & 0x3fff) << 4;
     const unsigned lbo = unsigned((desc >> 16) & 0x3fff) << 4;
     const unsigned sbo = unsigned((desc >> 32) & 0x3fff) << 4;
     const unsigned layout = unsigned(desc >> 62);
-    if (layout == 0)
-        return start + (row / 8) * sbo + (k / 8) * lbo + (row % 8) * 16 + (k % 8) * 2;
+    if (layout == 0) {
+        if (!trans) return start + (mn / 8) * sbo + (k / 8) * lbo + (mn % 8) * 16 + (k % 8) * 2;
+        return start + (mn / 8) * sbo + (k / 8) * lbo + (k % 8) * 16 + (mn % 8) * 2;
+    }
     const unsigned mode = 4 - layout;  // descriptor 1: 128B, 2: 64B, 3: 32B
-    const unsigned width = 16u << mode;
-    return swizzle_address(start + (row / 8) * sbo + (row % 8) * width + k * 2, mode);
+    const unsigned span = 16u << mode;  // bytes
+    const unsigned w = 1u << mode;      // chunks
+    if (!trans)
+        return swizzle_address(start + (mn / 8) * sbo + (mn % 8) * span + k * 2, mode);
+    const unsigned chunk = mn / 8;
+    return swizzle_address(start + (chunk / w) * lbo + (chunk % w) * 16 + (mn % 8) * 2 +
+                               (k / 8) * sbo + (k % 8) * span,
+                           mode);
 }
 
 void check_descriptor(const Worker& w, uint64_t desc, const char* which) {
@@ -787,23 +802,29 @@ void check_descriptor(const Worker& w, uint64_t desc, const char* which) {
              w.kernel->name, which, unsigned((desc >> 49) & 7));
 }
 
-// Reads the 16-byte chunks of a K-major operand (rows x 16 bf16) into `op`, as floats.
-void read_operand(Worker& w, WgmmaOp& op, uint64_t desc, unsigned rows, std::vector<float>& out) {
+// Reads the 16-byte chunks of an operand (rows x 16 bf16, K-major or MN-major with `trans`)
+// into `op`'s snapshot, and the operand as floats, out[row * 16 + k].
+void read_operand(Worker& w, WgmmaOp& op, uint64_t desc, unsigned rows, bool trans,
+                  std::vector<float>& out) {
     out.assign(size_t(rows) * 16, 0.0f);
-    for (unsigned r = 0; r < rows; ++r)
-        for (unsigned half = 0; half < 2; ++half) {
-            const unsigned addr = operand_address(desc, r, half * 8);
-            const unsigned char* p = static_cast<const unsigned char*>(
-                window_pointer(w, addr, 16, "wgmma operand"));
-            op.chunks.push_back(addr);
-            op.snapshot.insert(op.snapshot.end(), p, p + 16);
-            for (unsigned e = 0; e < 8; ++e) {
-                uint16_t bits;
-                std::memcpy(&bits, p + 2 * e, 2);
-                const uint32_t f32 = uint32_t(bits) << 16;
-                std::memcpy(&out[size_t(r) * 16 + half * 8 + e], &f32, 4);
-            }
+    // A chunk holds 8 consecutive k of one row (K-major) or 8 consecutive rows of one k.
+    const unsigned chunks = rows * 2;
+    for (unsigned c = 0; c < chunks; ++c) {
+        const unsigned row0 = trans ? (c % (rows / 8)) * 8 : c / 2;
+        const unsigned k0 = trans ? c / (rows / 8) : (c % 2) * 8;
+        const unsigned addr = operand_address(desc, row0, k0, trans);
+        const unsigned char* p =
+            static_cast<const unsigned char*>(window_pointer(w, addr, 16, "wgmma operand"));
+        op.chunks.push_back(addr);
+        op.snapshot.insert(op.snapshot.end(), p, p + 16);
+        for (unsigned e = 0; e < 8; ++e) {
+            uint16_t bits;
+            std::memcpy(&bits, p + 2 * e, 2);
+            const uint32_t f32 = uint32_t(bits) << 16;
+            const unsigned row = trans ? row0 + e : row0, k = trans ? k0 : k0 + e;
+            std::memcpy(&out[size_t(row) * 16 + k], &f32, 4);
         }
+    }
 }
 
 // Lands the warpgroup's wgmma ops of groups < `group_limit`: accumulators written, operands
@@ -988,17 +1009,14 @@ void wgmma_mma(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d, i
             if (g.n < 8 || g.n > 256 || g.n % 8)
                 fail("kernel %s: wgmma m64n%dk16: N must be a multiple of 8 in 8..256",
                      w.kernel->name, g.n);
-            if (g.trans_a || g.trans_b)
-                fail("kernel %s: wgmma with a transposed (MN-major) operand: not emulated",
-                     w.kernel->name);
             check_descriptor(w, g.desc_a, "A");
             check_descriptor(w, g.desc_b, "B");
             WgmmaOp op;
             op.group = g.committed;
             op.n = unsigned(g.n) / 2;
             std::vector<float> a, b;
-            read_operand(w, op, g.desc_a, 64, a);
-            read_operand(w, op, g.desc_b, unsigned(g.n), b);
+            read_operand(w, op, g.desc_a, 64, g.trans_a != 0, a);
+            read_operand(w, op, g.desc_b, unsigned(g.n), g.trans_b != 0, b);
             if (w.sanitize) {
                 std::vector<const void*> ptrs;
                 for (unsigned addr : op.chunks) ptrs.push_back(window_pointer(w, addr, 16, "wgmma operand"));

@@ -1,12 +1,12 @@
 //! `kernels/matmul_wgmma.cu`, the Hopper matmul (wgmma + TMA, persistent grid), through its
-//! sequence `matmul_nt`: the forward product `a (m,k) · b (n,k)ᵀ` on sizes that are not
-//! multiples of the 128×128×64 tile (k a multiple of 8, as TMA requires), with enough tiles
-//! that the emulation's 3 multiprocessors each take several, k long enough to wrap the 4-stage
-//! ring, with and without bias and GELU, outputs aligned or not; compared with f64 like
-//! `matmul.rs` (1e-4 on the same bf16 inputs, GELU against the CPU's of the kernel's own
-//! pre-activation), the bf16-output kernel bit for bit against the f32 one rounded, and the
-//! backend's `matmul` sequence bit for bit against the kernel. On a GPU it runs where the GPU
-//! is a Hopper (`Arch::Hopper`), with GPT-2 124M's forward products.
+//! sequence `matmul_tma`, for every transpose (K-major and MN-major operands), on sizes that are
+//! not multiples of the 128×128×64 tile (the operands' stored rows a multiple of 8 elements, as
+//! TMA requires), with enough tiles that the emulation's 3 multiprocessors each take several, k
+//! long enough to wrap the 4-stage ring, with and without bias and GELU, outputs aligned or not;
+//! compared with f64 like `matmul.rs` (1e-4 on the same bf16 inputs, GELU against the CPU's of
+//! the kernel's own pre-activation), the bf16-output kernel bit for bit against the f32 one
+//! rounded, and the backend's `matmul` sequence bit for bit against the kernel. On a GPU it runs
+//! where the GPU is a Hopper (`Arch::Hopper`), with GPT-2 124M's products at B·T = 8192.
 
 use smelt::backend::device::{Arch, Runtime};
 use smelt::backend::kernels::matmul::{self as mm};
@@ -19,47 +19,56 @@ use crate::matmul::{bits, rows_of, rows_to_check, run, Case, Inputs, Outputs, Re
 const TOL_SAME_INPUTS: f64 = 1e-4;
 const TOL_GELU_SAME: f64 = 1e-6;
 
-/// (m, k, n) of the small cases, then GPT-2 124M's forward products at B·T = 8192 (GPU).
+/// The small cases over every transpose the kernel takes at these sizes, then GPT-2 124M's
+/// products (GPU): each layer's forward (`x · Wᵀ`, bias), input gradient (`dout · W`) and
+/// weight gradient (`doutᵀ · x`), and the LM head's.
 fn cases<R: Runtime>(dev: &Dev<R>) -> Vec<Case> {
     let sizes = [
         (1, 8, 1),
         (5, 24, 3),
-        (130, 72, 90),
+        (8, 8, 8),
+        (136, 72, 88),
         (128, 64, 128),
-        (257, 200, 129),
-        (300, 520, 260),
+        (264, 200, 136),
+        (320, 520, 264),
     ];
     let placements = [
         (false, true, true, None),
         (true, true, true, Some(true)),
         (true, true, false, Some(false)),
     ];
-    let small: Vec<Case> = sizes
-        .iter()
-        .flat_map(|&(m, kk, n)| {
-            placements
-                .iter()
-                .map(move |&p| Case::new(m, kk, n, false, true).placed(p))
-        })
-        .collect();
+    let mut small = Vec::new();
+    for &(m, kk, n) in &sizes {
+        for (ta, tb) in [(false, true), (false, false), (true, false), (true, true)] {
+            let c = Case::new(m, kk, n, ta, tb);
+            // Aligned operands: whether the sizes suit TMA (on any Hopper runtime).
+            if !k::supports(&dev.rt, &c.s, 256, 512) {
+                continue;
+            }
+            small.extend(placements.iter().map(|&p| c.placed(p)));
+        }
+    }
     let (bt, c) = (8 * 1024, 768);
-    let large: Vec<Case> = [
+    let mut large = Vec::new();
+    for (inp, out, gelu) in [
         (c, 3 * c, false),
         (c, c, false),
         (c, 4 * c, true),
         (4 * c, c, false),
-        (c, 50304, false),
-    ]
-    .iter()
-    .map(|&(inp, out, gelu)| {
-        Case::new(bt, inp, out, false, true).placed((
-            out != 50304,
+    ] {
+        large.push(Case::new(bt, inp, out, false, true).placed((
+            true,
             true,
             true,
             gelu.then_some(true),
-        ))
-    })
-    .collect();
+        )));
+        large.push(Case::new(bt, out, inp, false, false));
+        large.push(Case::new(out, bt, inp, true, false));
+    }
+    let vp = 50304;
+    large.push(Case::new(bt, c, vp, false, true));
+    large.push(Case::new(bt, vp, c, false, false));
+    large.push(Case::new(vp, bt, c, true, false));
     dev.cases(&small, &large)
 }
 
@@ -80,7 +89,7 @@ fn run_wgmma<R: Runtime>(dev: &Dev<R>, c: &Case, x: &Inputs, out_type: DType) ->
         (DType::Bf16, out_type),
         |out, gelu, a, b, bias| {
             assert!(k::supports(&dev.rt, &c.s, a, b), "{c:?} must be supported");
-            unsafe { k::matmul_nt(&dev.rt, out, out_type, gelu, a, b, bias, &c.s) }.unwrap()
+            unsafe { k::matmul_tma(&dev.rt, out, out_type, gelu, a, b, bias, &c.s) }.unwrap()
         },
     )
 }
@@ -152,7 +161,14 @@ fn the_sequence_takes_it<R: Runtime>(dev: &Dev<R>) {
     if !hopper(dev) {
         return;
     }
-    let c = Case::new(150, 136, 140, false, true).placed((true, true, true, Some(true)));
+    for (ta, tb) in [(false, true), (false, false), (true, false)] {
+        let c = Case::new(152, 136, 144, ta, tb).placed((true, true, true, Some(true)));
+        sequence_case(dev, &c);
+    }
+}
+
+fn sequence_case<R: Runtime>(dev: &Dev<R>, c: &Case) {
+    let c = *c;
     let x = Inputs::new(dev, &c);
     for out_type in [DType::F32, DType::Bf16] {
         let direct = run_wgmma(dev, &c, &x, out_type);
@@ -182,17 +198,22 @@ fn the_sequence_takes_it<R: Runtime>(dev: &Dev<R>) {
     }
 }
 
-/// What the kernel takes: Hopper, a (m,k) · b (n,k)ᵀ, k % 8 = 0, 16-byte aligned operands.
+/// What the kernel takes: Hopper, a non-empty product, each operand's stored rows a multiple
+/// of 8 elements (k for `a` plain and `b` transposed, m for `a` transposed, n for `b` plain),
+/// 16-byte aligned operands.
 fn supports<R: Runtime>(dev: &Dev<R>) {
-    let nt = Case::new(64, 64, 64, false, true).s;
     let hopper = dev.rt.arch() == Arch::Hopper;
-    assert_eq!(k::supports(&dev.rt, &nt, 256, 512), hopper);
+    for (ta, tb) in [(false, true), (false, false), (true, false), (true, true)] {
+        let s = Case::new(64, 64, 64, ta, tb).s;
+        assert_eq!(k::supports(&dev.rt, &s, 256, 512), hopper, "{s:?}");
+    }
     for (s, a, b) in [
-        (Case::new(64, 64, 64, false, false).s, 256, 512),
-        (Case::new(64, 64, 64, true, true).s, 256, 512),
         (Case::new(64, 60, 64, false, true).s, 256, 512),
-        (nt, 258, 512),
-        (nt, 256, 520),
+        (Case::new(64, 64, 60, false, false).s, 256, 512),
+        (Case::new(60, 64, 64, true, false).s, 256, 512),
+        (Case::new(64, 0, 64, false, true).s, 256, 512),
+        (Case::new(64, 64, 64, false, true).s, 258, 512),
+        (Case::new(64, 64, 64, false, true).s, 256, 520),
     ] {
         assert!(!k::supports(&dev.rt, &s, a, b), "{s:?} at {a:#x}, {b:#x}");
     }

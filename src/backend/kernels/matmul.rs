@@ -130,8 +130,8 @@ pub unsafe fn matmul<R: Runtime + ?Sized>(
     let a = operand(a, a_type, s.m * s.k, regions[0])?;
     let b = operand(b, b_type, s.k * s.n, regions[1])?;
     if matmul_wgmma::supports(rt, &s, a, b) {
-        // SAFETY: the caller's contract; a and b are now bf16 of m*k and n*k elements.
-        return unsafe { matmul_wgmma::matmul_nt(rt, out, out_type, gelu_out, a, b, bias, &s) };
+        // SAFETY: the caller's contract; a and b are now bf16 of m*k and k*n elements.
+        return unsafe { matmul_wgmma::matmul_tma(rt, out, out_type, gelu_out, a, b, bias, &s) };
     }
     let (m, k, n) = (int(s.m), int(s.k), int(s.n));
     let (ta, tb) = (i32::from(s.trans_a), i32::from(s.trans_b));
