@@ -37,13 +37,14 @@
 // sum bf16(a + b) - the residual it stores - so it computes exactly what add_bf16 followed by
 // layernorm_forward_bf16 would.
 
-// Chunks: a warp's lane works on chunks of LN_VEC elements of the row, 16 bytes of storage
-// (4 f32 or 8 bf16): chunk g is elements g*LN_VEC .. g*LN_VEC + LN_VEC-1 and lane l takes
-// chunks l, l + 32, l + 64, ... A chunk moves with 16-byte accesses when the pointers of the
-// row (and w, b) are 16-byte aligned and the chunk lies within c; otherwise (a misaligned view,
-// or a row not starting on 16 bytes because c is not a multiple of the vector width, or the
-// partial last chunk of a row) element by element. Both ways the lane does the same arithmetic
-// in the same order: the results do not depend on alignment.
+// Chunks: a warp's lane works on chunks of N = LnVec<T>::N elements of the row, 16 bytes of
+// storage (4 f32 or 8 bf16): chunk g is elements g*N .. g*N + N-1 and lane l takes chunks l,
+// l + 32, l + 64, ... A chunk moves with 16-byte accesses when the pointers of the row (and w,
+// b) are 16-byte aligned and the chunk lies within c; otherwise (a misaligned view, a row not
+// starting on 16 bytes because c is not a multiple of N, the partial last chunk of a row)
+// element by element. Both ways the lane does the same arithmetic in the same order: the
+// results do not depend on alignment. (The per-lane order differs from one element per lane,
+// so sums round differently from that layout, within the tolerances.)
 template <typename T>
 struct LnVec;
 template <>
