@@ -128,3 +128,30 @@ __device__ __forceinline__ float block_reduce_max(float v) {
     v = lane < nwarps ? smelt_block_partial_max[lane] : -INFINITY;
     return warp_reduce_max(v);
 }
+
+// 16-byte vector accesses (float4, or uint4 of eight bf16) need 16-byte aligned addresses;
+// kernels check their pointers with this and fall back to scalar accesses otherwise.
+__device__ __forceinline__ bool smelt_aligned16(const void* p) {
+    return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;
+}
+
+// Eight bf16 (one uint4) as floats, exactly: each 16 bits are the top half of the float
+// (little-endian: element 2k is the low half of word k).
+__device__ __forceinline__ void smelt_unpack_bf16x8(const uint4 q, float (&v)[8]) {
+    const unsigned w[4] = {q.x, q.y, q.z, q.w};
+    SMELT_UNROLL
+    for (int k = 0; k < 4; k++) {
+        v[2 * k] = __uint_as_float(w[k] << 16);
+        v[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+    }
+}
+
+// Eight floats rounded to bf16 (to nearest even, __float2bfloat16) and packed into one uint4.
+__device__ __forceinline__ uint4 smelt_pack_bf16x8(const float (&v)[8]) {
+    unsigned w[4];
+    SMELT_UNROLL
+    for (int k = 0; k < 4; k++)
+        w[k] = (unsigned)__bfloat16_as_ushort(__float2bfloat16(v[2 * k])) |
+               ((unsigned)__bfloat16_as_ushort(__float2bfloat16(v[2 * k + 1])) << 16);
+    return make_uint4(w[0], w[1], w[2], w[3]);
+}

@@ -17,10 +17,6 @@
 #define SMELT_GELU_SCALE 0.7978845608028654f
 #define SMELT_GELU_CUBIC 0.044715f
 
-static __device__ __forceinline__ bool smelt_aligned16(const void* p) {
-    return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;
-}
-
 // gelu(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), computed as
 // x * sigmoid(2u) like the CPU kernel (no cancellation in 1 + tanh(u) for negative u).
 static __device__ __forceinline__ float smelt_gelu(float x) {
@@ -70,26 +66,14 @@ static __device__ __forceinline__ void ew_load_vec(const float* p, unsigned j, f
 static __device__ __forceinline__ void ew_store_vec(float* p, unsigned j, const float (&v)[4]) {
     reinterpret_cast<float4*>(p)[j] = make_float4(v[0], v[1], v[2], v[3]);
 }
-// bf16 -> f32 is exact: the 16 bits are the top half of the float (little-endian: element 2k
-// is the low half of word k).
+// bf16: one uint4 of eight (common.cuh's pack and unpack).
 static __device__ __forceinline__ void ew_load_vec(const __nv_bfloat16* p, unsigned j,
                                                    float (&v)[8]) {
-    const uint4 q = reinterpret_cast<const uint4*>(p)[j];
-    const unsigned w[4] = {q.x, q.y, q.z, q.w};
-    SMELT_UNROLL
-    for (int k = 0; k < 4; k++) {
-        v[2 * k] = __uint_as_float(w[k] << 16);
-        v[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
-    }
+    smelt_unpack_bf16x8(reinterpret_cast<const uint4*>(p)[j], v);
 }
 static __device__ __forceinline__ void ew_store_vec(__nv_bfloat16* p, unsigned j,
                                                     const float (&v)[8]) {
-    unsigned w[4];
-    SMELT_UNROLL
-    for (int k = 0; k < 4; k++)
-        w[k] = (unsigned)__bfloat16_as_ushort(__float2bfloat16(v[2 * k])) |
-               ((unsigned)__bfloat16_as_ushort(__float2bfloat16(v[2 * k + 1])) << 16);
-    reinterpret_cast<uint4*>(p)[j] = make_uint4(w[0], w[1], w[2], w[3]);
+    reinterpret_cast<uint4*>(p)[j] = smelt_pack_bf16x8(v);
 }
 
 // The grid-stride loop of the element-wise kernels: f.vec(j) for each vector j < n / F::VEC

@@ -5,7 +5,8 @@
 //
 // Forward: one warp per row, `blockDim.x / 32` rows per block (launch: block 256, grid
 // ceil(n / 8)). Mean and variance are two passes over the row (as the CPU kernel), biased
-// variance; mean and rstd are saved per row for the backward pass.
+// variance; mean and rstd are saved per row for the backward pass. Every kernel reads and
+// writes rows in 16-byte chunks where aligned (see "Chunks" below).
 //
 // Backward, deterministic (no float atomics), ONE kernel (layernorm_backward[_bf16]): grid G
 // blocks of W warps; global warp g handles rows g, g + G*W, ... in increasing order. It writes
@@ -36,14 +37,77 @@
 // sum bf16(a + b) - the residual it stores - so it computes exactly what add_bf16 followed by
 // layernorm_forward_bf16 would.
 
-// Storage helpers: element i of an f32 or bf16 buffer as a float, and a float stored back.
-static __device__ __forceinline__ float ln_load(const float* p, int i) { return p[i]; }
-static __device__ __forceinline__ float ln_load(const __nv_bfloat16* p, int i) {
-    return __bfloat162float(p[i]);
+// Chunks: a warp's lane works on chunks of N = LnVec<T>::N elements of the row, 16 bytes of
+// storage (4 f32 or 8 bf16): chunk g is elements g*N .. g*N + N-1 and lane l takes chunks l,
+// l + 32, l + 64, ... A chunk moves with 16-byte accesses when the pointers of the row (and w,
+// b) are 16-byte aligned and the chunk lies within c; otherwise (a misaligned view, a row not
+// starting on 16 bytes because c is not a multiple of N, the partial last chunk of a row)
+// element by element. Both ways the lane does the same arithmetic in the same order: the
+// results do not depend on alignment. (The per-lane order differs from one element per lane,
+// so sums round differently from that layout, within the tolerances.)
+template <typename T>
+struct LnVec;
+template <>
+struct LnVec<float> {
+    static constexpr int N = 4;
+};
+template <>
+struct LnVec<__nv_bfloat16> {
+    static constexpr int N = 8;
+};
+
+// Elements i .. i+N-1 of p as floats (N a multiple of 4, i a multiple of N): 16-byte loads when
+// `vec` (p 16-byte aligned) and i + N <= c, else one by one; elements at or past c read as 0.
+template <int N>
+static __device__ __forceinline__ void ln_load_chunk(const float* p, int i, int c, bool vec,
+                                                     float (&v)[N]) {
+    if (vec && i + N <= c) {
+        SMELT_UNROLL
+        for (int k = 0; k < N; k += 4) {
+            const float4 q = *reinterpret_cast<const float4*>(p + i + k);
+            v[k] = q.x;
+            v[k + 1] = q.y;
+            v[k + 2] = q.z;
+            v[k + 3] = q.w;
+        }
+    } else {
+        SMELT_UNROLL
+        for (int k = 0; k < N; k++) v[k] = i + k < c ? p[i + k] : 0.0f;
+    }
 }
-static __device__ __forceinline__ void ln_store(float* p, int i, float v) { p[i] = v; }
-static __device__ __forceinline__ void ln_store(__nv_bfloat16* p, int i, float v) {
-    p[i] = __float2bfloat16(v);
+static __device__ __forceinline__ void ln_load_chunk(const __nv_bfloat16* p, int i, int c,
+                                                     bool vec, float (&v)[8]) {
+    if (vec && i + 8 <= c) {
+        smelt_unpack_bf16x8(*reinterpret_cast<const uint4*>(p + i), v);
+    } else {
+        SMELT_UNROLL
+        for (int k = 0; k < 8; k++) v[k] = i + k < c ? __bfloat162float(p[i + k]) : 0.0f;
+    }
+}
+
+// v stored into elements i .. i+N-1 of p, those below c only (bf16: rounded to nearest even).
+template <int N>
+static __device__ __forceinline__ void ln_store_chunk(float* p, int i, int c, bool vec,
+                                                      const float (&v)[N]) {
+    if (vec && i + N <= c) {
+        SMELT_UNROLL
+        for (int k = 0; k < N; k += 4)
+            *reinterpret_cast<float4*>(p + i + k) = make_float4(v[k], v[k + 1], v[k + 2], v[k + 3]);
+    } else {
+        SMELT_UNROLL
+        for (int k = 0; k < N; k++)
+            if (i + k < c) p[i + k] = v[k];
+    }
+}
+static __device__ __forceinline__ void ln_store_chunk(__nv_bfloat16* p, int i, int c, bool vec,
+                                                      const float (&v)[8]) {
+    if (vec && i + 8 <= c) {
+        *reinterpret_cast<uint4*>(p + i) = smelt_pack_bf16x8(v);
+    } else {
+        SMELT_UNROLL
+        for (int k = 0; k < 8; k++)
+            if (i + k < c) p[i + k] = __float2bfloat16(v[k]);
+    }
 }
 
 // Mean and rstd of one row (read by one warp), then the normalised, scaled, shifted row. T is
@@ -54,18 +118,38 @@ static __device__ __forceinline__ void ln_row(T* __restrict__ out, float* __rest
                                               const float* __restrict__ w,
                                               const float* __restrict__ b, int row, int c,
                                               float eps, int lane) {
+    constexpr int N = LnVec<T>::N;
+    T* o = out + (long)row * c;
+    const bool vec =
+        smelt_aligned16(xr) && smelt_aligned16(o) && smelt_aligned16(w) && smelt_aligned16(b);
     const float inv_c = 1.0f / (float)c;
+    float v[N];
     float s = 0.0f;
-    for (int i = lane; i < c; i += 32) s += ln_load(xr, i);
+    for (int i = lane * N; i < c; i += 32 * N) {
+        ln_load_chunk(xr, i, c, vec, v);
+        SMELT_UNROLL
+        for (int k = 0; k < N; k++) s += v[k];  // + 0 past c: the same bits
+    }
     const float m = warp_reduce_sum(s) * inv_c;
     float var = 0.0f;
-    for (int i = lane; i < c; i += 32) {
-        const float d = ln_load(xr, i) - m;
-        var += d * d;
+    for (int i = lane * N; i < c; i += 32 * N) {
+        ln_load_chunk(xr, i, c, vec, v);
+        SMELT_UNROLL
+        for (int k = 0; k < N; k++) {
+            const float d = i + k < c ? v[k] - m : 0.0f;
+            var += d * d;
+        }
     }
     const float r = rsqrtf(warp_reduce_sum(var) * inv_c + eps);
-    T* o = out + (long)row * c;
-    for (int i = lane; i < c; i += 32) ln_store(o, i, (ln_load(xr, i) - m) * r * w[i] + b[i]);
+    for (int i = lane * N; i < c; i += 32 * N) {
+        float wv[N], bv[N];
+        ln_load_chunk(xr, i, c, vec, v);
+        ln_load_chunk(w, i, c, vec, wv);
+        ln_load_chunk(b, i, c, vec, bv);
+        SMELT_UNROLL
+        for (int k = 0; k < N; k++) v[k] = (v[k] - m) * r * wv[k] + bv[k];
+        ln_store_chunk(o, i, c, vec, v);
+    }
     if (lane == 0) {
         mean[row] = m;
         rstd[row] = r;
@@ -111,11 +195,20 @@ static __device__ __forceinline__ void ln_fused_residual_forward(
     const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     if (row >= n) return;
+    constexpr int N = LnVec<T>::N;
     const long base = (long)row * c;
     T* res = residual_out + base;
-    for (int i = lane; i < c; i += 32)
-        ln_store(res, i, ln_load(a + base, i) + ln_load(b + base, i));
-    // ln_row reads back only the elements this lane wrote: no synchronisation needed.
+    const bool vec =
+        smelt_aligned16(res) && smelt_aligned16(a + base) && smelt_aligned16(b + base);
+    for (int i = lane * N; i < c; i += 32 * N) {
+        float u[N], v[N];
+        ln_load_chunk(a + base, i, c, vec, u);
+        ln_load_chunk(b + base, i, c, vec, v);
+        SMELT_UNROLL
+        for (int k = 0; k < N; k++) u[k] += v[k];
+        ln_store_chunk(res, i, c, vec, u);
+    }
+    // ln_row reads back only the chunks this lane wrote: no synchronisation needed.
     ln_row(out, mean, rstd, res, w, bias, row, c, eps, lane);
 }
 
@@ -147,55 +240,88 @@ static __device__ __forceinline__ void ln_backward(T* dx, float* __restrict__ dw
                                                    const float* __restrict__ mean,
                                                    const float* __restrict__ rstd, int n, int c) {
     // smem: [warps][2][c]: dweight then dbias accumulators
+    constexpr int N = LnVec<T>::N;
     const int warps = blockDim.x / 32;
     const int warp = threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     float* acc_w = smem + (long)warp * 2 * c;
     float* acc_b = acc_w + c;
-    // Each lane owns columns lane, lane + 32, ... of its warp's accumulators.
-    for (int i = lane; i < c; i += 32) {
-        acc_w[i] = 0.0f;
-        acc_b[i] = 0.0f;
+    // smem is 16-byte aligned, so every slice is when c is a multiple of 4.
+    const bool acc_vec = c % 4 == 0;
+    // Each lane owns the columns of its chunks in its warp's accumulators.
+    const float zero[N] = {};
+    for (int i = lane * N; i < c; i += 32 * N) {
+        ln_store_chunk(acc_w, i, c, acc_vec, zero);
+        ln_store_chunk(acc_b, i, c, acc_vec, zero);
     }
     const float inv_c = 1.0f / (float)c;
     for (int row = blockIdx.x * warps + warp; row < n; row += gridDim.x * warps) {
         const long base = (long)row * c;
         const T* dr = dout + base;
         const T* xr = x + base;
+        T* dxr = dx + base;
+        const bool vec = smelt_aligned16(dr) && smelt_aligned16(xr) && smelt_aligned16(dxr) &&
+                         smelt_aligned16(w);
         const float m = mean[row];
         const float s = rstd[row];
         float dnorm_mean = 0.0f;
         float dnorm_norm_mean = 0.0f;
-        for (int i = lane; i < c; i += 32) {
-            const float d = ln_load(dr, i);
-            const float norm = (ln_load(xr, i) - m) * s;
-            const float dnorm = d * w[i];
-            dnorm_mean += dnorm;
-            dnorm_norm_mean += dnorm * norm;
-            acc_w[i] += d * norm;
-            acc_b[i] += d;
+        // Past c every chunk reads 0 (d = 0, so every term below adds 0: the same bits) and
+        // the accumulators are not stored.
+        for (int i = lane * N; i < c; i += 32 * N) {
+            float d[N], xv[N], wv[N], aw[N], ab[N];
+            ln_load_chunk(dr, i, c, vec, d);
+            ln_load_chunk(xr, i, c, vec, xv);
+            ln_load_chunk(w, i, c, vec, wv);
+            ln_load_chunk(acc_w, i, c, acc_vec, aw);
+            ln_load_chunk(acc_b, i, c, acc_vec, ab);
+            SMELT_UNROLL
+            for (int k = 0; k < N; k++) {
+                const float norm = (xv[k] - m) * s;
+                const float dnorm = d[k] * wv[k];
+                dnorm_mean += dnorm;
+                dnorm_norm_mean += dnorm * norm;
+                aw[k] += d[k] * norm;
+                ab[k] += d[k];
+            }
+            ln_store_chunk(acc_w, i, c, acc_vec, aw);
+            ln_store_chunk(acc_b, i, c, acc_vec, ab);
         }
         dnorm_mean = warp_reduce_sum(dnorm_mean) * inv_c;
         dnorm_norm_mean = warp_reduce_sum(dnorm_norm_mean) * inv_c;
-        T* dxr = dx + base;
-        for (int i = lane; i < c; i += 32) {
-            const float norm = (ln_load(xr, i) - m) * s;
-            ln_store(dxr, i, s * (ln_load(dr, i) * w[i] - dnorm_mean - norm * dnorm_norm_mean));
+        for (int i = lane * N; i < c; i += 32 * N) {
+            float d[N], xv[N], wv[N];
+            ln_load_chunk(dr, i, c, vec, d);
+            ln_load_chunk(xr, i, c, vec, xv);
+            ln_load_chunk(w, i, c, vec, wv);
+            SMELT_UNROLL
+            for (int k = 0; k < N; k++) {
+                const float norm = (xv[k] - m) * s;
+                xv[k] = s * (d[k] * wv[k] - dnorm_mean - norm * dnorm_norm_mean);
+            }
+            ln_store_chunk(dxr, i, c, vec, xv);
         }
     }
     __syncthreads();
+    // Column sums, four columns per thread, each summed in the same order as one by one.
     const int blocks = gridDim.x;
     float* part_w = scratch + (long)blockIdx.x * c;
     float* part_b = scratch + (long)(blocks + blockIdx.x) * c;
-    for (int j = threadIdx.x; j < c; j += blockDim.x) {
-        float sw = 0.0f;
-        float sb = 0.0f;
+    const bool part_vec = acc_vec && smelt_aligned16(scratch);
+    for (int j = 4 * threadIdx.x; j < c; j += 4 * blockDim.x) {
+        float sw[4] = {}, sb[4] = {};
         for (int k = 0; k < warps; k++) {
-            sw += smem[(long)k * 2 * c + j];
-            sb += smem[(long)k * 2 * c + c + j];
+            float vw[4], vb[4];
+            ln_load_chunk(smem + (long)k * 2 * c, j, c, acc_vec, vw);
+            ln_load_chunk(smem + (long)k * 2 * c + c, j, c, acc_vec, vb);
+            SMELT_UNROLL
+            for (int q = 0; q < 4; q++) {
+                sw[q] += vw[q];
+                sb[q] += vb[q];
+            }
         }
-        part_w[j] = sw;
-        part_b[j] = sb;
+        ln_store_chunk(part_w, j, c, part_vec, sw);
+        ln_store_chunk(part_b, j, c, part_vec, sb);
     }
     // This block's partials, visible to every block before the counter says the block is done.
     __threadfence();
@@ -207,15 +333,21 @@ static __device__ __forceinline__ void ln_backward(T* dx, float* __restrict__ dw
     // The last block: every other block fenced its partials before its increment, which this
     // block's thread 0 has seen; fence before reading them.
     __threadfence();
-    for (int j = threadIdx.x; j < c; j += blockDim.x) {
-        float sw = 0.0f;
-        float sb = 0.0f;
+    const bool out_vec = part_vec && smelt_aligned16(dweight) && smelt_aligned16(dbias);
+    for (int j = 4 * threadIdx.x; j < c; j += 4 * blockDim.x) {
+        float sw[4] = {}, sb[4] = {};
         for (int k = 0; k < blocks; k++) {
-            sw += scratch[(long)k * c + j];
-            sb += scratch[(long)(blocks + k) * c + j];
+            float vw[4], vb[4];
+            ln_load_chunk(scratch + (long)k * c, j, c, part_vec, vw);
+            ln_load_chunk(scratch + (long)(blocks + k) * c, j, c, part_vec, vb);
+            SMELT_UNROLL
+            for (int q = 0; q < 4; q++) {
+                sw[q] += vw[q];
+                sb[q] += vb[q];
+            }
         }
-        dweight[j] = sw;
-        dbias[j] = sb;
+        ln_store_chunk(dweight, j, c, out_vec, sw);
+        ln_store_chunk(dbias, j, c, out_vec, sb);
     }
     // Every block has counted itself: zero the counter for the next launch.
     if (threadIdx.x == 0) *counter = 0u;

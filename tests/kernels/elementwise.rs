@@ -1,9 +1,11 @@
 //! `kernels/elementwise.cu`. f32 kernels to 1e-5 of the CPU (add and add_into bit for bit);
 //! bf16-storage kernels against the f32 CPU kernels on the same bf16 inputs, rounded to bf16
 //! (1e-2; add_bf16 bit for bit); casts bit for bit against round-to-nearest-even from its
-//! definition. Sizes: odd, one past a full grid (the grid-stride loops wrap), and GPT-2's
-//! activations (B·T·C and B·T·4C at B=8, T=1024, C=768: GPU only); aligned buffers take the
-//! kernels' vector paths, misaligned ones the scalar paths.
+//! definition. Sizes: odd (7 and 15 end in a tail of 3 f32 or 7 bf16 elements after 0 or more
+//! 16-byte vectors; 12345 in one of 1), a whole number of vectors (1000), one past a full grid
+//! (the grid-stride loops wrap), and GPT-2's activations (B·T·C and B·T·4C at B=8, T=1024,
+//! C=768: GPU only); aligned buffers take the kernels' vector paths, misaligned ones the scalar
+//! paths.
 
 use smelt::backend::cpu::kernels as cpu;
 use smelt::backend::device::Runtime;
@@ -19,7 +21,7 @@ const GRID: usize = MAX_BLOCKS as usize * BLOCK as usize * F32_PER_THREAD;
 
 fn sizes<R: Runtime>(dev: &Dev<R>) -> Vec<usize> {
     dev.cases(
-        &[1, 7, 1000, 12345, GRID + 4099],
+        &[1, 7, 15, 1000, 12345, GRID + 4099],
         &[8 * 1024 * 768, 8 * 1024 * 3072],
     )
 }

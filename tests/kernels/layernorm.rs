@@ -2,10 +2,14 @@
 //! bf16-storage twin (bf16 activations to 1e-2 of the CPU result rounded to bf16; the f32
 //! statistics and parameter gradients to 1e-5), the CPU getting the same bf16-rounded inputs.
 //! Exact relations are checked bit for bit: the fused residual against `add` then
-//! `layernorm_forward`, the one-kernel backward's second launch (in place, `dx = dout`, on the
-//! scratch and block counter the first left) against its first, and the counter back at 0 after
-//! each. Shapes: odd, `c = 1`, `c = 1600` (fewer warps per backward block), many backward blocks
-//! (38 at `300 × 768`, whose last block sums 38 partials), `n` past the backward's 512-block grid
+//! `layernorm_forward`, later launches of the one-kernel backward (one in place, `dx = dout`, on
+//! the scratch and block counter the first left) against its first, and the counter back at 0 after
+//! each. The kernels move 16-byte chunks (4 f32 or 8 bf16) when a row's pointers are aligned,
+//! element by element otherwise: every body runs again with a misaligned input (all rows on the
+//! scalar path) and must give the same bits. Shapes: odd, `c = 1`, `c` not a multiple of 4 or 8
+//! (rows alternate between aligned and not, and end in a partial chunk: at `c = 771` after
+//! several full passes of the warp), `c = 1600` (fewer warps per backward block), many backward blocks (38
+//! at `300 × 768`, whose last block sums 38 partials), `n` past the backward's 512-block grid
 //! (warps loop over rows), GPT-2's `B·T = 8192` rows of `C = 768` (GPU only).
 
 use smelt::backend::cpu::kernels as cpu;
@@ -30,6 +34,7 @@ fn shapes<R: Runtime>(dev: &Dev<R>) -> Vec<(usize, usize)> {
         (9, 768),
         (300, 768),
         (37, 1600),
+        (6, 771),
     ];
     let past_grid = [(5000, 33), (4500, 5)];
     dev.cases(&[&small[..], &past_grid].concat(), &[(8 * 1024, 768)])
@@ -43,6 +48,15 @@ fn acts<R: Runtime>(dev: &Dev<R>, dtype: DType, x: &[f32]) -> (Buf<R>, Vec<f32>)
             let (bits, wide) = bf16_pair(x);
             (dev.bf16s(&bits), wide)
         }
+    }
+}
+
+/// `x` (values as [`acts`] gives them) in `dtype`, 4 bytes past 16-byte alignment: every row
+/// takes the kernels' element-by-element path.
+fn misaligned<R: Runtime>(dev: &Dev<R>, dtype: DType, x: &[f32]) -> Buf<R> {
+    match dtype {
+        DType::F32 => dev.f32s_misaligned(x),
+        DType::Bf16 => dev.bf16s_misaligned(&x.iter().map(|&v| bf16(v)).collect::<Vec<_>>()),
     }
 }
 
@@ -122,6 +136,13 @@ fn forward<R: Runtime>(dev: &Dev<R>) {
                 let d = if i == 2 { dtype } else { DType::F32 };
                 check(dev, d, &format!("{what} {name}"), &got[i], &want[i]);
             }
+            let xm = misaligned(dev, dtype, &x);
+            let scalar = forward_on(dev, dtype, [xm.addr, wb.addr, bb.addr], n, c);
+            for (i, name) in ["mean", "rstd", "out"].iter().enumerate() {
+                let d = if i == 2 { dtype } else { DType::F32 };
+                let tag = format!("{what} misaligned {name}");
+                same(dev, d, &tag, &scalar[i], &got[i]);
+            }
         }
     }
 }
@@ -132,6 +153,7 @@ fn fused_residual_forward<R: Runtime>(dev: &Dev<R>) {
     for dtype in DTYPES {
         for (n, c) in shapes(dev) {
             let (ab, a) = acts(dev, dtype, &dev.normal(n * c, 1.0, 0.3));
+            let am = misaligned(dev, dtype, &a);
             let (bb, b) = acts(dev, dtype, &dev.normal(n * c, 1.5, -0.1));
             let (w, bias) = (dev.normal(c, 1.0, 1.0), dev.normal(c, 1.0, 0.0));
             let (wb, biasb) = (dev.f32s(&w), dev.f32s(&bias));
@@ -176,10 +198,16 @@ fn fused_residual_forward<R: Runtime>(dev: &Dev<R>) {
             };
             let [mean, rstd, y] = forward_on(dev, dtype, [added.addr, wb.addr, biasb.addr], n, c);
             let unfused = [added, mean, rstd, y];
+            let scalar = fused(out(dev, dtype, n * c), am.addr);
             let a_addr = ab.addr;
             let in_place = fused(ab, a_addr);
             let names = ["residual", "mean", "rstd", "out"];
-            for (how, again) in [("vs unfused", unfused), ("in place", in_place)] {
+            let runs = [
+                ("vs unfused", unfused),
+                ("misaligned a", scalar),
+                ("in place", in_place),
+            ];
+            for (how, again) in runs {
                 for (i, name) in names.iter().enumerate() {
                     let d = if i % 3 == 0 { dtype } else { DType::F32 };
                     same(dev, d, &format!("{what} {how} {name}"), &again[i], &got[i]);
@@ -190,10 +218,11 @@ fn fused_residual_forward<R: Runtime>(dev: &Dev<R>) {
 }
 
 /// The one-kernel backward against the CPU (dweight/dbias written over poisoned outputs); a
-/// second launch, in place (`dx = dout`) on the scratch and counter the first left, gives the
-/// same bits (deterministic whichever block finishes last, `dx` may alias `dout`, and the
-/// counter was reset: otherwise no block of the second launch would be the last and dweight
-/// would stay poisoned); the counter is 0 after each launch.
+/// launch on misaligned `dout` and `x` gives the same bits; a third, in place (`dx = dout`) on
+/// the scratch and counter the others left, the same bits again (deterministic whichever block
+/// finishes last, `dx` may alias `dout`, and the counter was reset: otherwise no block of a
+/// later launch would be the last and dweight would stay poisoned); the counter is 0 after
+/// each launch.
 fn backward<R: Runtime>(dev: &Dev<R>) {
     for dtype in DTYPES {
         for (n, c) in shapes(dev) {
@@ -202,13 +231,14 @@ fn backward<R: Runtime>(dev: &Dev<R>) {
             let (w, b) = (dev.normal(c, 1.0, 1.0), dev.normal(c, 1.0, 0.0));
             let [mean, rstd, _] = cpu_forward(&x, &w, &b, n, c);
             let [wb, mb, rb] = [&w, &mean, &rstd].map(|v| dev.f32s(v));
-            let ins = [&doutb, &xb, &wb, &mb, &rb].map(|b| b.addr);
             let (_mem, scratch) = dev.scratch(backward_scratch_bytes(n, c));
             let counter = dev.i32s(&[0]);
             let what = format!("layernorm backward {dtype:?} n={n} c={c}");
-            let run = |dx: &Buf<R>, tag: &str| {
+            // [dweight, dbias] of a launch reading `dout` and `x` (writing `dx`).
+            let run = |dx: &Buf<R>, [dout, x]: [&Buf<R>; 2], tag: &str| {
                 let [dw, db] = [dev.f32_out(c), dev.f32_out(c)];
                 let outs = [dx, &dw, &db].map(|b| b.addr);
+                let ins = [dout, x, &wb, &mb, &rb].map(|b| b.addr);
                 unsafe {
                     k::backward(&dev.rt, dtype, outs, ins, n, c, scratch, counter.addr).unwrap()
                 };
@@ -217,15 +247,24 @@ fn backward<R: Runtime>(dev: &Dev<R>) {
                 [dw, db]
             };
             let dx = out(dev, dtype, n * c);
-            let [dw, db] = run(&dx, &what);
+            let [dw, db] = run(&dx, [&doutb, &xb], &what);
             let [mut gx, mut gw, mut gb] = [n * c, c, c].map(|len| vec![0.0; len]);
             cpu::layernorm_backward(&mut gx, &mut gw, &mut gb, &dout, &x, &w, &mean, &rstd, n, c);
             check(dev, dtype, &format!("{what} dx"), &dx, &gx);
             check(dev, DType::F32, &format!("{what} dweight"), &dw, &gw);
             check(dev, DType::F32, &format!("{what} dbias"), &db, &gb);
 
-            let tag = format!("{what} second launch in place");
-            let [dw2, db2] = run(&doutb, &tag);
+            // dout and x misaligned: the element-by-element path, the same bits.
+            let [doutm, xm] = [&dout, &x].map(|v| misaligned(dev, dtype, v));
+            let dxm = out(dev, dtype, n * c);
+            let tag = format!("{what} misaligned");
+            let [dwm, dbm] = run(&dxm, [&doutm, &xm], &tag);
+            same(dev, dtype, &format!("{tag} dx"), &dxm, &dx);
+            same(dev, DType::F32, &format!("{tag} dweight"), &dwm, &dw);
+            same(dev, DType::F32, &format!("{tag} dbias"), &dbm, &db);
+
+            let tag = format!("{what} launch in place");
+            let [dw2, db2] = run(&doutb, [&doutb, &xb], &tag);
             same(dev, dtype, &format!("{tag} dx"), &doutb, &dx);
             same(dev, DType::F32, &format!("{tag} dweight"), &dw2, &dw);
             same(dev, DType::F32, &format!("{tag} dbias"), &db2, &db);
