@@ -39,6 +39,11 @@
 //   (TMA's 16-byte strides and addresses).
 // * Epilogue: straight from the accumulators to global memory (bias, GELU, pair stores), while
 //   the producer already loads the next tile's stages.
+// * Split-K (for products with few output tiles and a long k: the weight gradients, k = B·T):
+//   with `splits` > 1 the work units are (tile, split) pairs, split s taking k tiles
+//   [s·kt/splits, (s+1)·kt/splits); each writes its f32 partial sums, no epilogue, to
+//   `partials` + s·m·n, and matmul_splitk_reduce then adds the splits in order (deterministic),
+//   with the bias and GELU epilogue and the output type.
 
 static constexpr int WGMMA_BM = 128;
 static constexpr int WGMMA_BN = 128;
@@ -87,12 +92,18 @@ static __device__ __forceinline__ unsigned long long wgmma_tile_desc(const unsig
                       WGMMA_TILE_BYTES / 2, 1024, WGMMA_SWIZZLE_128B);
 }
 
+// The k tiles [*begin, *end) of split `split` of `splits`.
+static __device__ __forceinline__ void wgmma_split_range(int ktiles, int split, int splits,
+                                                         int* begin, int* end) {
+    *begin = static_cast<int>(static_cast<long long>(ktiles) * split / splits);
+    *end = static_cast<int>(static_cast<long long>(ktiles) * (split + 1) / splits);
+}
+
 template <typename OutT, bool A_MN, bool B_MN>
-static __device__ __forceinline__ void matmul_wgmma_body(OutT* __restrict__ out,
-                                                         OutT* __restrict__ gelu_out,
-                                                         const float* __restrict__ bias, int m,
-                                                         int n, int k, const TensorMap* map_a,
-                                                         const TensorMap* map_b) {
+static __device__ __forceinline__ void matmul_wgmma_body(
+    OutT* __restrict__ out, OutT* __restrict__ gelu_out, const float* __restrict__ bias, int m,
+    int n, int k, int splits, float* __restrict__ partials, const TensorMap* map_a,
+    const TensorMap* map_b) {
 #if defined(SMELT_HOPPER)
     unsigned char* ring = align_shared(smem, 1024);
     unsigned char* tiles_a = ring;
@@ -111,7 +122,7 @@ static __device__ __forceinline__ void matmul_wgmma_body(OutT* __restrict__ out,
 
     const int tiles_m = (m + WGMMA_BM - 1) / WGMMA_BM;
     const int tiles_n = (n + WGMMA_BN - 1) / WGMMA_BN;
-    const int tiles = tiles_m * tiles_n;
+    const int units = tiles_m * tiles_n * splits;
     const int ktiles = (k + WGMMA_BK - 1) / WGMMA_BK;
     const int warpgroup = tid / 128;
 
@@ -120,10 +131,11 @@ static __device__ __forceinline__ void matmul_wgmma_body(OutT* __restrict__ out,
         if (tid != 0) return;
         int stage = 0;
         unsigned phase = 0;
-        for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-            int tm, tn;
-            wgmma_tile_coords(tile, tiles_m, tiles_n, &tm, &tn);
-            for (int kt = 0; kt < ktiles; ++kt) {
+        for (int unit = blockIdx.x; unit < units; unit += gridDim.x) {
+            int tm, tn, kt_begin, kt_end;
+            wgmma_tile_coords(unit / splits, tiles_m, tiles_n, &tm, &tn);
+            wgmma_split_range(ktiles, unit % splits, splits, &kt_begin, &kt_end);
+            for (int kt = kt_begin; kt < kt_end; ++kt) {
                 mbar_wait(&empty[stage], phase ^ 1);
                 mbar_arrive_expect_tx(&full[stage], 2 * WGMMA_TILE_BYTES);
                 wgmma_load_tile<A_MN>(tiles_a + stage * WGMMA_TILE_BYTES, map_a, tm, kt,
@@ -148,11 +160,13 @@ static __device__ __forceinline__ void matmul_wgmma_body(OutT* __restrict__ out,
     float acc[64];
     int stage = 0;
     unsigned phase = 0;
-    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-        int tm, tn;
-        wgmma_tile_coords(tile, tiles_m, tiles_n, &tm, &tn);
+    const bool partial_pairs = n % 2 == 0;  // partials are 256-byte aligned
+    for (int unit = blockIdx.x; unit < units; unit += gridDim.x) {
+        int tm, tn, kt_begin, kt_end;
+        wgmma_tile_coords(unit / splits, tiles_m, tiles_n, &tm, &tn);
+        wgmma_split_range(ktiles, unit % splits, splits, &kt_begin, &kt_end);
         int previous = -1;
-        for (int kt = 0; kt < ktiles; ++kt) {
+        for (int kt = kt_begin; kt < kt_end; ++kt) {
             mbar_wait(&full[stage], phase);
             const unsigned char* a = tiles_a + stage * WGMMA_TILE_BYTES;
             const unsigned char* b = tiles_b + stage * WGMMA_TILE_BYTES;
@@ -160,7 +174,8 @@ static __device__ __forceinline__ void matmul_wgmma_body(OutT* __restrict__ out,
             SMELT_UNROLL
             for (int kk = 0; kk < WGMMA_BK / 16; ++kk)
                 wgmma_m64n128k16<A_MN, B_MN>(acc, wgmma_tile_desc<A_MN>(a, consumer * 64, kk),
-                                             wgmma_tile_desc<B_MN>(b, 0, kk), kt > 0 || kk > 0);
+                                             wgmma_tile_desc<B_MN>(b, 0, kk),
+                                             kt > kt_begin || kk > 0);
             wgmma_commit();
             wgmma_wait<1>();  // k tile kt-1's wgmmas are done: its stage can be refilled
             if (previous >= 0 && releases) mbar_arrive(&empty[previous]);
@@ -176,12 +191,19 @@ static __device__ __forceinline__ void matmul_wgmma_body(OutT* __restrict__ out,
         // acc[i]: row 16 warp + g + 8 ((i >> 1) & 1), column 8 (i >> 2) + 2q + (i & 1).
         const int row0 = tm * WGMMA_BM + consumer * 64 + warp * 16 + g;
         const int col0 = tn * WGMMA_BN + 2 * q;
+        float* partial = partials + static_cast<size_t>(unit % splits) * m * n;
         SMELT_UNROLL
         for (int j = 0; j < 16; ++j)
             SMELT_UNROLL
-            for (int h = 0; h < 2; ++h)
-                matmul_store_pair(out, gelu_out, bias, m, n, row0 + 8 * h, col0 + 8 * j,
-                                  acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1], pairs);
+            for (int h = 0; h < 2; ++h) {
+                const float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
+                const int row = row0 + 8 * h, col = col0 + 8 * j;
+                if (splits == 1)
+                    matmul_store_pair(out, gelu_out, bias, m, n, row, col, v0, v1, pairs);
+                else
+                    matmul_store_pair(partial, static_cast<float*>(nullptr), nullptr, m, n, row,
+                                      col, v0, v1, partial_pairs);
+            }
     }
 #endif
 }
@@ -190,33 +212,80 @@ static __device__ __forceinline__ void matmul_wgmma_body(OutT* __restrict__ out,
 template <typename OutT>
 static __device__ __forceinline__ void matmul_wgmma_dispatch(
     OutT* __restrict__ out, OutT* __restrict__ gelu_out, const float* __restrict__ bias, int m,
-    int n, int k, int trans_a, int trans_b, const TensorMap* map_a, const TensorMap* map_b) {
+    int n, int k, int trans_a, int trans_b, int splits, float* __restrict__ partials,
+    const TensorMap* map_a, const TensorMap* map_b) {
     if (!trans_a) {
         if (trans_b)
-            matmul_wgmma_body<OutT, false, false>(out, gelu_out, bias, m, n, k, map_a, map_b);
+            matmul_wgmma_body<OutT, false, false>(out, gelu_out, bias, m, n, k, splits,
+                                                  partials, map_a, map_b);
         else
-            matmul_wgmma_body<OutT, false, true>(out, gelu_out, bias, m, n, k, map_a, map_b);
+            matmul_wgmma_body<OutT, false, true>(out, gelu_out, bias, m, n, k, splits,
+                                                  partials, map_a, map_b);
     } else {
         if (trans_b)
-            matmul_wgmma_body<OutT, true, false>(out, gelu_out, bias, m, n, k, map_a, map_b);
+            matmul_wgmma_body<OutT, true, false>(out, gelu_out, bias, m, n, k, splits,
+                                                  partials, map_a, map_b);
         else
-            matmul_wgmma_body<OutT, true, true>(out, gelu_out, bias, m, n, k, map_a, map_b);
+            matmul_wgmma_body<OutT, true, true>(out, gelu_out, bias, m, n, k, splits,
+                                                  partials, map_a, map_b);
     }
 }
 
 extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1)
     matmul_wgmma_bf16(float* __restrict__ out, float* __restrict__ gelu_out,
                       const float* __restrict__ bias, int m, int n, int k, int trans_a,
-                      int trans_b, const __grid_constant__ TensorMap map_a,
+                      int trans_b, int splits, float* __restrict__ partials,
+                      const __grid_constant__ TensorMap map_a,
                       const __grid_constant__ TensorMap map_b) {
-    matmul_wgmma_dispatch(out, gelu_out, bias, m, n, k, trans_a, trans_b, &map_a, &map_b);
+    matmul_wgmma_dispatch(out, gelu_out, bias, m, n, k, trans_a, trans_b, splits, partials,
+                          &map_a, &map_b);
 }
 
 extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1)
     matmul_wgmma_bf16_to_bf16(__nv_bfloat16* __restrict__ out,
                               __nv_bfloat16* __restrict__ gelu_out,
                               const float* __restrict__ bias, int m, int n, int k, int trans_a,
-                              int trans_b, const __grid_constant__ TensorMap map_a,
+                              int trans_b, int splits, float* __restrict__ partials,
+                              const __grid_constant__ TensorMap map_a,
                               const __grid_constant__ TensorMap map_b) {
-    matmul_wgmma_dispatch(out, gelu_out, bias, m, n, k, trans_a, trans_b, &map_a, &map_b);
+    matmul_wgmma_dispatch(out, gelu_out, bias, m, n, k, trans_a, trans_b, splits, partials,
+                          &map_a, &map_b);
+}
+
+// Split-K's second pass: out = the sum of the `splits` partial products (m, n) in `partials`, in
+// split order, + bias, and gelu_out = gelu(out) unless null (matmul_wgmma_bf16's epilogue).
+// One thread per pair of columns (launch: 256 threads, ceil(m * ceil(n/2) / 256) blocks).
+template <typename OutT>
+static __device__ __forceinline__ void matmul_splitk_reduce_body(
+    OutT* __restrict__ out, OutT* __restrict__ gelu_out, const float* __restrict__ partials,
+    const float* __restrict__ bias, int m, int n, int splits) {
+    const long long pairs_per_row = (n + 1) / 2;
+    const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= m * pairs_per_row) return;
+    const int row = static_cast<int>(i / pairs_per_row);
+    const int col = static_cast<int>(i % pairs_per_row) * 2;
+    const size_t at = static_cast<size_t>(row) * n + col, mn = static_cast<size_t>(m) * n;
+    float v0 = 0.0f, v1 = 0.0f;
+    for (int s = 0; s < splits; ++s) {
+        v0 += partials[s * mn + at];
+        if (col + 1 < n) v1 += partials[s * mn + at + 1];
+    }
+    matmul_store_pair(out, gelu_out, bias, m, n, row, col, v0, v1,
+                      matmul_pairs_aligned(out, gelu_out, n));
+}
+
+extern "C" __global__ void matmul_splitk_reduce(float* __restrict__ out,
+                                                float* __restrict__ gelu_out,
+                                                const float* __restrict__ partials,
+                                                const float* __restrict__ bias, int m, int n,
+                                                int splits) {
+    matmul_splitk_reduce_body(out, gelu_out, partials, bias, m, n, splits);
+}
+
+extern "C" __global__ void matmul_splitk_reduce_to_bf16(__nv_bfloat16* __restrict__ out,
+                                                        __nv_bfloat16* __restrict__ gelu_out,
+                                                        const float* __restrict__ partials,
+                                                        const float* __restrict__ bias, int m,
+                                                        int n, int splits) {
+    matmul_splitk_reduce_body(out, gelu_out, partials, bias, m, n, splits);
 }

@@ -546,7 +546,7 @@ fn matmul_sequence<R: Runtime>(dev: &Dev<R>) {
                 let direct = run_bf16(dev, &c, &x, out_type);
                 for a_type in f32_and_bf16 {
                     for b_type in f32_and_bf16 {
-                        let bytes = k::matmul_scratch_bytes(&c.s, a_type, b_type);
+                        let bytes = k::matmul_scratch_bytes(&dev.rt, &c.s, a_type, b_type);
                         let (_keep, scratch) = dev.scratch(bytes);
                         let a = input(dev, &c, &x.a, a_type);
                         let b = input(dev, &c, &x.b, b_type);

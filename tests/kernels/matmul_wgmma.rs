@@ -82,6 +82,24 @@ fn hopper<R: Runtime>(dev: &Dev<R>) -> bool {
 }
 
 fn run_wgmma<R: Runtime>(dev: &Dev<R>, c: &Case, x: &Inputs, out_type: DType) -> Outputs {
+    run_split(
+        dev,
+        c,
+        x,
+        out_type,
+        k::splits(&c.s, dev.rt.multiprocessors()),
+    )
+}
+
+/// A case through `matmul_tma_split` with `splits` parts of k.
+fn run_split<R: Runtime>(
+    dev: &Dev<R>,
+    c: &Case,
+    x: &Inputs,
+    out_type: DType,
+    splits: usize,
+) -> Outputs {
+    let (_keep, scratch) = dev.scratch(splits * c.s.m * c.s.n * 4);
     run(
         dev,
         c,
@@ -89,12 +107,18 @@ fn run_wgmma<R: Runtime>(dev: &Dev<R>, c: &Case, x: &Inputs, out_type: DType) ->
         (DType::Bf16, out_type),
         |out, gelu, a, b, bias| {
             assert!(k::supports(&dev.rt, &c.s, a, b), "{c:?} must be supported");
-            unsafe { k::matmul_tma(&dev.rt, out, out_type, gelu, a, b, bias, &c.s) }.unwrap()
+            unsafe {
+                k::matmul_tma_split(
+                    &dev.rt, out, out_type, gelu, a, b, bias, &c.s, splits, scratch,
+                )
+            }
+            .unwrap()
         },
     )
 }
 
 on_every_runtime!(
+    split_k,
     matmul_wgmma_bf16,
     matmul_wgmma_bf16_to_bf16,
     the_sequence_takes_it,
@@ -173,7 +197,7 @@ fn sequence_case<R: Runtime>(dev: &Dev<R>, c: &Case) {
     for out_type in [DType::F32, DType::Bf16] {
         let direct = run_wgmma(dev, &c, &x, out_type);
         for a_type in [DType::F32, DType::Bf16] {
-            let bytes = mm::matmul_scratch_bytes(&c.s, a_type, DType::Bf16);
+            let bytes = mm::matmul_scratch_bytes(&dev.rt, &c.s, a_type, DType::Bf16);
             let (_keep, scratch) = dev.scratch(bytes);
             let a = crate::matmul::input(dev, &c, &x.a, a_type);
             let b = crate::matmul::input(dev, &c, &x.b, DType::Bf16);
@@ -216,5 +240,49 @@ fn supports<R: Runtime>(dev: &Dev<R>) {
         (Case::new(64, 64, 64, false, true).s, 256, 520),
     ] {
         assert!(!k::supports(&dev.rt, &s, a, b), "{s:?} at {a:#x}, {b:#x}");
+    }
+}
+
+/// Split-K: the product split into 1, 2, 5 and 16 parts of its 16 k tiles (the partial sums,
+/// then the ordered reduction with bias and GELU) within 1e-4 of f64 on the same bf16 inputs,
+/// run twice bit for bit (deterministic), and the bf16 reduction the f32 one rounded; and the
+/// rule that picks the split count.
+fn split_k<R: Runtime>(dev: &Dev<R>) {
+    let weight_grad = Case::new(768, 8192, 768, true, false).s;
+    assert_eq!(k::splits(&weight_grad, 132), 4, "36 tiles on 132 SMs");
+    assert_eq!(
+        k::splits(&Case::new(8192, 768, 2304, false, true).s, 132),
+        1
+    );
+    assert_eq!(
+        k::splits(&Case::new(128, 200, 128, true, false).s, 132),
+        1,
+        "4 k tiles"
+    );
+    if !hopper(dev) {
+        return;
+    }
+    for (ta, tb) in [(true, false), (false, true)] {
+        let c = Case::new(136, 1000, 88, ta, tb).placed((true, true, true, Some(true)));
+        let x = Inputs::new(dev, &c);
+        let rows = rows_to_check(dev, c.s.m);
+        let r = x.rounded().product(&c.s, &rows);
+        for splits in [1, 2, 5, 16] {
+            let what = format!("{} splits={splits}", c.what("matmul_tma_split"));
+            let (out, gelu) = run_split(dev, &c, &x, DType::F32, splits);
+            r.check(dev, &what, &rows_of(&out, &rows, c.s.n), TOL_SAME_INPUTS);
+            let gelu = gelu.expect("the case has the GELU epilogue");
+            let gelu = rows_of(&gelu, &rows, c.s.n);
+            r.gelu()
+                .check(dev, &format!("{what} gelu_out"), &gelu, TOL_SAME_INPUTS);
+            let (again, _) = run_split(dev, &c, &x, DType::F32, splits);
+            dev.same_bits(&format!("{what} twice"), &bits(&again), &bits(&out));
+            let (out16, _) = run_split(dev, &c, &x, DType::Bf16, splits);
+            dev.same_bits(
+                &format!("{what} bf16"),
+                &bits(&out16),
+                &bits(&rounded(&out)),
+            );
+        }
     }
 }

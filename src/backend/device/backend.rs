@@ -286,7 +286,7 @@ impl<R: Runtime> DeviceBackend<R> {
                 });
             }
             Precision::Bf16 => {
-                let bytes = matmul::matmul_scratch_bytes(&s, a.dtype, b.dtype);
+                let bytes = matmul::matmul_scratch_bytes(&self.rt, &s, a.dtype, b.dtype);
                 let Some(scratch) = self.scratch_region(bytes) else {
                     return;
                 };

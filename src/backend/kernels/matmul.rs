@@ -89,16 +89,38 @@ fn staged_bytes(s: &MatmulShape, a: DType, b: DType) -> [usize; 2] {
     [bytes(a, s.m * s.k), bytes(b, s.k * s.n)]
 }
 
-/// The scratch [`matmul`] needs for operands of these types.
-pub fn matmul_scratch_bytes(s: &MatmulShape, a: DType, b: DType) -> usize {
-    Scratch::bytes_for(&staged_bytes(s, a, b))
+/// The scratch regions [`matmul`] uses on `rt`: the bf16 copies of f32 operands, and the Hopper
+/// kernel's split-K partial sums (counted wherever the shape may take it).
+fn regions<R: Runtime + ?Sized>(rt: &R, s: &MatmulShape, a: DType, b: DType) -> [usize; 3] {
+    let [sa, sb] = staged_bytes(s, a, b);
+    let hopper = matmul_wgmma::supports(rt, s, 0, 0);
+    [
+        sa,
+        sb,
+        if hopper {
+            matmul_wgmma::scratch_bytes(rt, s)
+        } else {
+            0
+        },
+    ]
+}
+
+/// The scratch [`matmul`] needs on `rt` for operands of these types.
+pub fn matmul_scratch_bytes<R: Runtime + ?Sized>(
+    rt: &R,
+    s: &MatmulShape,
+    a: DType,
+    b: DType,
+) -> usize {
+    Scratch::bytes_for(&regions(rt, s, a, b))
 }
 
 /// `out (m,n) = op(a) · op(b) (+ bias)` on tensor cores, and `gelu_out = gelu(out)` unless
 /// `gelu_out` is 0, stored in `out_type` (both outputs): on Hopper the products
 /// `matmul_wgmma` supports go to it, everything else to `matmul_bf16*`. `a` (`m*k`) and `b` (`k*n`) are
 /// given with their storage type: f32 ones are cast to bf16 (round to nearest even) into
-/// `scratch` ([`matmul_scratch_bytes`]) first. `bias` (n, f32) may be 0.
+/// `scratch` ([`matmul_scratch_bytes`], which also holds the Hopper kernel's split-K sums)
+/// first. `bias` (n, f32) may be 0.
 ///
 /// # Safety
 /// Every address is device memory of `rt` holding the sizes above; the outputs overlap
@@ -115,8 +137,8 @@ pub unsafe fn matmul<R: Runtime + ?Sized>(
     s: MatmulShape,
     scratch: Scratch,
 ) -> Result<()> {
-    let staged = staged_bytes(&s, a_type, b_type);
-    let regions = scratch.split(&staged);
+    let sizes = regions(rt, &s, a_type, b_type);
+    let regions = scratch.split(&sizes);
     let operand = |addr: u64, dtype: DType, len: usize, at: u64| -> Result<u64> {
         match dtype {
             DType::Bf16 => Ok(addr),
@@ -130,8 +152,14 @@ pub unsafe fn matmul<R: Runtime + ?Sized>(
     let a = operand(a, a_type, s.m * s.k, regions[0])?;
     let b = operand(b, b_type, s.k * s.n, regions[1])?;
     if matmul_wgmma::supports(rt, &s, a, b) {
+        let partials = Scratch {
+            addr: regions[2],
+            bytes: sizes[2],
+        };
         // SAFETY: the caller's contract; a and b are now bf16 of m*k and k*n elements.
-        return unsafe { matmul_wgmma::matmul_tma(rt, out, out_type, gelu_out, a, b, bias, &s) };
+        return unsafe {
+            matmul_wgmma::matmul_tma(rt, out, out_type, gelu_out, a, b, bias, &s, partials)
+        };
     }
     let (m, k, n) = (int(s.m), int(s.k), int(s.n));
     let (ta, tb) = (i32::from(s.trans_a), i32::from(s.trans_b));
