@@ -333,3 +333,16 @@ extern "C" __global__ void emu_san_wgmma(float* out, const __nv_bfloat16* a,
         out[(warp * 16 + g + 8 * ((i >> 1) & 1)) * 128 + 8 * (i >> 2) + 2 * q + (i & 1)] = acc[i];
 #endif
 }
+
+// An mbarrier phase that never completes: it expects 2 arrivals, only thread 0 arrives, and
+// every thread waits for the phase (the emulation must abort naming the deadlock).
+extern "C" __global__ void emu_bug_mbarrier_deadlock(int* out) {
+#if defined(SMELT_HOPPER)
+    unsigned long long* bar = reinterpret_cast<unsigned long long*>(smem);
+    if (threadIdx.x == 0) mbar_init(bar, 2);
+    __syncthreads();
+    if (threadIdx.x == 0) mbar_arrive(bar);
+    mbar_wait(bar, 0);
+    out[threadIdx.x] = 1;
+#endif
+}

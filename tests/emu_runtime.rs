@@ -647,6 +647,26 @@ fn early_return_before_syncthreads_aborts() {
 }
 
 #[test]
+fn an_mbarrier_phase_that_never_completes_aborts() {
+    if let Some(stderr) = in_child("an_mbarrier_phase_that_never_completes_aborts") {
+        assert!(stderr.contains("emu_bug_mbarrier_deadlock"), "{stderr}");
+        assert!(
+            stderr.contains(
+                "64 threads wait on mbarrier phases that no thread or bulk copy can complete"
+            ),
+            "{stderr}"
+        );
+        assert!(stderr.contains("deadlock"), "{stderr}");
+        return;
+    }
+    let rt = EmuRuntime::new();
+    let out = rt.alloc_zeroed(4 * 64).expect("allocation");
+    // SAFETY: 64 outputs (aborts before writing).
+    let _ = unsafe { emu_bug_mbarrier_deadlock::launch(&rt, rt.address(&out)) };
+    panic!("the launch returned");
+}
+
+#[test]
 fn divergent_warp_intrinsics_abort() {
     if let Some(stderr) = in_child("divergent_warp_intrinsics_abort") {
         assert!(stderr.contains("divergent warp intrinsics"), "{stderr}");

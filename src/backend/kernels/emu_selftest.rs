@@ -33,6 +33,9 @@ kernels! {
         => linear(1, 32);
     fn emu_bug_partial_mask(out: *mut i32)
         => linear(1, 32);
+    /// Waits on an mbarrier phase that one of its two arrivals never completes.
+    fn emu_bug_mbarrier_deadlock(out: *mut i32)
+        => LaunchDims { smem: 64, ..linear(1, 64) };
     fn emu_san_race_raw(out: *mut f32, fixed: i32)
         => linear(1, 32);
     fn emu_san_race_war(out: *mut f32, fixed: i32)
