@@ -4,8 +4,10 @@
 // attention_tc.cu: the causal attention forward of attention.cu (attention_forward) with both
 // products on tensor cores: S = Q·Kᵀ and O += P·V as mma.sync m16n8k16 (bf16 in, f32
 // accumulate), FlashAttention-2 style. Same layouts and results as attention_forward:
-// qkv (b, t, 3c) here in bf16; out (b, t, c) f32, merged heads; lse (b, nh, t) f32 =
-// log Σ_{j≤i} exp(scale · q_i·k_j); scale = 1/sqrt(hs).
+// qkv (b, t, 3c) here in bf16; out (b, t, c) bf16, merged heads (the f32 result rounded to
+// nearest even as it is stored: the same bits as an f32 out then cast_f32_to_bf16, without the
+// f32 round trip through memory); lse (b, nh, t) f32 = log Σ_{j≤i} exp(scale · q_i·k_j);
+// scale = 1/sqrt(hs).
 //
 // Head size: hs % 16 == 0 and hs ≤ ATC_MAX_HS (128) (GPT-2: 64); other sizes use the f32
 // attention_forward. The body is a template on hs (register arrays sized exactly), compiled
@@ -69,7 +71,7 @@ static __device__ __forceinline__ unsigned atc_pack_bf16(float a, float b) {
 // The kernel for one head size HS (compile time, so the fragment arrays are exactly sized:
 // with a runtime hs and guarded loops ptxas spills at hs = 128).
 template <int HS>
-static __device__ __forceinline__ void atc_forward(float* __restrict__ out,
+static __device__ __forceinline__ void atc_forward(__nv_bfloat16* __restrict__ out,
                                                    float* __restrict__ lse,
                                                    const __nv_bfloat16* __restrict__ qkv, int t,
                                                    int c, int nh) {
@@ -213,11 +215,11 @@ static __device__ __forceinline__ void atc_forward(float* __restrict__ out,
         const int i = row_lo + 8 * hr;
         if (i < t) {
             const float inv = 1.0f / l[hr];
-            float* o_g = out + ((long long)bi * t + i) * c + h * hs;
+            __nv_bfloat16* o_g = out + ((long long)bi * t + i) * c + h * hs;
             SMELT_UNROLL
             for (int dt = 0; dt < dtiles; dt++) {
-                o_g[dt * 8 + 2 * tq] = o[dt][2 * hr] * inv;
-                o_g[dt * 8 + 2 * tq + 1] = o[dt][2 * hr + 1] * inv;
+                o_g[dt * 8 + 2 * tq] = __float2bfloat16(o[dt][2 * hr] * inv);
+                o_g[dt * 8 + 2 * tq + 1] = __float2bfloat16(o[dt][2 * hr + 1] * inv);
             }
             if (tq == 0) lse[(long long)bh * t + i] = m[hr] + logf(l[hr]);
         }
@@ -229,7 +231,7 @@ static __device__ __forceinline__ void atc_forward(float* __restrict__ out,
 // hs = 128's registers). The Rust side picks the instance by c / nh; an instance given another
 // head size writes nothing.
 template <int HS>
-static __device__ __forceinline__ void atc_instance(float* out, float* lse,
+static __device__ __forceinline__ void atc_instance(__nv_bfloat16* out, float* lse,
                                                     const __nv_bfloat16* qkv, int b, int t,
                                                     int c, int nh) {
     (void)b;  // the batch is gridDim.y / nh
@@ -237,34 +239,34 @@ static __device__ __forceinline__ void atc_instance(float* out, float* lse,
 }
 
 extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_forward_bf16_hs16(
-    float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
+    __nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
     atc_instance<16>(out, lse, qkv, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_forward_bf16_hs32(
-    float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
+    __nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
     atc_instance<32>(out, lse, qkv, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_forward_bf16_hs48(
-    float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
+    __nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
     atc_instance<48>(out, lse, qkv, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_forward_bf16_hs64(
-    float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
+    __nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
     atc_instance<64>(out, lse, qkv, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_forward_bf16_hs80(
-    float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
+    __nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
     atc_instance<80>(out, lse, qkv, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_forward_bf16_hs96(
-    float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
+    __nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
     atc_instance<96>(out, lse, qkv, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_forward_bf16_hs112(
-    float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
+    __nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
     atc_instance<112>(out, lse, qkv, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATC_THREADS) attention_forward_bf16_hs128(
-    float* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
+    __nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int b, int t, int c, int nh) {
     atc_instance<128>(out, lse, qkv, b, t, c, nh);
 }

@@ -8,9 +8,11 @@
 //
 // Inputs: qkv (b, t, 3c) and dout (b, t, c) in bf16; lse (b, nh, t) f32 from the forward;
 // dsum (b, nh, t) f32 = D_i = Σ_d dO_id·O_id from the f32 attention_backward_preprocess
-// (attention.cu, unchanged). Output: dqkv (b, t, 3c) f32, Q part by attention_backward_dq_bf16,
+// (attention.cu, unchanged). Output: dqkv (b, t, 3c) bf16, Q part by attention_backward_dq_bf16,
 // K and V parts by attention_backward_dkdv_bf16 (disjoint columns; the two kernels are
-// independent and may run in either order). scale = 1/sqrt(hs). With P = exp(scale·S − lse)
+// independent and may run in either order). Each element is summed in f32 registers by one
+// thread and rounded to bf16 (nearest even) once, as it is stored: the same bits as an f32
+// dqkv then cast_f32_to_bf16. scale = 1/sqrt(hs). With P = exp(scale·S − lse)
 // recomputed from S = Q·Kᵀ (causal mask j ≤ i) and dP = dO·Vᵀ:
 //   dS = P ∘ (dP − D),  dV = Pᵀ·dO,  dK = scale · dSᵀ·Q,  dQ = scale · dS·K.
 // (scale is applied once to the f32 accumulators at the end, not to dS.)
@@ -159,7 +161,7 @@ static __device__ __forceinline__ void atb_zero(float (&x)[NT][4]) {
 // ---------------------------------------------------------------------------------------------
 
 template <int HS>
-static __device__ __forceinline__ void atb_dkdv(float* __restrict__ dqkv,
+static __device__ __forceinline__ void atb_dkdv(__nv_bfloat16* __restrict__ dqkv,
                                                 const __nv_bfloat16* __restrict__ dout,
                                                 const __nv_bfloat16* __restrict__ qkv,
                                                 const float* __restrict__ lse,
@@ -256,14 +258,14 @@ static __device__ __forceinline__ void atb_dkdv(float* __restrict__ dqkv,
     for (int hr = 0; hr < 2; hr++) {
         const int j = kw0 + g + 8 * hr;
         if (j < t) {
-            float* dk_g = dqkv + ((long long)bi * t + j) * ld + c + h * HS;
-            float* dv_g = dk_g + c;
+            __nv_bfloat16* dk_g = dqkv + ((long long)bi * t + j) * ld + c + h * HS;
+            __nv_bfloat16* dv_g = dk_g + c;
             SMELT_UNROLL
             for (int dt = 0; dt < dtiles; dt++) {
                 SMELT_UNROLL
                 for (int e = 0; e < 2; e++) {
-                    dk_g[dt * 8 + 2 * tq + e] = dk[dt][2 * hr + e] * scale;
-                    dv_g[dt * 8 + 2 * tq + e] = dv[dt][2 * hr + e];
+                    dk_g[dt * 8 + 2 * tq + e] = __float2bfloat16(dk[dt][2 * hr + e] * scale);
+                    dv_g[dt * 8 + 2 * tq + e] = __float2bfloat16(dv[dt][2 * hr + e]);
                 }
             }
         }
@@ -275,7 +277,7 @@ static __device__ __forceinline__ void atb_dkdv(float* __restrict__ dqkv,
 // ---------------------------------------------------------------------------------------------
 
 template <int HS>
-static __device__ __forceinline__ void atb_dq(float* __restrict__ dqkv,
+static __device__ __forceinline__ void atb_dq(__nv_bfloat16* __restrict__ dqkv,
                                               const __nv_bfloat16* __restrict__ dout,
                                               const __nv_bfloat16* __restrict__ qkv,
                                               const float* __restrict__ lse,
@@ -369,11 +371,11 @@ static __device__ __forceinline__ void atb_dq(float* __restrict__ dqkv,
     for (int hr = 0; hr < 2; hr++) {
         const int i = qw0 + g + 8 * hr;
         if (i < t) {
-            float* dq_g = dqkv + ((long long)bi * t + i) * ld + h * HS;
+            __nv_bfloat16* dq_g = dqkv + ((long long)bi * t + i) * ld + h * HS;
             SMELT_UNROLL
             for (int dt = 0; dt < dtiles; dt++) {
-                dq_g[dt * 8 + 2 * tq] = dq[dt][2 * hr] * scale;
-                dq_g[dt * 8 + 2 * tq + 1] = dq[dt][2 * hr + 1] * scale;
+                dq_g[dt * 8 + 2 * tq] = __float2bfloat16(dq[dt][2 * hr] * scale);
+                dq_g[dt * 8 + 2 * tq + 1] = __float2bfloat16(dq[dt][2 * hr + 1] * scale);
             }
         }
     }
@@ -385,7 +387,8 @@ static __device__ __forceinline__ void atb_dq(float* __restrict__ dqkv,
 // (`__launch_bounds__(ATB_THREADS, 1)`): without it ptxas caps hs = 96 at 168 registers (three
 // blocks per SM on sm_80) and spills; with it no instance changes its blocks per SM.
 template <int HS>
-static __device__ __forceinline__ void atb_dkdv_instance(float* dqkv, const __nv_bfloat16* dout,
+static __device__ __forceinline__ void atb_dkdv_instance(__nv_bfloat16* dqkv,
+                                                         const __nv_bfloat16* dout,
                                                          const __nv_bfloat16* qkv,
                                                          const float* lse, const float* dsum,
                                                          int b, int t, int c, int nh) {
@@ -394,7 +397,8 @@ static __device__ __forceinline__ void atb_dkdv_instance(float* dqkv, const __nv
 }
 
 template <int HS>
-static __device__ __forceinline__ void atb_dq_instance(float* dqkv, const __nv_bfloat16* dout,
+static __device__ __forceinline__ void atb_dq_instance(__nv_bfloat16* dqkv,
+                                                       const __nv_bfloat16* dout,
                                                        const __nv_bfloat16* qkv, const float* lse,
                                                        const float* dsum, int b, int t, int c,
                                                        int nh) {
@@ -403,82 +407,82 @@ static __device__ __forceinline__ void atb_dq_instance(float* dqkv, const __nv_b
 }
 
 extern "C" __global__ void __launch_bounds__(ATB_THREADS, 1) attention_backward_dkdv_bf16_hs16(
-    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    __nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
     const float* dsum, int b, int t, int c, int nh) {
     atb_dkdv_instance<16>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATB_THREADS, 1) attention_backward_dkdv_bf16_hs32(
-    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    __nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
     const float* dsum, int b, int t, int c, int nh) {
     atb_dkdv_instance<32>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATB_THREADS, 1) attention_backward_dkdv_bf16_hs48(
-    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    __nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
     const float* dsum, int b, int t, int c, int nh) {
     atb_dkdv_instance<48>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATB_THREADS, 1) attention_backward_dkdv_bf16_hs64(
-    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    __nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
     const float* dsum, int b, int t, int c, int nh) {
     atb_dkdv_instance<64>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATB_THREADS, 1) attention_backward_dkdv_bf16_hs80(
-    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    __nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
     const float* dsum, int b, int t, int c, int nh) {
     atb_dkdv_instance<80>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATB_THREADS, 1) attention_backward_dkdv_bf16_hs96(
-    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    __nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
     const float* dsum, int b, int t, int c, int nh) {
     atb_dkdv_instance<96>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATB_THREADS, 1) attention_backward_dkdv_bf16_hs112(
-    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    __nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
     const float* dsum, int b, int t, int c, int nh) {
     atb_dkdv_instance<112>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATB_THREADS, 1) attention_backward_dkdv_bf16_hs128(
-    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    __nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
     const float* dsum, int b, int t, int c, int nh) {
     atb_dkdv_instance<128>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATB_THREADS) attention_backward_dq_bf16_hs16(
-    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    __nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
     const float* dsum, int b, int t, int c, int nh) {
     atb_dq_instance<16>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATB_THREADS) attention_backward_dq_bf16_hs32(
-    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    __nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
     const float* dsum, int b, int t, int c, int nh) {
     atb_dq_instance<32>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATB_THREADS) attention_backward_dq_bf16_hs48(
-    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    __nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
     const float* dsum, int b, int t, int c, int nh) {
     atb_dq_instance<48>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATB_THREADS) attention_backward_dq_bf16_hs64(
-    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    __nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
     const float* dsum, int b, int t, int c, int nh) {
     atb_dq_instance<64>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATB_THREADS) attention_backward_dq_bf16_hs80(
-    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    __nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
     const float* dsum, int b, int t, int c, int nh) {
     atb_dq_instance<80>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATB_THREADS) attention_backward_dq_bf16_hs96(
-    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    __nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
     const float* dsum, int b, int t, int c, int nh) {
     atb_dq_instance<96>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATB_THREADS) attention_backward_dq_bf16_hs112(
-    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    __nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
     const float* dsum, int b, int t, int c, int nh) {
     atb_dq_instance<112>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
 }
 extern "C" __global__ void __launch_bounds__(ATB_THREADS) attention_backward_dq_bf16_hs128(
-    float* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
+    __nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse,
     const float* dsum, int b, int t, int c, int nh) {
     atb_dq_instance<128>(dqkv, dout, qkv, lse, dsum, b, t, c, nh);
 }

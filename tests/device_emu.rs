@@ -409,6 +409,44 @@ fn bf16_passes_convert_no_weights_after_the_first_and_adamw_writes_the_copies() 
     assert_eq!(n, 2 * casts[1]);
 }
 
+/// Under bf16 the tensor-core attention reads and writes the bf16 activations in place: a
+/// training step launches no `cast_f32_to_bf16` at all (before the tensor-core kernels wrote
+/// bf16 themselves, each layer's forward out and backward dqkv were staged in f32 and cast:
+/// 2 · n_layer casts per step), and no `cast_bf16_to_f32` either.
+#[test]
+fn bf16_attention_is_not_staged() {
+    let seed = seed();
+    let mut rng = Rng::new(seed);
+    let backend = DeviceBackend::new(EmuRuntime::new(), Precision::Bf16);
+    let mut m = Gpt::new(backend, CONFIG, B, T, true).unwrap();
+    m.init_gpt2(seed).unwrap();
+    const KERNELS: [&str; 4] = [
+        "cast_f32_to_bf16",
+        "cast_bf16_to_f32",
+        "attention_forward_bf16_hs16",
+        "attention_backward_dq_bf16_hs16",
+    ];
+    let counts = |m: &Gpt<DeviceBackend<EmuRuntime>>| {
+        KERNELS.map(|k| m.exec.backend.runtime().launches_of(k))
+    };
+    let mut per_step = Vec::new();
+    for step in 1..=3u64 {
+        let ids: Vec<u32> = (0..B * T).map(|_| rng.below(77) as u32).collect();
+        let before = counts(&m);
+        train_step(&mut m, &ids, &ids, step);
+        let after = counts(&m);
+        per_step.push(std::array::from_fn::<u64, 4, _>(|i| after[i] - before[i]));
+    }
+    eprintln!("launches of {KERNELS:?} per step: {per_step:?}");
+    let n = CONFIG.n_layer as u64;
+    // Step 1 converts the weights into their working copies (one cast); then none.
+    assert_eq!(per_step[0], [1, 0, n, n], "{per_step:?}");
+    assert!(
+        per_step[1..].iter().all(|s| *s == [0, 0, n, n]),
+        "{per_step:?}"
+    );
+}
+
 #[test]
 fn bf16_working_copies_follow_every_load_of_the_masters() {
     let seed = seed();

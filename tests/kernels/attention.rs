@@ -1,7 +1,8 @@
 //! `kernels/attention.cu` (f32), `attention_tc.cu` and `attention_tc_backward.cu` (tensor
 //! cores, one instance per head size) against the CPU's `attention_forward` and
 //! `attention_backward`. f32 kernels to 1e-5; tensor-core kernels to 1e-2 against the f32 CPU
-//! on the same bf16-rounded inputs (P and dS are rounded to bf16 for the products). dQ, dK and
+//! on the same bf16-rounded inputs (P and dS are rounded to bf16 for the products; out and
+//! dqkv are stored in bf16, each element rounded once from its f32 value). dQ, dK and
 //! dV are also checked each on its own, so that a small part cannot hide behind a large one.
 //! Sizes: t not a multiple of the tiles (32 rows f32, 64 tensor cores), every tensor-core head
 //! size, and GPT-2 124M (B=4, T=1024, 12 heads of 64: GPU only). The backward and the forward
@@ -16,7 +17,7 @@ use smelt::backend::kernels::attention_tc_backward::{self as tcb};
 use smelt::backend::kernels::int;
 use smelt::backend::{AttentionShape, DType};
 
-use crate::harness::{bf16_pair, on_every_runtime, rounded, Buf, Dev, TOL_BF16, TOL_F32};
+use crate::harness::{bf16_pair, on_every_runtime, rounded, widen, Buf, Dev, TOL_BF16, TOL_F32};
 
 /// GPT-2 124M at B=4.
 const GPT2: (usize, usize, usize, usize) = (4, 1024, 768, 12);
@@ -129,7 +130,8 @@ fn run_backward<R: Runtime>(
     lse: &Buf<R>,
     what: &str,
 ) -> Vec<f32> {
-    let dqkv = dev.f32_out(s.b * s.t * 3 * s.c);
+    // dqkv in `storage`, as the backend passes it.
+    let dqkv = dev.out_as(s.b * s.t * 3 * s.c, storage);
     let (_scratch_buf, scratch) = dev.scratch(k::attention_backward_scratch_bytes(s));
     let x = BackwardOperands {
         dqkv: dqkv.addr,
@@ -142,7 +144,7 @@ fn run_backward<R: Runtime>(
         lse: lse.addr,
     };
     unsafe { k::attention_backward(&dev.rt, &x, s, scratch).unwrap() };
-    dev.read_f32(&dqkv, what)
+    dev.read_as(&dqkv, storage, what).0
 }
 
 fn backward<R: Runtime>(dev: &Dev<R>) {
@@ -256,13 +258,13 @@ fn forward_bf16<R: Runtime>(dev: &Dev<R>) {
         };
         let what = format!("attention_forward_bf16 b={b} t={t} c={c} nh={nh} aligned={aligned}");
         let run = || {
-            let (out, lse) = (dev.f32_out(b * t * c), dev.f32_out(b * nh * t));
+            let (out, lse) = (dev.bf16_out(b * t * c), dev.f32_out(b * nh * t));
             let (bi, ti, ci, nhi) = (int(b), int(t), int(c), int(nh));
             unsafe {
                 tc::attention_forward_bf16(&dev.rt, out.addr, lse.addr, qb.addr, bi, ti, ci, nhi)
                     .unwrap()
             };
-            (dev.read_f32(&out, &what), dev.read_f32(&lse, &what))
+            (widen(&dev.read_u16(&out, &what)), dev.read_f32(&lse, &what))
         };
         let (out, lse) = run();
         let (want_out, want_lse) = cpu_forward(&qkv, b, t, c, nh);
@@ -351,7 +353,11 @@ fn backward_passes_write_their_columns<R: Runtime>(dev: &Dev<R>) {
             DType::Bf16 => (dev.bf16s(&q_bits), dev.bf16s(&d_bits)),
         };
         let (q, d) = (qb.addr, db.addr);
-        let (kv, dq) = (dev.f32_out(b * t * 3 * c), dev.f32_out(b * t * 3 * c));
+        // Poisoned with NaN in the kernels' output dtype (the dtype of their inputs).
+        let (kv, dq) = (
+            dev.out_as(b * t * 3 * c, storage),
+            dev.out_as(b * t * 3 * c, storage),
+        );
         unsafe {
             match storage {
                 DType::F32 => {
@@ -375,7 +381,10 @@ fn backward_passes_write_their_columns<R: Runtime>(dev: &Dev<R>) {
             }
         }
         let what = format!("attention backward passes {storage:?}");
-        let (kv, dq) = (dev.read_f32(&kv, &what), dev.read_f32(&dq, &what));
+        let (kv, dq) = (
+            dev.read_as(&kv, storage, &what).0,
+            dev.read_as(&dq, storage, &what).0,
+        );
         let written = |x: &[f32], p: usize| part(x, c, p).iter().all(|v| v.is_finite());
         let untouched = |x: &[f32], p: usize| part(x, c, p).iter().all(|v| v.is_nan());
         assert!(

@@ -779,20 +779,20 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
         if !self.require_f32("attention lse", &[lse]) {
             return;
         }
-        // Tensor cores take bf16 Q, K, V; both kernels write f32 out (converted after when
-        // out is bf16).
+        // Tensor cores take bf16 Q, K, V and write bf16 out (bf16 activations need no staging);
+        // the f32 kernel takes and writes f32 (converted before and after when bf16).
         let tensor_cores = self.tensor_core_attention(s);
-        let qkv_dtype = if tensor_cores {
+        let dtype = if tensor_cores {
             DType::Bf16
         } else {
             DType::F32
         };
-        let outputs = [(out, DType::F32)];
+        let outputs = [(out, dtype)];
         let Some(Staged {
             inputs: ins,
             outputs: outs,
             ..
-        }) = self.staged(arena, &[], &[(qkv, qkv_dtype)], &outputs)
+        }) = self.staged(arena, &[], &[(qkv, dtype)], &outputs)
         else {
             return;
         };
@@ -838,8 +838,8 @@ impl<R: Runtime> Backend for DeviceBackend<R> {
             (dout, storage),
             (qkv, storage),
         ];
-        // Both backward passes write f32 dqkv (converted after when dqkv is bf16).
-        let outputs = [(dqkv, DType::F32)];
+        // dqkv is written in `storage` too (converted after when the view differs).
+        let outputs = [(dqkv, storage)];
         let scratch_bytes = attention::attention_backward_scratch_bytes(s);
         let Some(Staged {
             extra,

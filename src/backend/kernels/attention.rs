@@ -101,11 +101,11 @@ kernels! {
 /// Where the backward's operands are (device addresses) and how they are stored.
 #[derive(Clone, Copy, Debug)]
 pub struct BackwardOperands {
-    /// `dqkv (b,t,3c)`, f32, written whole.
+    /// `dqkv (b,t,3c)` in `storage`, written whole.
     pub dqkv: u64,
-    /// The forward's `qkv (b,t,3c)` and the gradient `dout (b,t,c)`, both in `storage`: f32
-    /// runs the f32 kernels, bf16 the tensor-core ones (`attention_tc_backward`; head size one
-    /// of `attention_tc::HEAD_SIZES`).
+    /// The forward's `qkv (b,t,3c)` and the gradient `dout (b,t,c)`, both in `storage` (as
+    /// `dqkv`): f32 runs the f32 kernels, bf16 the tensor-core ones (`attention_tc_backward`;
+    /// head size one of `attention_tc::HEAD_SIZES`).
     pub qkv: u64,
     pub dout: u64,
     pub storage: DType,

@@ -1,7 +1,7 @@
-//! `kernels/attention_tc.cu`: causal attention forward on tensor cores: bf16 qkv, Q·Kᵀ and P·V
-//! with mma.sync + ldmatrix, K/V tiles by cp.async, online softmax in registers. One compiled
-//! kernel per head size (`attention_forward_bf16_hs<HS>`, each with its own register count);
-//! [`attention_forward_bf16`] picks the instance.
+//! `kernels/attention_tc.cu`: causal attention forward on tensor cores: bf16 qkv and out, Q·Kᵀ
+//! and P·V with mma.sync + ldmatrix, K/V tiles by cp.async, online softmax in registers. One
+//! compiled kernel per head size (`attention_forward_bf16_hs<HS>`, each with its own register
+//! count); [`attention_forward_bf16`] picks the instance.
 
 use super::bf16;
 use super::{kernels, Dim3, LaunchDims};
@@ -70,17 +70,17 @@ pub fn forward_dims(hs: usize, b: i32, t: i32, c: i32, nh: i32) -> LaunchDims {
 macro_rules! forward_instances {
     ($($name:ident = $hs:literal,)*) => {
         kernels! {$(
-            #[doc = concat!("`attention::attention_forward` on tensor cores at head size ", $hs, ": bf16 `qkv (b,t,3c)`, f32 `out (b,t,c)` and `lse (b,nh,t)`.")]
-            fn $name(out: *mut f32, lse: *mut f32, qkv: *const bf16, b: i32, t: i32, c: i32, nh: i32)
+            #[doc = concat!("`attention::attention_forward` on tensor cores at head size ", $hs, ": bf16 `qkv (b,t,3c)` and `out (b,t,c)` (rounded once, when stored), f32 `lse (b,nh,t)`.")]
+            fn $name(out: *mut bf16, lse: *mut f32, qkv: *const bf16, b: i32, t: i32, c: i32, nh: i32)
                 => forward_dims($hs, b, t, c, nh);
         )*}
 
         /// The tensor-core forward at head size `c / nh` (one of [`HEAD_SIZES`]; panics
         /// otherwise): launches that head size's instance. Q·Kᵀ and P·V in bf16 with f32
-        /// accumulation (P rounded to bf16).
+        /// accumulation (P rounded to bf16); `out` is stored in bf16.
         ///
         /// # Safety
-        /// `out` holds `b·t·c` f32, `lse` `b·nh·t` f32 and `qkv` `b·t·3c` bf16 on `rt`.
+        /// `out` holds `b·t·c` bf16, `lse` `b·nh·t` f32 and `qkv` `b·t·3c` bf16 on `rt`.
         #[allow(clippy::too_many_arguments)]
         pub unsafe fn attention_forward_bf16<R: Runtime + ?Sized>(
             rt: &R,

@@ -1,6 +1,6 @@
 //! `kernels/attention_tc_backward.cu`: causal attention backward on tensor cores,
 //! deterministic: a dK/dV pass per key tile and a dQ pass per query tile, all five products
-//! mma.sync; bf16 qkv and dout, f32 dqkv. One compiled kernel per head size and pass
+//! mma.sync; bf16 qkv, dout and dqkv. One compiled kernel per head size and pass
 //! (`attention_backward_{dkdv,dq}_bf16_hs<HS>`); [`attention_backward_dkdv_bf16`] and
 //! [`attention_backward_dq_bf16`] pick the instance. The whole backward, with the f32
 //! preprocess `D = rowsum(dO ∘ O)`, is the sequence `attention::attention_backward`.
@@ -66,11 +66,11 @@ pub fn dq_dims(hs: usize, b: i32, t: i32, c: i32, nh: i32) -> LaunchDims {
 macro_rules! backward_instances {
     ($($hs:literal => $dkdv:ident, $dq:ident;)*) => {
         kernels! {$(
-            #[doc = concat!("The K and V columns of f32 `dqkv (b,t,3c)` at head size ", $hs, " (the Q columns left alone) from bf16 `dout (b,t,c)`, `qkv (b,t,3c)` and f32 `lse`, `dsum (b,nh,t)`.")]
-            fn $dkdv(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
+            #[doc = concat!("The K and V columns of bf16 `dqkv (b,t,3c)` at head size ", $hs, " (the Q columns left alone) from bf16 `dout (b,t,c)`, `qkv (b,t,3c)` and f32 `lse`, `dsum (b,nh,t)`.")]
+            fn $dkdv(dqkv: *mut bf16, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
                 => dkdv_dims($hs, b, t, c, nh);
             #[doc = concat!("The Q columns of `dqkv` at head size ", $hs, " (the K and V columns left alone); operands as the dK/dV instance's.")]
-            fn $dq(dqkv: *mut f32, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
+            fn $dq(dqkv: *mut bf16, dout: *const bf16, qkv: *const bf16, lse: *const f32, dsum: *const f32, b: i32, t: i32, c: i32, nh: i32)
                 => dq_dims($hs, b, t, c, nh);
         )*}
 
@@ -78,7 +78,7 @@ macro_rules! backward_instances {
         /// instance.
         ///
         /// # Safety
-        /// `dqkv` holds `b·t·3c` f32, `dout` `b·t·c` bf16, `qkv` `b·t·3c` bf16, `lse` and
+        /// `dqkv` holds `b·t·3c` bf16, `dout` `b·t·c` bf16, `qkv` `b·t·3c` bf16, `lse` and
         /// `dsum` `b·nh·t` f32 on `rt`.
         #[allow(clippy::too_many_arguments)]
         pub unsafe fn attention_backward_dkdv_bf16<R: Runtime + ?Sized>(
