@@ -289,7 +289,8 @@ extern "C" __global__ void emu_san_shared_atomics(int* out) {
 //   2: the descriptors name the 64-byte swizzle the copies did not write;
 //   3: the threads store the tiles themselves (from a, b), then __syncthreads, no
 //      fence.proxy.async;  4: the same with the fence (correct);
-//   5: as 0, but thread 0 changes an operand byte between the wgmma and its wait.
+//   5: as 0, but thread 0 changes an operand byte between the wgmma and its wait;
+//   6: as 0 without mbar_fence_init after the mbarrier's init (the emulation aborts).
 extern "C" __global__ void emu_san_wgmma(float* out, const __nv_bfloat16* a,
                                          const __nv_bfloat16* b, int mode,
                                          const __grid_constant__ TensorMap map_a,
@@ -299,7 +300,10 @@ extern "C" __global__ void emu_san_wgmma(float* out, const __nv_bfloat16* a,
     unsigned char* tile_b = tile_a + 64 * 128;
     unsigned long long* bar = reinterpret_cast<unsigned long long*>(tile_b + 128 * 128);
     const int tid = threadIdx.x;
-    if (tid == 0) mbar_init(bar, 1);
+    if (tid == 0) {
+        mbar_init(bar, 1);
+        if (mode != 6) mbar_fence_init();
+    }
     __syncthreads();
     if (mode == 3 || mode == 4) {
         for (int i = tid; i < (64 + 128) * 8; i += 128) {

@@ -7,8 +7,9 @@
 //   of that address (the swizzle is a function of the address bits); nothing aligns dynamic
 //   shared memory that far (the emulation puts smem[0] at window address 16), so kernels align
 //   their tiles themselves (`align_shared`).
-// * mbarrier (an 8-byte object in shared memory): `mbar_init(bar, count)` (one thread, then a
-//   __syncthreads before others use it), `mbar_arrive`, `mbar_arrive_expect_tx(bar, bytes)`,
+// * mbarrier (an 8-byte object in shared memory): `mbar_init(bar, count)` (one thread, then
+//   `mbar_fence_init()` by that thread, which makes the initialisation visible to the async
+//   proxy that bulk copies complete through, then a __syncthreads before others use it), `mbar_arrive`, `mbar_arrive_expect_tx(bar, bytes)`,
 //   `mbar_wait(bar, parity)` (spins on try_wait.parity: returns once the phase before the
 //   current one has parity `parity`; the phase "before the first" counts as complete with parity
 //   1, so a ring's producer starts waiting its empty barriers with parity 1).
@@ -58,6 +59,7 @@ __device__ __forceinline__ unsigned shared_address(const void* p) {
 __device__ __forceinline__ void mbar_init(unsigned long long* bar, unsigned count) {
     smelt_emu::mbar_init(bar, count);
 }
+__device__ __forceinline__ void mbar_fence_init() { smelt_emu::mbar_fence_init(); }
 __device__ __forceinline__ void mbar_arrive(unsigned long long* bar) { smelt_emu::mbar_arrive(bar, 0); }
 __device__ __forceinline__ void mbar_arrive_expect_tx(unsigned long long* bar, unsigned bytes) {
     smelt_emu::mbar_arrive(bar, bytes);
@@ -99,6 +101,10 @@ __device__ __forceinline__ unsigned shared_address(const void* p) {
 __device__ __forceinline__ void mbar_init(unsigned long long* bar, unsigned count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(shared_address(bar)), "r"(count)
                  : "memory");
+}
+__device__ __forceinline__ void mbar_fence_init() {
+    asm volatile("fence.mbarrier_init.release.cluster;\nfence.proxy.async.shared::cta;\n" :::
+                     "memory");
 }
 __device__ __forceinline__ void mbar_arrive(unsigned long long* bar) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(shared_address(bar))

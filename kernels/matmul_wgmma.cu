@@ -117,6 +117,7 @@ static __device__ __forceinline__ void matmul_wgmma_body(
             mbar_init(&full[s], 1);
             mbar_init(&empty[s], 2);
         }
+        mbar_fence_init();
     }
     __syncthreads();
 

@@ -667,6 +667,47 @@ fn an_mbarrier_phase_that_never_completes_aborts() {
 }
 
 #[test]
+fn a_bulk_copy_on_an_mbarrier_whose_init_was_not_fenced_aborts() {
+    use smelt::backend::tensor_map::{Swizzle, TensorMapSpec};
+    if let Some(stderr) = in_child("a_bulk_copy_on_an_mbarrier_whose_init_was_not_fenced_aborts") {
+        assert!(stderr.contains("emu_san_wgmma"), "{stderr}");
+        assert!(stderr.contains("call mbar_fence_init()"), "{stderr}");
+        return;
+    }
+    let rt = EmuRuntime::new();
+    let operand = |rows: u32| {
+        let buf = rt.alloc_zeroed(128 * rows as usize).expect("allocation");
+        let map = rt
+            .tensor_map(&TensorMapSpec {
+                address: rt.address(&buf),
+                rows: u64::from(rows),
+                cols: 64,
+                row_bytes: 128,
+                box_rows: rows,
+                box_cols: 64,
+                swizzle: Swizzle::B128,
+            })
+            .expect("tensor map");
+        (buf, map)
+    };
+    let ((a, map_a), (b, map_b)) = (operand(64), operand(128));
+    let out = rt.alloc_zeroed(4 * 64 * 128).expect("allocation");
+    // SAFETY: the operands and output emu_san_wgmma reads and writes (mode 6 aborts first).
+    let _ = unsafe {
+        emu_san_wgmma::launch(
+            &rt,
+            rt.address(&out),
+            rt.address(&a),
+            rt.address(&b),
+            6,
+            map_a,
+            map_b,
+        )
+    };
+    panic!("the launch returned");
+}
+
+#[test]
 fn divergent_warp_intrinsics_abort() {
     if let Some(stderr) = in_child("divergent_warp_intrinsics_abort") {
         assert!(stderr.contains("divergent warp intrinsics"), "{stderr}");

@@ -147,6 +147,8 @@ struct MBarrier {
     unsigned pending;    // arrivals still missing in the current phase
     int64_t tx;          // transaction bytes expected minus landed, current phase
     unsigned completed;  // phases completed
+    unsigned initialiser;  // the thread that initialised it
+    bool fenced;         // its init made visible to the async proxy (mbar_fence_init)
 };
 
 // A bulk tensor copy in flight: its data, read from global memory at the issue, lands in its
@@ -877,9 +879,16 @@ void mbar_init(void* bar, unsigned expected) {
             fail("kernel %s: more than %u mbarriers in a block", w.kernel->name, kMaxMbarriers);
         w.mbarriers.push_back(MBarrier{});
     }
-    w.mbarriers[i] = MBarrier{addr, expected, expected, 0, 0};
+    w.mbarriers[i] = MBarrier{addr, expected, expected, 0, 0, w.current->linear, false};
     if (w.sanitize) san::mbar_init(i, w.kernel->nthreads);
     ++w.events;
+}
+
+void mbar_fence_init() {
+    Worker& w = worker();
+    for (MBarrier& m : w.mbarriers)
+        if (m.initialiser == w.current->linear) m.fenced = true;
+    fence_proxy_async();
 }
 
 void mbar_arrive(void* bar, unsigned tx_bytes) {
@@ -923,6 +932,11 @@ void bulk_tensor_load(void* dst, const void* tensor_map, const int* coords, int 
              tm.rank);
     BulkCopy copy;
     copy.bar = mbar_index(w, bar, "cp.async.bulk.tensor's mbarrier");
+    if (!w.mbarriers[copy.bar].fenced)
+        fail("kernel %s, block %u: a bulk tensor copy completes on the mbarrier at shared address "
+             "0x%x, whose mbarrier.init no fence.mbarrier_init / fence.proxy.async made visible "
+             "to the async proxy (call mbar_fence_init() after initialising)",
+             w.kernel->name, w.block_linear, w.mbarriers[copy.bar].addr);
     copy.swizzle = tm.swizzle;
     const unsigned base = shared_window_address(dst);
     if (base % (tm.swizzle ? 1024u : 128u) != 0)

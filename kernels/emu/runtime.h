@@ -69,6 +69,9 @@ void cp_async_wait(int pending_groups_allowed);
 unsigned shared_window_address(const void* p);
 // mbarrier.init: `expected` arrivals complete a phase.
 void mbar_init(void* bar, unsigned expected);
+// fence.mbarrier_init + fence.proxy.async: the calling thread's mbarrier.inits so far become
+// visible to bulk copies (which fail on a barrier whose init is not).
+void mbar_fence_init();
 // mbarrier.arrive, after adding `tx_bytes` to the phase's expected transaction bytes
 // (mbarrier.arrive.expect_tx when tx_bytes > 0).
 void mbar_arrive(void* bar, unsigned tx_bytes);

@@ -58,7 +58,7 @@ kernels! {
         => linear(1, 32);
     /// Hopper's checks: `out (64×128) = a (64×64) · b (128×64)ᵀ` by one warpgroup's wgmmas,
     /// the operands from bulk tensor copies (`map_a`, `map_b`) or stored by the threads; `mode`
-    /// plants a bug (see kernels/emu_selftest.cu).
+    /// plants a bug (see kernels/emu_selftest.cu; 6 aborts the process).
     fn emu_san_wgmma(out: *mut f32, a: *const bf16, b: *const bf16, mode: i32, map_a: TensorMap, map_b: TensorMap)
         => LaunchDims { smem: 1024 + 192 * 128 + 8, ..linear(1, 128) };
 }
