@@ -6,8 +6,9 @@
 // row-major, or (k,m) with trans_a; b (k,n) row-major, or (n,k) with trans_b), bf16 operands,
 // f32 accumulation on Hopper's warpgroup tensor cores, the GELU epilogue of matmul.cu (gelu_out
 // = gelu(out) when not null) and f32 or bf16 outputs (matmul_wgmma_bf16 /
-// matmul_wgmma_bf16_to_bf16). The products training runs: x · Wᵀ (forward: b given (n,k)),
-// dout · W (input gradient), doutᵀ · x (weight gradient: a given (k,m)).
+// matmul_wgmma_bf16_to_bf16). The products training runs: x · W (forward, W stored (in, out)
+// as GPT-2's Conv1D: b plain), dout · Wᵀ (input gradient: trans_b), xᵀ · dout (weight
+// gradient: trans_a), and the tied LM head's x · wteᵀ, dlogits · wte, dlogitsᵀ · x.
 //
 // Structure (sm_90a; the emulation runs the same code):
 // * Persistent grid: gridDim.x blocks (one per SM) walk the 128x128 output tiles, tile i,

@@ -675,19 +675,11 @@ fn a_bulk_copy_on_an_mbarrier_whose_init_was_not_fenced_aborts() {
         return;
     }
     let rt = EmuRuntime::new();
-    let operand = |rows: u32| {
-        let buf = rt.alloc_zeroed(128 * rows as usize).expect("allocation");
-        let map = rt
-            .tensor_map(&TensorMapSpec {
-                address: rt.address(&buf),
-                rows: u64::from(rows),
-                cols: 64,
-                row_bytes: 128,
-                box_rows: rows,
-                box_cols: 64,
-                swizzle: Swizzle::B128,
-            })
-            .expect("tensor map");
+    let operand = |rows: usize| {
+        let buf = rt.alloc_zeroed(128 * rows).expect("allocation");
+        let spec =
+            TensorMapSpec::row_major(rt.address(&buf), rows, 64, (rows as u32, 64), Swizzle::B128);
+        let map = rt.tensor_map(&spec).expect("tensor map");
         (buf, map)
     };
     let ((a, map_a), (b, map_b)) = (operand(64), operand(128));

@@ -688,17 +688,10 @@ fn wgmma(mode: i32) -> (Result<()>, Vec<f32>, Vec<f64>) {
         buf
     };
     let (ab, bb) = (bf16_buffer(&a), bf16_buffer(&b));
-    let map = |buf: &EmuBuffer, rows: u32| {
-        rt.tensor_map(&TensorMapSpec {
-            address: rt.address(buf),
-            rows: u64::from(rows),
-            cols: 64,
-            row_bytes: 128,
-            box_rows: rows,
-            box_cols: 64,
-            swizzle: Swizzle::B128,
-        })
-        .expect("tensor map")
+    let map = |buf: &EmuBuffer, rows: usize| {
+        let spec =
+            TensorMapSpec::row_major(rt.address(buf), rows, 64, (rows as u32, 64), Swizzle::B128);
+        rt.tensor_map(&spec).expect("tensor map")
     };
     let (map_a, map_b) = (map(&ab, 64), map(&bb, 128));
     let out = zeros(&rt, 64 * 128);

@@ -54,6 +54,26 @@ const ELEMENT_BYTES: u64 = 2;
 const EMULATION_MAGIC: u32 = 0x5041_4d54;
 
 impl TensorMapSpec {
+    /// A dense row-major matrix (rows `cols` elements apart) in boxes of `box_rows` ×
+    /// `box_cols`.
+    pub fn row_major(
+        address: u64,
+        rows: usize,
+        cols: usize,
+        (box_rows, box_cols): (u32, u32),
+        swizzle: Swizzle,
+    ) -> TensorMapSpec {
+        TensorMapSpec {
+            address,
+            rows: rows as u64,
+            cols: cols as u64,
+            row_bytes: cols as u64 * ELEMENT_BYTES,
+            box_rows,
+            box_cols,
+            swizzle,
+        }
+    }
+
     /// Checks the rules `cuTensorMapEncodeTiled` enforces, so that the emulation refuses what a
     /// GPU would.
     pub fn validate(&self) -> Result<()> {

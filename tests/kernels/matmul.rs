@@ -94,10 +94,7 @@ const GELU: [Placement; 4] = [
 ];
 
 /// Every case over the four transposes: `plain` sizes [`PLAIN`], `misaligned` sizes
-/// [`MISALIGNED`], `gelu` sizes [`GELU`], then GPT-2 124M's matmuls at B·T = 8192 rows (GPU
-/// only): the four of a block (C → 3C, C → C, C → 4C with GELU, 4C → C) and the tied LM head
-/// (C → 50304), each forward (`x · W`, bias) and both backward products (`dout · Wᵀ`,
-/// `xᵀ · dout`).
+/// [`MISALIGNED`], `gelu` sizes [`GELU`], then [`gpt2_cases`] (GPU only).
 pub fn cases<R: Runtime>(
     dev: &Dev<R>,
     plain: &[(usize, usize, usize)],
@@ -119,6 +116,14 @@ pub fn cases<R: Runtime>(
             }
         }
     }
+    dev.cases(&small, &gpt2_cases())
+}
+
+/// GPT-2 124M's matmuls at B·T = 8192 rows, as training runs them: the four of a block
+/// (C → 3C, C → C, C → 4C with GELU, 4C → C), each forward (`x · W`, W stored (in, out) as
+/// GPT-2's Conv1D, bias), input gradient (`dout · Wᵀ`) and weight gradient (`xᵀ · dout`), and
+/// the tied LM head's three (`x · wteᵀ`, `dlogits · wte`, `dlogitsᵀ · x`).
+pub fn gpt2_cases() -> Vec<Case> {
     let (bt, c) = (8 * 1024, 768);
     let mut large = Vec::new();
     for (inp, out, gelu) in [
@@ -136,7 +141,7 @@ pub fn cases<R: Runtime>(
     large.push(Case::new(bt, c, vp, false, true));
     large.push(Case::new(bt, vp, c, false, false));
     large.push(Case::new(vp, bt, c, true, false));
-    dev.cases(&small, &large)
+    large
 }
 
 /// A case's random inputs (`a` normal, `b` half that, `bias` normal) on the host.
@@ -466,33 +471,46 @@ fn ldmatrix_selftest<R: Runtime>(dev: &Dev<R>) {
 
 fn matmul_bf16<R: Runtime>(dev: &Dev<R>) {
     for c in bf16_cases(dev) {
-        let (x, s) = (Inputs::new(dev, &c), c.s);
-        let (out, gelu) = run_bf16(dev, &c, &x, DType::F32);
-        let rows = rows_to_check(dev, s.m);
-        let got = rows_of(&out, &rows, s.n);
-        let what = c.what("matmul_bf16");
-        let at = |part: &str| format!("{what} {part}");
-        let r = x.rounded().product(&s, &rows);
-        r.check(dev, &at("vs f64 on bf16 inputs"), &got, TOL_SAME_INPUTS);
-        let unrounded = x.product(&s, &rows).want;
-        let r_unrounded = Reference {
-            want: unrounded,
-            ..r.clone()
-        };
-        r_unrounded.check(dev, &at("vs f64"), &got, TOL_BF16);
-        let Some(gelu) = gelu else { continue };
-        let gelu = rows_of(&gelu, &rows, s.n);
-        // The CPU's f32 GELU of the kernel's own pre-activation: only libm's rounding differs.
-        let mut same = vec![0.0f32; got.len()];
-        cpu::gelu_forward(&mut same, &got);
-        let same = Reference {
-            want: same.iter().map(|&g| g as f64).collect(),
-            scale: got.iter().map(|&o| (o as f64).abs()).collect(),
-        };
-        same.check(dev, &at("gelu_out vs gelu(out)"), &gelu, TOL_GELU_SAME);
-        r.gelu()
-            .check(dev, &at("gelu_out vs f64"), &gelu, TOL_SAME_INPUTS);
+        let x = Inputs::new(dev, &c);
+        let outputs = run_bf16(dev, &c, &x, DType::F32);
+        check_f32_outputs(dev, &c, &x, outputs, "matmul_bf16");
     }
+}
+
+/// A bf16 tensor-core matmul's f32 outputs for a case: `out` against f64 on the same bf16
+/// inputs (1e-4) and on the unrounded ones (1e-2); `gelu_out` against the CPU's GELU of the
+/// kernel's own `out` (1e-6) and the f64 GELU (1e-4).
+pub fn check_f32_outputs<R: Runtime>(
+    dev: &Dev<R>,
+    c: &Case,
+    x: &Inputs,
+    (out, gelu): Outputs,
+    kernel: &str,
+) {
+    let s = c.s;
+    let rows = rows_to_check(dev, s.m);
+    let got = rows_of(&out, &rows, s.n);
+    let what = c.what(kernel);
+    let at = |part: &str| format!("{what} {part}");
+    let r = x.rounded().product(&s, &rows);
+    r.check(dev, &at("vs f64 on bf16 inputs"), &got, TOL_SAME_INPUTS);
+    let r_unrounded = Reference {
+        want: x.product(&s, &rows).want,
+        ..r.clone()
+    };
+    r_unrounded.check(dev, &at("vs f64"), &got, TOL_BF16);
+    let Some(gelu) = gelu else { return };
+    let gelu = rows_of(&gelu, &rows, s.n);
+    // The CPU's f32 GELU of the kernel's own pre-activation: only libm's rounding differs.
+    let mut same = vec![0.0f32; got.len()];
+    cpu::gelu_forward(&mut same, &got);
+    let same = Reference {
+        want: same.iter().map(|&g| g as f64).collect(),
+        scale: got.iter().map(|&o| (o as f64).abs()).collect(),
+    };
+    same.check(dev, &at("gelu_out vs gelu(out)"), &gelu, TOL_GELU_SAME);
+    r.gelu()
+        .check(dev, &at("gelu_out vs f64"), &gelu, TOL_SAME_INPUTS);
 }
 
 fn matmul_bf16_to_bf16<R: Runtime>(dev: &Dev<R>) {

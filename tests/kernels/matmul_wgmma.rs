@@ -13,15 +13,15 @@ use smelt::backend::kernels::matmul::{self as mm};
 use smelt::backend::kernels::matmul_wgmma as k;
 use smelt::backend::DType;
 
-use crate::harness::{on_every_runtime, rounded, Dev, TOL_BF16};
-use crate::matmul::{bits, rows_of, rows_to_check, run, Case, Inputs, Outputs, Reference};
+use crate::harness::{on_every_runtime, rounded, Dev};
+use crate::matmul::{
+    bits, check_f32_outputs, gpt2_cases, rows_of, rows_to_check, run, Case, Inputs, Outputs,
+};
 
 const TOL_SAME_INPUTS: f64 = 1e-4;
-const TOL_GELU_SAME: f64 = 1e-6;
 
 /// The small cases over every transpose the kernel takes at these sizes, then GPT-2 124M's
-/// products (GPU): each layer's forward (`x · Wᵀ`, bias), input gradient (`dout · W`) and
-/// weight gradient (`doutᵀ · x`), and the LM head's.
+/// products as training runs them (`matmul::gpt2_cases`, GPU only).
 fn cases<R: Runtime>(dev: &Dev<R>) -> Vec<Case> {
     let sizes = [
         (1, 8, 1),
@@ -48,28 +48,7 @@ fn cases<R: Runtime>(dev: &Dev<R>) -> Vec<Case> {
             small.extend(placements.iter().map(|&p| c.placed(p)));
         }
     }
-    let (bt, c) = (8 * 1024, 768);
-    let mut large = Vec::new();
-    for (inp, out, gelu) in [
-        (c, 3 * c, false),
-        (c, c, false),
-        (c, 4 * c, true),
-        (4 * c, c, false),
-    ] {
-        large.push(Case::new(bt, inp, out, false, true).placed((
-            true,
-            true,
-            true,
-            gelu.then_some(true),
-        )));
-        large.push(Case::new(bt, out, inp, false, false));
-        large.push(Case::new(out, bt, inp, true, false));
-    }
-    let vp = 50304;
-    large.push(Case::new(bt, c, vp, false, true));
-    large.push(Case::new(bt, vp, c, false, false));
-    large.push(Case::new(vp, bt, c, true, false));
-    dev.cases(&small, &large)
+    dev.cases(&small, &gpt2_cases())
 }
 
 /// Whether the device runs the kernel (a Hopper GPU, or the emulation).
@@ -130,28 +109,9 @@ fn matmul_wgmma_bf16<R: Runtime>(dev: &Dev<R>) {
         return;
     }
     for c in cases(dev) {
-        let (x, s) = (Inputs::new(dev, &c), c.s);
-        let (out, gelu) = run_wgmma(dev, &c, &x, DType::F32);
-        let rows = rows_to_check(dev, s.m);
-        let got = rows_of(&out, &rows, s.n);
-        let what = c.what("matmul_wgmma_bf16");
-        let at = |part: &str| format!("{what} {part}");
-        let r = x.rounded().product(&s, &rows);
-        r.check(dev, &at("vs f64 on bf16 inputs"), &got, TOL_SAME_INPUTS);
-        let unrounded = Reference {
-            want: x.product(&s, &rows).want,
-            ..r.clone()
-        };
-        unrounded.check(dev, &at("vs f64"), &got, TOL_BF16);
-        let Some(gelu) = gelu else { continue };
-        let gelu = rows_of(&gelu, &rows, s.n);
-        let mut same = vec![0.0f32; got.len()];
-        smelt::backend::cpu::kernels::gelu_forward(&mut same, &got);
-        let same = Reference {
-            want: same.iter().map(|&g| g as f64).collect(),
-            scale: got.iter().map(|&o| (o as f64).abs()).collect(),
-        };
-        same.check(dev, &at("gelu_out vs gelu(out)"), &gelu, TOL_GELU_SAME);
+        let x = Inputs::new(dev, &c);
+        let outputs = run_wgmma(dev, &c, &x, DType::F32);
+        check_f32_outputs(dev, &c, &x, outputs, "matmul_wgmma_bf16");
     }
 }
 

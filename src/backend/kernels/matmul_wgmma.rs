@@ -138,15 +138,9 @@ pub fn supports<R: Runtime + ?Sized>(rt: &R, s: &MatmulShape, a: u64, b: u64) ->
 /// swizzle), 128 rows (of m or n) when K-major, 64 rows (of k) when MN-major (two boxes make a
 /// tile).
 fn operand_map<R: Runtime + ?Sized>(rt: &R, addr: u64, o: &Stored) -> Result<TensorMap> {
-    rt.tensor_map(&TensorMapSpec {
-        address: addr,
-        rows: o.rows as u64,
-        cols: o.cols as u64,
-        row_bytes: (o.cols * 2) as u64,
-        box_rows: if o.k_major { TILE_M } else { TILE_K },
-        box_cols: TILE_K,
-        swizzle: Swizzle::B128,
-    })
+    let box_rows = if o.k_major { TILE_M } else { TILE_K };
+    let spec = TensorMapSpec::row_major(addr, o.rows, o.cols, (box_rows, TILE_K), Swizzle::B128);
+    rt.tensor_map(&spec)
 }
 
 /// `out (m,n) = op(a) · op(b) (+ bias)` and `gelu_out = gelu(out)` unless 0, stored in
