@@ -9,7 +9,8 @@
 //   their tiles themselves (`align_shared`).
 // * mbarrier (an 8-byte object in shared memory): `mbar_init(bar, count)` (one thread, then
 //   `mbar_fence_init()` by that thread, which makes the initialisation visible to the async
-//   proxy that bulk copies complete through, then a __syncthreads before others use it), `mbar_arrive`, `mbar_arrive_expect_tx(bar, bytes)`,
+//   proxy that bulk copies complete through, then a __syncthreads before others use it),
+//   `mbar_arrive`, `mbar_arrive_expect_tx(bar, bytes)`,
 //   `mbar_wait(bar, parity)` (spins on try_wait.parity: returns once the phase before the
 //   current one has parity `parity`; the phase "before the first" counts as complete with parity
 //   1, so a ring's producer starts waiting its empty barriers with parity 1).
@@ -43,7 +44,12 @@ struct __align__(64) TensorMap {
 };
 
 // Descriptor swizzle modes (bits 62..63 of a wgmma matrix descriptor).
-enum : unsigned { WGMMA_SWIZZLE_NONE = 0, WGMMA_SWIZZLE_128B = 1, WGMMA_SWIZZLE_64B = 2, WGMMA_SWIZZLE_32B = 3 };
+enum : unsigned {
+    WGMMA_SWIZZLE_NONE = 0,
+    WGMMA_SWIZZLE_128B = 1,
+    WGMMA_SWIZZLE_64B = 2,
+    WGMMA_SWIZZLE_32B = 3
+};
 
 #if defined(SMELT_EMULATE)
 
@@ -60,7 +66,9 @@ __device__ __forceinline__ void mbar_init(unsigned long long* bar, unsigned coun
     smelt_emu::mbar_init(bar, count);
 }
 __device__ __forceinline__ void mbar_fence_init() { smelt_emu::mbar_fence_init(); }
-__device__ __forceinline__ void mbar_arrive(unsigned long long* bar) { smelt_emu::mbar_arrive(bar, 0); }
+__device__ __forceinline__ void mbar_arrive(unsigned long long* bar) {
+    smelt_emu::mbar_arrive(bar, 0);
+}
 __device__ __forceinline__ void mbar_arrive_expect_tx(unsigned long long* bar, unsigned bytes) {
     smelt_emu::mbar_arrive(bar, bytes);
 }

@@ -110,6 +110,31 @@ static __device__ __forceinline__ void ln_store_chunk(__nv_bfloat16* p, int i, i
     }
 }
 
+// Column sums of the backward: out_w[j] = sum over k < count of w_rows[k * stride + j] (and
+// out_b of b_rows), the rows added in order, four columns per thread of the block (so each
+// column is summed in the same order as one by one). `in_vec` / `out_vec`: 16-byte accesses
+// allowed (ln_load_chunk, ln_store_chunk).
+static __device__ __forceinline__ void ln_sum_columns(float* out_w, float* out_b, bool out_vec,
+                                                      const float* w_rows, const float* b_rows,
+                                                      long stride, int count, bool in_vec,
+                                                      int c) {
+    for (int j = 4 * threadIdx.x; j < c; j += 4 * blockDim.x) {
+        float sw[4] = {}, sb[4] = {};
+        for (int k = 0; k < count; k++) {
+            float vw[4], vb[4];
+            ln_load_chunk(w_rows + k * stride, j, c, in_vec, vw);
+            ln_load_chunk(b_rows + k * stride, j, c, in_vec, vb);
+            SMELT_UNROLL
+            for (int q = 0; q < 4; q++) {
+                sw[q] += vw[q];
+                sb[q] += vb[q];
+            }
+        }
+        ln_store_chunk(out_w, j, c, out_vec, sw);
+        ln_store_chunk(out_b, j, c, out_vec, sb);
+    }
+}
+
 // Mean and rstd of one row (read by one warp), then the normalised, scaled, shifted row. T is
 // the storage type of the row and of out (float or __nv_bfloat16).
 template <typename T>
@@ -303,26 +328,12 @@ static __device__ __forceinline__ void ln_backward(T* dx, float* __restrict__ dw
         }
     }
     __syncthreads();
-    // Column sums, four columns per thread, each summed in the same order as one by one.
+    // This block's column sums (of its warps' accumulators) into its partials.
     const int blocks = gridDim.x;
     float* part_w = scratch + (long)blockIdx.x * c;
     float* part_b = scratch + (long)(blocks + blockIdx.x) * c;
     const bool part_vec = acc_vec && smelt_aligned16(scratch);
-    for (int j = 4 * threadIdx.x; j < c; j += 4 * blockDim.x) {
-        float sw[4] = {}, sb[4] = {};
-        for (int k = 0; k < warps; k++) {
-            float vw[4], vb[4];
-            ln_load_chunk(smem + (long)k * 2 * c, j, c, acc_vec, vw);
-            ln_load_chunk(smem + (long)k * 2 * c + c, j, c, acc_vec, vb);
-            SMELT_UNROLL
-            for (int q = 0; q < 4; q++) {
-                sw[q] += vw[q];
-                sb[q] += vb[q];
-            }
-        }
-        ln_store_chunk(part_w, j, c, part_vec, sw);
-        ln_store_chunk(part_b, j, c, part_vec, sb);
-    }
+    ln_sum_columns(part_w, part_b, part_vec, smem, smem + c, 2L * c, warps, acc_vec, c);
     // This block's partials, visible to every block before the counter says the block is done.
     __threadfence();
     __syncthreads();
@@ -334,21 +345,8 @@ static __device__ __forceinline__ void ln_backward(T* dx, float* __restrict__ dw
     // block's thread 0 has seen; fence before reading them.
     __threadfence();
     const bool out_vec = part_vec && smelt_aligned16(dweight) && smelt_aligned16(dbias);
-    for (int j = 4 * threadIdx.x; j < c; j += 4 * blockDim.x) {
-        float sw[4] = {}, sb[4] = {};
-        for (int k = 0; k < blocks; k++) {
-            float vw[4], vb[4];
-            ln_load_chunk(scratch + (long)k * c, j, c, part_vec, vw);
-            ln_load_chunk(scratch + (long)(blocks + k) * c, j, c, part_vec, vb);
-            SMELT_UNROLL
-            for (int q = 0; q < 4; q++) {
-                sw[q] += vw[q];
-                sb[q] += vb[q];
-            }
-        }
-        ln_store_chunk(dweight, j, c, out_vec, sw);
-        ln_store_chunk(dbias, j, c, out_vec, sb);
-    }
+    ln_sum_columns(dweight, dbias, out_vec, scratch, scratch + (long)blocks * c, c, blocks,
+                   part_vec, c);
     // Every block has counted itself: zero the counter for the next launch.
     if (threadIdx.x == 0) *counter = 0u;
 }

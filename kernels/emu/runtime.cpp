@@ -167,9 +167,9 @@ struct WgmmaOp {
     unsigned group;
     unsigned n;              // accumulators per thread
     float* d[128];           // each thread's accumulator array
-    std::vector<float> result;              // 128 * n
-    std::vector<unsigned> chunks;           // operand chunks (shared-window addresses)
-    std::vector<unsigned char> snapshot;    // their bytes at the issue
+    std::vector<float> result;             // 128 * n
+    std::vector<const void*> chunks;       // operand chunks (16 bytes each in smem), A then B
+    std::vector<unsigned char> snapshot;   // their bytes at the issue
 };
 
 enum class WgOp : unsigned char { None, Fence, Mma, Commit, Wait, SetMaxNReg };
@@ -428,9 +428,10 @@ void check_width(WarpOp op, int width) {
 
 // ---- launches ------------------------------------------------------------------------------
 
-// The byte of dynamic shared memory at shared-window address `addr`.
-void* smem_bytes_base_of(unsigned addr) {
-    return reinterpret_cast<char*>(smem) + (addr - kSharedWindowBase);
+// The byte of dynamic shared memory at shared-window address `addr` (unchecked; see
+// window_pointer).
+unsigned char* window_byte(unsigned addr) {
+    return reinterpret_cast<unsigned char*>(smem) + (addr - kSharedWindowBase);
 }
 
 // Runs one block on this worker: all its threads as fibers until every one has returned.
@@ -452,8 +453,7 @@ void run_block(Worker& w, unsigned linear_block) {
     w.remaining = k.nthreads;
     w.barrier_arrived = 0;
     w.barrier_count = 0;
-    w.mbarriers.clear();
-    w.bulk_copies.clear();
+    w.mbarriers.clear();  // (bulk copies are cleared at the end of every block)
     for (Warpgroup& g : w.warpgroups) g = Warpgroup();
     const bool reverse = linear_block % 2 == 1;
     const unsigned n = k.nthreads;
@@ -510,9 +510,9 @@ void run_block(Worker& w, unsigned linear_block) {
              "each warp intrinsic (no early return before them, no divergent barriers)");
     }
     // Bulk copies nobody waited for never land; their destinations stop being pending.
-    for (const BulkCopy& copy : w.bulk_copies)
-        for (unsigned addr : copy.chunks)
-            if (w.sanitize) san::bulk_discard(smem_bytes_base_of(addr));
+    if (w.sanitize)
+        for (const BulkCopy& copy : w.bulk_copies)
+            for (unsigned addr : copy.chunks) san::bulk_discard(window_byte(addr));
     w.bulk_copies.clear();
 }
 
@@ -654,14 +654,22 @@ void cp_async_wait(int pending_groups_allowed) {
 
 namespace {
 
-char* smem_bytes_base() { return reinterpret_cast<char*>(smem); }
-
-void* window_pointer(const Worker& w, unsigned addr, unsigned bytes, const char* what) {
-    if (addr < kSharedWindowBase || addr - kSharedWindowBase + uint64_t(bytes) > w.kernel->smem_bytes)
+// window_byte(addr), after checking that `bytes` bytes there lie in the launch's dynamic shared
+// memory.
+unsigned char* window_pointer(const Worker& w, unsigned addr, unsigned bytes, const char* what) {
+    if (addr < kSharedWindowBase ||
+        addr - kSharedWindowBase + uint64_t(bytes) > w.kernel->smem_bytes)
         fail("kernel %s: %s at shared address 0x%x (%u bytes) is outside the launch's %u bytes "
              "of dynamic shared memory (window 0x%x..)",
              w.kernel->name, what, addr, bytes, w.kernel->smem_bytes, kSharedWindowBase);
-    return smem_bytes_base() + (addr - kSharedWindowBase);
+    return window_byte(addr);
+}
+
+// The swizzle (CUtensorMapSwizzle numbering) of a wgmma matrix descriptor's layout type
+// (bits 62..63: 0 none, 1 128-byte, 2 64-byte, 3 32-byte).
+unsigned descriptor_swizzle(uint64_t desc) {
+    const unsigned layout = unsigned(desc >> 62);
+    return layout == 0 ? 0 : 4 - layout;
 }
 
 // The 16-byte chunk a swizzle mode moves the byte at shared-window address `a` to: bits 4..
@@ -781,12 +789,11 @@ unsigned operand_address(uint64_t desc, unsigned mn, unsigned k, bool trans) {
     const unsigned start = unsigned(desc & 0x3fff) << 4;
     const unsigned lbo = unsigned((desc >> 16) & 0x3fff) << 4;
     const unsigned sbo = unsigned((desc >> 32) & 0x3fff) << 4;
-    const unsigned layout = unsigned(desc >> 62);
-    if (layout == 0) {
+    const unsigned mode = descriptor_swizzle(desc);
+    if (mode == 0) {
         if (!trans) return start + (mn / 8) * sbo + (k / 8) * lbo + (mn % 8) * 16 + (k % 8) * 2;
         return start + (mn / 8) * sbo + (k / 8) * lbo + (k % 8) * 16 + (mn % 8) * 2;
     }
-    const unsigned mode = 4 - layout;  // descriptor 1: 128B, 2: 64B, 3: 32B
     const unsigned span = 16u << mode;  // bytes
     const unsigned w = 1u << mode;      // chunks
     if (!trans)
@@ -814,10 +821,9 @@ void read_operand(Worker& w, WgmmaOp& op, uint64_t desc, unsigned rows, bool tra
     for (unsigned c = 0; c < chunks; ++c) {
         const unsigned row0 = trans ? (c % (rows / 8)) * 8 : c / 2;
         const unsigned k0 = trans ? c / (rows / 8) : (c % 2) * 8;
-        const unsigned addr = operand_address(desc, row0, k0, trans);
         const unsigned char* p =
-            static_cast<const unsigned char*>(window_pointer(w, addr, 16, "wgmma operand"));
-        op.chunks.push_back(addr);
+            window_pointer(w, operand_address(desc, row0, k0, trans), 16, "wgmma operand");
+        op.chunks.push_back(p);
         op.snapshot.insert(op.snapshot.end(), p, p + 16);
         for (unsigned e = 0; e < 8; ++e) {
             uint16_t bits;
@@ -842,13 +848,12 @@ void land_wgmma(Worker& w, Warpgroup& g, unsigned group_limit) {
         }
         for (unsigned t = 0; t < 128; ++t)
             std::memcpy(op.d[t], &op.result[size_t(t) * op.n], sizeof(float) * op.n);
-        for (size_t c = 0; c < op.chunks.size(); ++c) {
-            const void* p = window_pointer(w, op.chunks[c], 16, "wgmma operand");
-            if (std::memcmp(p, &op.snapshot[16 * c], 16) != 0 && w.sanitize) {
-                san::wgmma_operand_changed(p);
-                break;
-            }
-        }
+        if (w.sanitize)
+            for (size_t c = 0; c < op.chunks.size(); ++c)
+                if (std::memcmp(op.chunks[c], &op.snapshot[16 * c], 16) != 0) {
+                    san::wgmma_operand_changed(op.chunks[c]);
+                    break;
+                }
     }
     g.pending.resize(kept);
 }
@@ -869,7 +874,9 @@ void mbar_init(void* bar, unsigned expected) {
     Worker& w = worker();
     const unsigned addr = shared_window_address(bar);
     window_pointer(w, addr, 8, "mbarrier");
-    if (addr % 8) fail("kernel %s: mbarrier at shared address 0x%x is not 8-byte aligned", w.kernel->name, addr);
+    if (addr % 8)
+        fail("kernel %s: mbarrier at shared address 0x%x is not 8-byte aligned", w.kernel->name,
+             addr);
     if (expected == 0 || expected >= (1u << 20))
         fail("kernel %s: mbarrier.init with count %u (1 .. 2^20-1)", w.kernel->name, expected);
     unsigned i = 0;
@@ -880,7 +887,7 @@ void mbar_init(void* bar, unsigned expected) {
         w.mbarriers.push_back(MBarrier{});
     }
     w.mbarriers[i] = MBarrier{addr, expected, expected, 0, 0, w.current->linear, false};
-    if (w.sanitize) san::mbar_init(i, w.kernel->nthreads);
+    if (w.sanitize) san::mbar_init(i);
     ++w.events;
 }
 
@@ -943,7 +950,8 @@ void bulk_tensor_load(void* dst, const void* tensor_map, const int* coords, int 
         fail("kernel %s: bulk tensor copy to shared address 0x%x: the destination must be "
              "%u-byte aligned%s",
              w.kernel->name, base, tm.swizzle ? 1024u : 128u,
-             tm.swizzle ? " (a swizzled box starts its swizzle pattern at a 1024-byte boundary)" : "");
+             tm.swizzle ? " (a swizzled box starts its swizzle pattern at a 1024-byte boundary)"
+                        : "");
     const unsigned inner_bytes = tm.box[0] * tm.elem_bytes;
     size_t rows = 1;
     for (unsigned d = 1; d < tm.rank; ++d) rows *= tm.box[d];
@@ -968,7 +976,8 @@ void bulk_tensor_load(void* dst, const void* tensor_map, const int* coords, int 
                 std::memset(o, 0, tm.elem_bytes);  // out of bounds: filled with zeros
                 continue;
             }
-            const void* src = reinterpret_cast<const void*>(tm.global + offset + uint64_t(c) * tm.elem_bytes);
+            const void* src =
+                reinterpret_cast<const void*>(tm.global + offset + uint64_t(c) * tm.elem_bytes);
             if (w.sanitize) san::bulk_read(src, tm.elem_bytes);
             std::memcpy(o, src, tm.elem_bytes);
         }
@@ -977,7 +986,7 @@ void bulk_tensor_load(void* dst, const void* tensor_map, const int* coords, int 
         const unsigned addr = swizzle_address(base + 16 * k, tm.swizzle);
         void* p = window_pointer(w, addr, 16, "bulk copy destination");
         copy.chunks.push_back(addr);
-        if (w.sanitize) san::bulk_issue(p, copy.bar, w.kernel->nthreads);
+        if (w.sanitize) san::bulk_issue(p, copy.bar);
         std::memset(p, 0xff, 16);  // poisoned until it lands
     }
     w.bulk_copies.push_back(std::move(copy));
@@ -1031,13 +1040,10 @@ void wgmma_mma(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d, i
             std::vector<float> a, b;
             read_operand(w, op, g.desc_a, 64, g.trans_a != 0, a);
             read_operand(w, op, g.desc_b, unsigned(g.n), g.trans_b != 0, b);
-            if (w.sanitize) {
-                std::vector<const void*> ptrs;
-                for (unsigned addr : op.chunks) ptrs.push_back(window_pointer(w, addr, 16, "wgmma operand"));
-                const unsigned layout_a = unsigned(g.desc_a >> 62), layout_b = unsigned(g.desc_b >> 62);
-                san::wgmma_read(ptrs.data(), 128, layout_a ? 4 - layout_a : 0, first_thread);
-                san::wgmma_read(ptrs.data() + 128, ptrs.size() - 128, layout_b ? 4 - layout_b : 0,
-                                first_thread);
+            if (w.sanitize) {  // A's 128 chunks, then B's
+                san::wgmma_read(op.chunks.data(), 128, descriptor_swizzle(g.desc_a), first_thread);
+                san::wgmma_read(op.chunks.data() + 128, op.chunks.size() - 128,
+                                descriptor_swizzle(g.desc_b), first_thread);
             }
             op.result.resize(size_t(128) * op.n);
             for (unsigned t = 0; t < 128; ++t) {
@@ -1058,7 +1064,8 @@ void wgmma_mma(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d, i
             }
             // The registers are undefined until the wait: poison them.
             for (unsigned t = 0; t < 128; ++t)
-                for (unsigned i = 0; i < op.n; ++i) g.d[t][i] = std::numeric_limits<float>::quiet_NaN();
+                for (unsigned i = 0; i < op.n; ++i)
+                    g.d[t][i] = std::numeric_limits<float>::quiet_NaN();
             g.pending.push_back(std::move(op));
         });
 }
@@ -1089,7 +1096,8 @@ void setmaxnreg(unsigned regs) {
         [&](Warpgroup& g, unsigned, bool first) {
             if (first) g.arg = int(regs);
             else if (g.arg != int(regs))
-                fail("kernel %s: setmaxnreg with different counts in one warpgroup", w.kernel->name);
+                fail("kernel %s: setmaxnreg with different counts in one warpgroup",
+                     w.kernel->name);
         },
         [](Warpgroup&, unsigned) {});
 }

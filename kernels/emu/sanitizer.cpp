@@ -233,11 +233,11 @@ struct Tracker {
     uint32_t warp_sync[32];
     unsigned thread;  // linear id of the running fiber
     uint3 block_idx;
+    unsigned nthreads;  // threads per block
     // Happens-before through mbarriers, set up by the block's first mbarrier.init: vc[a*dim+b]
     // = every access of thread b (or pseudo-thread) at a time below it is ordered before thread
     // a's accesses from now on. Threads are 0..nthreads-1; pseudo-thread nthreads+i is the bulk
     // copies completing on mbarrier i.
-    unsigned nthreads = 0;
     unsigned vc_dim = 0;  // 0: no mbarrier in this block
     std::vector<uint32_t> vc;
     std::vector<uint32_t> phase_vc;  // per mbarrier: released into its current phase
@@ -260,8 +260,15 @@ smelt_dim3 thread_coords(const Launch& l, unsigned linear) {
                       linear / (l.block.x * l.block.y)};
 }
 
-// A thread, or an mbarrier's bulk copies (pseudo-threads, no coordinates in reports).
-bool is_thread(const Tracker& t, unsigned id) { return t.vc_dim == 0 || id < t.nthreads; }
+// A thread, or not: an mbarrier's bulk copies (pseudo-threads, no coordinates in reports), or
+// kNoThread.
+bool is_thread(const Tracker& t, unsigned id) { return id < t.nthreads; }
+
+// `kind` for an access that meets `writer`'s bytes too early when the writer is a thread; when
+// it is a bulk copy, the copy was not waited for.
+uint32_t too_early(const Tracker& t, unsigned writer, uint32_t kind) {
+    return is_thread(t, writer) ? kind : SMELT_EMU_BULK_UNWAITED;
+}
 
 struct Finding {
     uint32_t kind = 0;
@@ -280,7 +287,7 @@ void report(Tracker& t, const Finding& f, uint32_t access, uint32_t space, uintp
     std::memcpy(r.kernel, l.kernel, sizeof r.kernel);
     r.block = smelt_dim3{t.block_idx.x, t.block_idx.y, t.block_idx.z};
     r.thread = thread_coords(l, t.thread);
-    r.has_other = f.other != kNoThread && is_thread(t, f.other);
+    r.has_other = is_thread(t, f.other);
     if (r.has_other) r.other = thread_coords(l, f.other);
     r.address = address;
     r.offset = offset;
@@ -323,13 +330,11 @@ Finding read_byte(const Tracker& t, ShadowByte& s) {
         s.write_time < t.last_barrier && s.write_time >= t.block_start && !s.flags)
         return f;
     if (s.flags & kPending)
-        f = Finding{is_thread(t, s.writer) ? SMELT_EMU_CP_ASYNC_PENDING : SMELT_EMU_BULK_UNWAITED,
-                    s.writer};
+        f = Finding{too_early(t, s.writer, SMELT_EMU_CP_ASYNC_PENDING), s.writer};
     else if (s.write_time < t.block_start)
         f = Finding{SMELT_EMU_UNINITIALIZED, kNoThread};
     else if (!ordered(t, s.writer, s.write_time))
-        f = Finding{is_thread(t, s.writer) ? SMELT_EMU_RACE_RAW : SMELT_EMU_BULK_UNWAITED,
-                    s.writer};
+        f = Finding{too_early(t, s.writer, SMELT_EMU_RACE_RAW), s.writer};
     if (reads_ordered(t, s)) {
         s.reader = uint16_t(me);
         s.reader2 = kNoThread;
@@ -349,22 +354,25 @@ Finding read_byte(const Tracker& t, ShadowByte& s) {
 Finding check_write(const Tracker& t, const ShadowByte& s) {
     const unsigned me = t.thread;
     if (s.flags & kPending)
-        return Finding{is_thread(t, s.writer) ? SMELT_EMU_CP_ASYNC_PENDING : SMELT_EMU_BULK_UNWAITED,
-                       s.writer};
+        return Finding{too_early(t, s.writer, SMELT_EMU_CP_ASYNC_PENDING), s.writer};
     if (s.write_time >= t.block_start && !ordered(t, s.writer, s.write_time))
-        return Finding{is_thread(t, s.writer) ? SMELT_EMU_RACE_WAW : SMELT_EMU_BULK_UNWAITED,
-                       s.writer};
+        return Finding{too_early(t, s.writer, SMELT_EMU_RACE_WAW), s.writer};
     if (!reads_ordered(t, s))
         return Finding{SMELT_EMU_RACE_WAR, s.reader != me ? s.reader : s.reader2};
     return Finding{};
 }
 
-void record_write(const Tracker& t, ShadowByte& s) {
-    s.flags &= kPending;
-    s.write_time = t.clock;
-    s.writer = uint16_t(t.thread);
+// The byte as `writer` left it at `time`, with no reads since.
+void set_written(ShadowByte& s, unsigned writer, uint32_t time) {
+    s.write_time = time;
+    s.writer = uint16_t(writer);
     s.read_time = 0;
     s.reader = s.reader2 = kNoThread;
+}
+
+void record_write(const Tracker& t, ShadowByte& s) {
+    s.flags &= kPending;
+    set_written(s, t.thread, t.clock);
 }
 
 uint32_t shared_space(const Tracker& t, uintptr_t a) {
@@ -549,6 +557,8 @@ void begin_worker(Launch* launch, unsigned nthreads, const void* stacks_lo, size
     t->smem_bytes = launch->smem_bytes;
     t->stacks_lo = reinterpret_cast<uintptr_t>(stacks_lo);
     t->stacks_bytes = stacks_bytes;
+    t->nthreads = nthreads;
+    t->fence_time.assign(nthreads, 0);
     t->shadow = take_shadow(tls.bytes);
     t->clock = t->shadow->clock;
     tl_tracker = t;
@@ -571,7 +581,7 @@ void begin_block(uint3 block_idx) {
     t.block_start = t.last_barrier = ++t.clock;
     std::fill(std::begin(t.warp_sync), std::end(t.warp_sync), 0u);
     t.vc_dim = 0;  // until the block's first mbarrier.init
-    t.fence_time.clear();
+    std::fill(t.fence_time.begin(), t.fence_time.end(), 0u);
     t.block_idx = block_idx;
 }
 
@@ -587,6 +597,49 @@ void warp_sync_done(unsigned warp) {
     t.warp_sync[warp] = ++t.clock;
 }
 
+namespace {
+
+// Reports a finding about `bytes` bytes at shared address `a` for the running thread.
+void report_shared(Tracker& t, const Finding& f, uint32_t access, uintptr_t a, size_t bytes) {
+    report(t, f, access, shared_space(t, a), a, bytes, shared_offset(t, a),
+           shared_space(t, a) == SMELT_EMU_DYNAMIC_SHARED ? t.smem_bytes : 0);
+}
+
+// The issue of an asynchronous write of 16 bytes at `dst` (a cp.async, or a chunk of a bulk
+// copy, whose writer is its mbarrier's pseudo-thread): checked as a write ordered after what
+// came before (WAW, WAR), then pending until it lands.
+void issue_async_write(Tracker& t, uintptr_t dst, unsigned writer, uint32_t access) {
+    if (!shared_bounds(t, dst, 16, access)) return;
+    ShadowByte* s = t.shadow->bytes + (dst - t.tls_lo);
+    Finding first;
+    size_t at = 0;
+    for (size_t i = 0; i < 16; ++i) {
+        const Finding f = check_write(t, s[i]);
+        if (f.kind && !first.kind) {
+            first = f;
+            at = i;
+        }
+        s[i].flags = kPending;
+        s[i].writer = uint16_t(writer);
+        s[i].read_time = 0;
+        s[i].reader = s[i].reader2 = kNoThread;
+    }
+    if (first.kind) report_shared(t, first, access, dst + at, 16);
+}
+
+// The landing of an asynchronous write: 16 bytes at `dst` written by `writer` now, `flags` the
+// bytes' marks (kBulk and the swizzle for a bulk copy).
+void land_async_write(Tracker& t, uintptr_t dst, unsigned writer, uint8_t flags) {
+    if (dst - t.tls_lo >= t.tls_bytes || t.tls_bytes - (dst - t.tls_lo) < 16) return;
+    ShadowByte* s = t.shadow->bytes + (dst - t.tls_lo);
+    for (size_t i = 0; i < 16; ++i) {
+        s[i].flags = flags;
+        set_written(s[i], writer, t.clock);
+    }
+}
+
+}  // namespace
+
 void cp_async_issue(void* shared_dst, const void* global_src) {
     Tracker& t = *tl_tracker;
     const uintptr_t dst = reinterpret_cast<uintptr_t>(shared_dst);
@@ -599,36 +652,12 @@ void cp_async_issue(void* shared_dst, const void* global_src) {
                in_shared ? shared_offset(t, dst) : 0, 0);
         if (!in_shared) return;
     }
-    if (!shared_bounds(t, dst, 16, SMELT_EMU_CP_ASYNC)) return;
-    ShadowByte* s = t.shadow->bytes + (dst - t.tls_lo);
-    Finding first;
-    size_t at = 0;
-    for (size_t i = 0; i < 16; ++i) {
-        const Finding f = check_write(t, s[i]);
-        if (f.kind && !first.kind) {
-            first = f;
-            at = i;
-        }
-        s[i].flags |= kPending;
-        s[i].writer = uint16_t(t.thread);
-        s[i].read_time = 0;
-        s[i].reader = s[i].reader2 = kNoThread;
-    }
-    if (first.kind)
-        report(t, first, SMELT_EMU_CP_ASYNC, shared_space(t, dst), dst + at, 16,
-               shared_offset(t, dst + at),
-               shared_space(t, dst) == SMELT_EMU_DYNAMIC_SHARED ? t.smem_bytes : 0);
+    issue_async_write(t, dst, t.thread, SMELT_EMU_CP_ASYNC);
 }
 
 void cp_async_land(void* shared_dst) {
     Tracker& t = *tl_tracker;
-    const uintptr_t dst = reinterpret_cast<uintptr_t>(shared_dst);
-    if (dst - t.tls_lo >= t.tls_bytes || t.tls_bytes - (dst - t.tls_lo) < 16) return;
-    ShadowByte* s = t.shadow->bytes + (dst - t.tls_lo);
-    for (size_t i = 0; i < 16; ++i) {
-        s[i].flags &= uint8_t(~kPending);
-        record_write(t, s[i]);
-    }
+    land_async_write(t, reinterpret_cast<uintptr_t>(shared_dst), t.thread, 0);
 }
 
 void atomic_access(const void* p, size_t bytes) {
@@ -647,23 +676,15 @@ void join(uint32_t* into, const uint32_t* from, unsigned n) {
     for (unsigned i = 0; i < n; ++i) into[i] = std::max(into[i], from[i]);
 }
 
-// Reports a finding about `bytes` bytes at shared address `a` for the running thread.
-void report_shared(Tracker& t, const Finding& f, uint32_t access, uintptr_t a, size_t bytes) {
-    report(t, f, access, shared_space(t, a), a, bytes, shared_offset(t, a),
-           shared_space(t, a) == SMELT_EMU_DYNAMIC_SHARED ? t.smem_bytes : 0);
-}
-
 }  // namespace
 
-void mbar_init(unsigned i, unsigned nthreads) {
+void mbar_init(unsigned i) {
     Tracker& t = *tl_tracker;
     if (t.vc_dim == 0) {
-        t.nthreads = nthreads;
-        t.vc_dim = nthreads + SMELT_EMU_MAX_MBARRIERS;
+        t.vc_dim = t.nthreads + SMELT_EMU_MAX_MBARRIERS;
         t.vc.assign(size_t(t.vc_dim) * t.vc_dim, 0);
         t.phase_vc.assign(size_t(SMELT_EMU_MAX_MBARRIERS) * t.vc_dim, 0);
         t.done_vc.assign(size_t(SMELT_EMU_MAX_MBARRIERS) * t.vc_dim, 0);
-        if (t.fence_time.empty()) t.fence_time.assign(nthreads, 0);
     }
     std::fill_n(vc_row(t.phase_vc, t, i), t.vc_dim, 0u);
     std::fill_n(vc_row(t.done_vc, t, i), t.vc_dim, 0u);
@@ -692,41 +713,18 @@ void bulk_read(const void* global_src, size_t bytes) {
     check(reinterpret_cast<uintptr_t>(global_src), bytes, SMELT_EMU_READ);
 }
 
-void bulk_issue(void* shared_dst, unsigned bar, unsigned nthreads) {
+void bulk_issue(void* shared_dst, unsigned bar) {
     Tracker& t = *tl_tracker;
-    const uintptr_t dst = reinterpret_cast<uintptr_t>(shared_dst);
-    if (!shared_bounds(t, dst, 16, SMELT_EMU_BULK_COPY)) return;
-    ShadowByte* s = t.shadow->bytes + (dst - t.tls_lo);
-    Finding first;
-    size_t at = 0;
-    for (size_t i = 0; i < 16; ++i) {
-        const Finding f = check_write(t, s[i]);  // ordered after what came before (WAW, WAR)
-        if (f.kind && !first.kind) {
-            first = f;
-            at = i;
-        }
-        s[i].flags = kPending;
-        s[i].writer = uint16_t(nthreads + bar);
-        s[i].read_time = 0;
-        s[i].reader = s[i].reader2 = kNoThread;
-    }
-    if (first.kind) report_shared(t, first, SMELT_EMU_BULK_COPY, dst + at, 16);
+    issue_async_write(t, reinterpret_cast<uintptr_t>(shared_dst), t.nthreads + bar,
+                      SMELT_EMU_BULK_COPY);
 }
 
 void bulk_land_begin() { ++tl_tracker->clock; }
 
 void bulk_land(void* shared_dst, unsigned bar, unsigned swizzle) {
     Tracker& t = *tl_tracker;
-    const uintptr_t dst = reinterpret_cast<uintptr_t>(shared_dst);
-    if (dst - t.tls_lo >= t.tls_bytes) return;
-    ShadowByte* s = t.shadow->bytes + (dst - t.tls_lo);
-    for (size_t i = 0; i < 16; ++i) {
-        s[i].flags = uint8_t(kBulk | (swizzle << kSwizzleShift));
-        s[i].write_time = t.clock;
-        s[i].writer = uint16_t(t.nthreads + bar);
-        s[i].read_time = 0;
-        s[i].reader = s[i].reader2 = kNoThread;
-    }
+    land_async_write(t, reinterpret_cast<uintptr_t>(shared_dst), t.nthreads + bar,
+                     uint8_t(kBulk | (swizzle << kSwizzleShift)));
 }
 
 void bulk_land_end(unsigned bar) {
@@ -747,7 +745,6 @@ void bulk_discard(void* shared_dst) {
 
 void fence_proxy_async() {
     Tracker& t = *tl_tracker;
-    if (t.fence_time.empty()) t.fence_time.assign(t.launch->block.x * t.launch->block.y * t.launch->block.z, 0);
     t.fence_time[t.thread] = ++t.clock;
 }
 
@@ -765,27 +762,26 @@ void wgmma_read(const void* const* chunks, size_t count, unsigned swizzle, unsig
     auto seen = [&](unsigned who, uint32_t time) {
         return time < t.last_barrier || (t.vc_dim && time < meet[who]);
     };
-    const unsigned nthreads = t.launch->block.x * t.launch->block.y * t.launch->block.z;
     for (size_t c = 0; c < count; ++c) {
         const uintptr_t a = reinterpret_cast<uintptr_t>(chunks[c]);
         if (!shared_bounds(t, a, 16, SMELT_EMU_WGMMA)) return;
         const ShadowByte* s = t.shadow->bytes + (a - t.tls_lo);
         for (size_t i = 0; i < 16; ++i) {
             Finding f;
-            const bool bulk = s[i].writer >= nthreads && s[i].writer != kNoThread;
+            const unsigned writer = s[i].writer;
             if (s[i].flags & kPending)
-                f = Finding{bulk ? SMELT_EMU_BULK_UNWAITED : SMELT_EMU_CP_ASYNC_PENDING, s[i].writer};
+                f = Finding{too_early(t, writer, SMELT_EMU_CP_ASYNC_PENDING), writer};
             else if (s[i].write_time < t.block_start)
                 f = Finding{SMELT_EMU_UNINITIALIZED};
-            else if (!seen(s[i].writer, s[i].write_time))
-                f = Finding{bulk ? SMELT_EMU_BULK_UNWAITED : SMELT_EMU_RACE_RAW, s[i].writer};
-            else if (bulk && (s[i].flags >> kSwizzleShift) != swizzle)
-                f = Finding{SMELT_EMU_SWIZZLE_MISMATCH};
-            else if (!bulk) {
-                const uint32_t fenced =
-                    t.fence_time.empty() ? 0 : t.fence_time[s[i].writer];
-                if (!(fenced > s[i].write_time && seen(s[i].writer, fenced)))
-                    f = Finding{SMELT_EMU_PROXY_FENCE, s[i].writer};
+            else if (!seen(writer, s[i].write_time))
+                f = Finding{too_early(t, writer, SMELT_EMU_RACE_RAW), writer};
+            else if (!is_thread(t, writer)) {  // a bulk copy's bytes
+                if ((s[i].flags >> kSwizzleShift) != swizzle)
+                    f = Finding{SMELT_EMU_SWIZZLE_MISMATCH};
+            } else {
+                const uint32_t fenced = t.fence_time[writer];
+                if (!(fenced > s[i].write_time && seen(writer, fenced)))
+                    f = Finding{SMELT_EMU_PROXY_FENCE, writer};
             }
             if (f.kind) {
                 report_shared(t, f, SMELT_EMU_WGMMA, a + i, 16 - i);

@@ -97,12 +97,12 @@ void atomic_access(const void* p, size_t bytes);
 // Hopper. mbarrier i of the block (i < SMELT_EMU_MAX_MBARRIERS): happens-before through its
 // phases (vector clocks: an arrive releases what the thread has seen into the phase, a wait that
 // sees the phase complete acquires it). Bulk copies are writes by a pseudo-thread per mbarrier.
-void mbar_init(unsigned i, unsigned nthreads);
+void mbar_init(unsigned i);
 void mbar_arrive(unsigned i);
 void mbar_complete(unsigned i);
 void mbar_acquire(unsigned i);
 void bulk_read(const void* global_src, size_t bytes);           // a source element, at the issue
-void bulk_issue(void* shared_dst, unsigned bar, unsigned nthreads);  // 16 destination bytes
+void bulk_issue(void* shared_dst, unsigned bar);  // 16 destination bytes
 void bulk_land_begin();
 void bulk_land(void* shared_dst, unsigned bar, unsigned swizzle);   // 16 bytes land
 void bulk_land_end(unsigned bar);

@@ -70,7 +70,7 @@ fn run_wgmma<R: Runtime>(dev: &Dev<R>, c: &Case, x: &Inputs, out_type: DType) ->
     )
 }
 
-/// A case through `matmul_tma_split` with `splits` parts of k.
+/// A case through `matmul_tma` with `splits` parts of k.
 fn run_split<R: Runtime>(
     dev: &Dev<R>,
     c: &Case,
@@ -78,7 +78,7 @@ fn run_split<R: Runtime>(
     out_type: DType,
     splits: usize,
 ) -> Outputs {
-    let (_keep, scratch) = dev.scratch(splits * c.s.m * c.s.n * 4);
+    let (_keep, scratch) = dev.scratch(k::scratch_bytes(&c.s, splits));
     run(
         dev,
         c,
@@ -87,7 +87,7 @@ fn run_split<R: Runtime>(
         |out, gelu, a, b, bias| {
             assert!(k::supports(&dev.rt, &c.s, a, b), "{c:?} must be supported");
             unsafe {
-                k::matmul_tma_split(
+                k::matmul_tma(
                     &dev.rt, out, out_type, gelu, a, b, bias, &c.s, splits, scratch,
                 )
             }
@@ -228,7 +228,7 @@ fn split_k<R: Runtime>(dev: &Dev<R>) {
         let rows = rows_to_check(dev, c.s.m);
         let r = x.rounded().product(&c.s, &rows);
         for splits in [1, 2, 5, 16] {
-            let what = format!("{} splits={splits}", c.what("matmul_tma_split"));
+            let what = format!("{} splits={splits}", c.what("matmul_tma"));
             let (out, gelu) = run_split(dev, &c, &x, DType::F32, splits);
             r.check(dev, &what, &rows_of(&out, &rows, c.s.n), TOL_SAME_INPUTS);
             let gelu = gelu.expect("the case has the GELU epilogue");

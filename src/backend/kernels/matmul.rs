@@ -93,16 +93,11 @@ fn staged_bytes(s: &MatmulShape, a: DType, b: DType) -> [usize; 2] {
 /// kernel's split-K partial sums (counted wherever the shape may take it).
 fn regions<R: Runtime + ?Sized>(rt: &R, s: &MatmulShape, a: DType, b: DType) -> [usize; 3] {
     let [sa, sb] = staged_bytes(s, a, b);
-    let hopper = matmul_wgmma::supports(rt, s, 0, 0);
-    [
-        sa,
-        sb,
-        if hopper {
-            matmul_wgmma::scratch_bytes(rt, s)
-        } else {
-            0
-        },
-    ]
+    let partials = match matmul_wgmma::supports(rt, s, 0, 0) {
+        true => matmul_wgmma::scratch_bytes(s, matmul_wgmma::splits(s, rt.multiprocessors())),
+        false => 0,
+    };
+    [sa, sb, partials]
 }
 
 /// The scratch [`matmul`] needs on `rt` for operands of these types.
@@ -156,9 +151,13 @@ pub unsafe fn matmul<R: Runtime + ?Sized>(
             addr: regions[2],
             bytes: sizes[2],
         };
-        // SAFETY: the caller's contract; a and b are now bf16 of m*k and k*n elements.
+        let splits = matmul_wgmma::splits(&s, rt.multiprocessors());
+        // SAFETY: the caller's contract; a and b are now bf16 of m*k and k*n elements; the
+        // partials region was sized for this split count (`regions`).
         return unsafe {
-            matmul_wgmma::matmul_tma(rt, out, out_type, gelu_out, a, b, bias, &s, partials)
+            matmul_wgmma::matmul_tma(
+                rt, out, out_type, gelu_out, a, b, bias, &s, splits, partials,
+            )
         };
     }
     let (m, k, n) = (int(s.m), int(s.k), int(s.n));

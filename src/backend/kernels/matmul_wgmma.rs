@@ -3,8 +3,8 @@
 //! (TMA) through a 4-stage mbarrier ring, a producer warpgroup and two consumer warpgroups, a
 //! persistent grid in grouped tile order; bias and GELU epilogues, f32 or bf16 outputs; a
 //! deterministic split-K for products with few tiles and a long k (weight gradients).
-//! [`matmul_tma`] is the sequence (tensor maps, split choice, persistent grid, reduction) and
-//! [`supports`] says which products it takes.
+//! [`matmul_tma`] is the sequence (tensor maps, persistent grid, reduction), [`supports`] says
+//! which products it takes and [`splits`] how far to split k.
 
 use super::{blocks, int, kernels, linear, Dim3, LaunchDims, Scratch};
 use crate::backend::device::{Arch, Runtime};
@@ -71,9 +71,10 @@ pub fn splits(s: &MatmulShape, multiprocessors: u32) -> usize {
         .clamp(1, MAX_SPLITS)
 }
 
-/// The scratch [`matmul_tma`] needs on `rt` (the split partial sums; none without split-K).
-pub fn scratch_bytes<R: Runtime + ?Sized>(rt: &R, s: &MatmulShape) -> usize {
-    match splits(s, rt.multiprocessors()) {
+/// The scratch [`matmul_tma`] needs for `splits` parts of k: the f32 partial sums of every
+/// split, none without split-K.
+pub fn scratch_bytes(s: &MatmulShape, splits: usize) -> usize {
+    match splits {
         1 => 0,
         n => n * s.m * s.n * 4,
     }
@@ -144,36 +145,14 @@ fn operand_map<R: Runtime + ?Sized>(rt: &R, addr: u64, o: &Stored) -> Result<Ten
 }
 
 /// `out (m,n) = op(a) · op(b) (+ bias)` and `gelu_out = gelu(out)` unless 0, stored in
-/// `out_type`; `a`, `b` bf16 with the shape's transposes, and [`supports`]ed; `scratch` holds
-/// [`scratch_bytes`]. Split into [`splits`] parts of k.
+/// `out_type`; `a`, `b` bf16 with the shape's transposes, and [`supports`]ed; k in `splits`
+/// parts (1 ..= the k tiles; [`splits`] picks it), `scratch` holding [`scratch_bytes`].
 ///
 /// # Safety
 /// Every address is device memory of `rt` holding the sizes above; the outputs overlap
 /// neither each other, the inputs nor `scratch`.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn matmul_tma<R: Runtime + ?Sized>(
-    rt: &R,
-    out: u64,
-    out_type: DType,
-    gelu_out: u64,
-    a: u64,
-    b: u64,
-    bias: u64,
-    s: &MatmulShape,
-    scratch: Scratch,
-) -> Result<()> {
-    let splits = splits(s, rt.multiprocessors());
-    // SAFETY: the caller's contract, with the split count scratch_bytes counted.
-    unsafe { matmul_tma_split(rt, out, out_type, gelu_out, a, b, bias, s, splits, scratch) }
-}
-
-/// [`matmul_tma`] with `splits` parts of k (1 ..= the k tiles); `scratch` holds
-/// `splits · m · n` f32 when `splits` > 1.
-///
-/// # Safety
-/// As [`matmul_tma`].
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn matmul_tma_split<R: Runtime + ?Sized>(
     rt: &R,
     out: u64,
     out_type: DType,
@@ -197,7 +176,7 @@ pub unsafe fn matmul_tma_split<R: Runtime + ?Sized>(
     let parts = int(splits);
     let partials = match splits {
         1 => 0,
-        _ => scratch.split(&[splits * s.m * s.n * 4])[0],
+        _ => scratch.split(&[scratch_bytes(s, splits)])[0],
     };
     // SAFETY: the caller's contract; the maps describe a and b; `partials` has room for the
     // splits' sums (checked by Scratch::split).
